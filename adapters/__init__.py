@@ -1,0 +1,1 @@
+"""Adapters: inbound translation of each tool's payloads, and the shared outbound HTTP client."""

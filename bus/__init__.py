@@ -1,0 +1,1 @@
+"""The bus: event model, journal, broker, clients, HTTP endpoint, command line."""

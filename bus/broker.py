@@ -1,0 +1,333 @@
+"""The broker: owns the journal, acks publishers after commit, fans out on XPUB.
+
+Control (ROUTER): publish with ack, catch-up reads, cursors, retry state, dead
+letters, status, replay. Live (XPUB): `[type, seq, body]` for every accepted
+event, plus a heartbeat carrying the journal head so a subscriber notices a
+gap (or a silent broker) within a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import zmq
+import zmq.asyncio
+
+from . import protocol
+from .config import Config
+from .curve import apply_server, parse_certificate
+from .event import Event, EventError, compile_globs, fit_to_size, new_event, parse_event
+from .journal import Accepted, Journal, JournalError
+
+log = logging.getLogger("hookbus.broker")
+
+HOSTNAME = socket.gethostname()
+DELIVERY_FAILED = "hookbus.delivery.failed"
+
+
+class Broker:
+    def __init__(self, config: Config, journal: Journal, ctx: zmq.asyncio.Context | None = None) -> None:
+        self.config = config
+        self.bus = config.bus
+        self.journal = journal
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._router: zmq.asyncio.Socket | None = None
+        self._xpub: zmq.asyncio.Socket | None = None
+        self._auth: Any = None
+        self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
+        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
+        self._handlers: dict[bytes, Callable[[dict[str, Any], list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
+            protocol.PUB: self._on_pub,
+            protocol.FETCH: self._on_fetch,
+            protocol.HELLO: self._on_hello,
+            protocol.ACK: self._on_ack,
+            protocol.RETRY: self._on_retry,
+            protocol.DEAD: self._on_dead,
+            protocol.PING: self._on_ping,
+            protocol.REPLAYS: self._on_replays,
+            protocol.REPLAYED: self._on_replayed,
+            protocol.STATUS: self._on_status,
+            protocol.REPLAY: self._on_replay,
+        }
+
+    # -- life cycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        router = self.ctx.socket(zmq.ROUTER)
+        xpub = self.ctx.socket(zmq.XPUB)
+        for sock in (router, xpub):
+            sock.linger = 0
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if self.bus.curve_secret_key:
+            self._start_curve(router, xpub)
+        try:
+            router.bind(self.bus.control)
+            xpub.bind(self.bus.publish)
+        except zmq.ZMQError as exc:
+            router.close()
+            xpub.close()
+            raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
+        self._router, self._xpub = router, xpub
+        self._tasks = [
+            asyncio.create_task(self._serve_control(), name="broker-control"),
+            asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
+            asyncio.create_task(self._drain_subscriptions(), name="broker-xpub"),
+            asyncio.create_task(self._prune_loop(), name="broker-prune"),
+        ]
+        log.info("broker: control %s, publish %s, journal %s (head %d)", self.bus.control, self.bus.publish, self.journal.path, self.journal.last_seq)
+
+    def _start_curve(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        keys = parse_certificate(self.bus.curve_secret_key or "", "bus.curve_secret_key")
+        if not self.bus.curve_authorized_keys or not self.bus.curve_authorized_keys.is_dir():
+            raise OSError("bus.curve_authorized_keys: must name a folder of client public certificates when CURVE is on")
+        self._auth = AsyncioAuthenticator(self.ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=str(self.bus.curve_authorized_keys))
+        for sock in (router, xpub):
+            apply_server(sock, keys)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sock in (self._router, self._xpub):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+
+    # -- ingest --------------------------------------------------------------
+
+    def encode(self, event: Event) -> bytes:
+        """Return the event's stored form, within [bus] max_event_bytes."""
+        return fit_to_size(event, self.bus.max_event_bytes)
+
+    async def ingest(self, events: list[Event]) -> list[Accepted]:
+        """Commit events to the journal, then publish the new ones. Raise
+        EventError for an event over the size limit, JournalError if the
+        journal cannot commit."""
+        encoded = [(event, self.encode(event)) for event in events]
+        accepted = await self.journal.append(encoded)
+        for (event, body), acc in zip(encoded, accepted):
+            if acc.duplicate:
+                self.counters["duplicates"] += 1
+                continue
+            self.counters["accepted"] += 1
+            self._publish(event.type, acc.seq, body)
+        return accepted
+
+    def _publish(self, type_: str, seq: int, body: bytes) -> None:
+        assert self._xpub is not None
+        try:
+            self._xpub.send_multipart([type_.encode(), protocol.seq_bytes(seq), body], flags=zmq.NOBLOCK)
+            self.counters["published"] += 1
+        except zmq.Again:
+            pass  # subscribers catch up from the journal
+
+    # -- control socket -----------------------------------------------------
+
+    async def _serve_control(self) -> None:
+        assert self._router is not None
+        while True:
+            frames = await self._router.recv_multipart()
+            if len(frames) < 4:
+                continue
+            asyncio.create_task(self._answer(frames))
+
+    async def _answer(self, frames: list[bytes]) -> None:
+        ident, command, req, payload, bodies = frames[0], frames[1], frames[2], frames[3], frames[4:]
+        handler = self._handlers.get(command)
+        try:
+            if handler is None:
+                raise ValueError(f"unknown command {command!r}")
+            info, out = await handler(orjson.loads(payload) if payload else {}, bodies)
+            reply = [ident, protocol.OK, req, orjson.dumps(info), *out]
+        except EventError as exc:
+            self.counters["rejected"] += 1
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "field": exc.field, **getattr(exc, "extra", {})})]
+        except JournalError as exc:
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "retry": True})]
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"bad request: {exc}"})]
+        assert self._router is not None
+        try:
+            await self._router.send_multipart(reply)
+        except zmq.ZMQError as exc:
+            log.debug("control reply not sent: %s", exc)
+
+    async def _on_pub(self, info: dict[str, Any], bodies: list[bytes]) -> tuple[Any, list[bytes]]:
+        events = []
+        for index, body in enumerate(bodies):
+            try:
+                events.append(parse_event(orjson.loads(body)))
+            except orjson.JSONDecodeError:
+                exc = EventError("event", "not valid JSON")
+                exc.extra = {"index": index}  # type: ignore[attr-defined]
+                raise exc from None
+            except EventError as exc:
+                exc.extra = {"index": index}  # type: ignore[attr-defined]
+                raise
+        accepted = await self.ingest(events)
+        return {"accepted": [{"id": a.id, "seq": a.seq, "duplicate": a.duplicate} for a in accepted]}, []
+
+    async def _on_fetch(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        patterns = info.get("events")
+        matcher = compile_globs(patterns).match if patterns is not None else None
+        limit = max(1, min(int(info.get("limit", 500)), 5000))
+        stored, scanned = await asyncio.to_thread(self.journal.read, int(info["after"]), limit, matcher)
+        meta = {"seqs": [e.seq for e in stored], "scanned_to": scanned, "head": self.journal.last_seq}
+        return meta, [e.body for e in stored]
+
+    async def _on_hello(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        name = str(info["name"])
+        cursor, epoch = self.journal.cursors().get(name, (None, 0))
+        if cursor is None:
+            start = info.get("start", "beginning")
+            cursor = self.journal.last_seq if start == "now" else 0
+            await self.journal.set_cursor(name, cursor, epoch)
+        retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in self.journal.retries(name)]
+        self.seen[name] = (time.time(), {})
+        return {"cursor": cursor, "epoch": epoch, "head": self.journal.last_seq, "retries": retries}, []
+
+    async def _on_ack(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        ok = await self.journal.set_cursor(str(info["name"]), int(info["cursor"]), int(info["epoch"]))
+        return {"ok": ok}, []
+
+    async def _on_retry(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        name, seq = str(info["name"]), int(info["seq"])
+        if int(info["attempts"]) == 0:
+            await self.journal.clear_retry(name, seq)
+        else:
+            await self.journal.set_retry(name, seq, int(info["attempts"]), float(info["next_at"]), str(info.get("error", ""))[:2000])
+        return {}, []
+
+    async def _on_dead(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        name, seq, attempts, error = str(info["name"]), int(info["seq"]), int(info["attempts"]), str(info["error"])[:4000]
+        stored = self.journal.get(seq)
+        failure = None
+        if stored is not None and stored.type != DELIVERY_FAILED:  # never alert on a failed alert: no loops
+            original = orjson.loads(stored.body)
+            event = new_event(
+                DELIVERY_FAILED,
+                {"subscriber": name, "event_id": original.get("id"), "event_type": stored.type, "event_seq": seq,
+                 "event_source": original.get("source"), "attempts": attempts, "error": error,
+                 "job_id": (original.get("data") or {}).get("job_id") if isinstance(original.get("data"), dict) else None},
+                source=f"hookbus://{HOSTNAME}/subscribers/{name}",
+                subject=original.get("subject"),
+                id_=f"dead-letter:{seq}",
+            )
+            failure = (event, self.encode(event))
+        dead_id, accepted = await self.journal.add_dead_letter(name, seq, attempts, error, failure)
+        log.warning("subscriber %s: event seq %d dead-lettered after %d attempt(s): %s", name, seq, attempts, error)
+        for acc in accepted:
+            if not acc.duplicate and failure is not None:
+                self.counters["accepted"] += 1
+                self._publish(DELIVERY_FAILED, acc.seq, failure[1])
+        return {"dead_letter": dead_id}, []
+
+    async def _on_ping(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        name = str(info["name"])
+        self.seen[name] = (time.time(), info.get("stats") or {})
+        cursor, epoch = self.journal.cursors().get(name, (0, 0))
+        replays = len(self.journal.dead_letters(name, "replaying", limit=1000))
+        return {"head": self.journal.last_seq, "epoch": epoch, "cursor": cursor, "replays": replays}, []
+
+    async def _on_replays(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        items, bodies = [], []
+        for dead in self.journal.dead_letters(str(info["name"]), "replaying", limit=int(info.get("limit", 100))):
+            stored = self.journal.get(dead.seq)
+            if stored is None:
+                await self.journal.finish_replay(dead.id, False, "event no longer in the journal")
+                continue
+            items.append({"id": dead.id, "seq": dead.seq})
+            bodies.append(stored.body)
+        return {"items": items}, bodies
+
+    async def _on_replayed(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        await self.journal.finish_replay(int(info["id"]), bool(info["ok"]), str(info.get("error", ""))[:4000])
+        return {}, []
+
+    async def _on_replay(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        subscriber = info.get("subscriber")
+        if info.get("from_seq") is not None:
+            if not subscriber:
+                raise ValueError("replay from a sequence number needs a subscriber")
+            epoch = await self.journal.reset_cursor(subscriber, max(0, int(info["from_seq"]) - 1))
+            return {"subscriber": subscriber, "from_seq": int(info["from_seq"]), "epoch": epoch}, []
+        ids = info.get("ids")
+        queued = await self.journal.mark_replay([int(i) for i in ids] if ids else None, subscriber)
+        return {"queued": queued}, []
+
+    async def _on_status(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+        return await asyncio.to_thread(self.status), []
+
+    def status(self) -> dict[str, Any]:
+        """Subscribers, cursors, lag, retries in flight, dead letters."""
+        head = self.journal.last_seq
+        cursors = self.journal.cursors()
+        dead = self.journal.count_dead()
+        retries: dict[str, int] = {}
+        for name, *_ in self.journal.retries():
+            retries[name] = retries.get(name, 0) + 1
+        names = [s.name for s in self.config.subscribers] + sorted(set(cursors) - {s.name for s in self.config.subscribers})
+        now = time.time()
+        subs = []
+        for name in names:
+            cursor = cursors.get(name, (0, 0))[0]
+            last, stats = self.seen.get(name, (None, {}))
+            subs.append({
+                "name": name,
+                "cursor": cursor,
+                "lag": head - cursor,
+                "connected": last is not None and now - last < 3 * self.bus.heartbeat + 1,
+                "last_seen_s": round(now - last, 1) if last else None,
+                "retries_in_flight": retries.get(name, 0),
+                "dead_letters": dead.get(name, 0),
+                "stats": stats,
+            })
+        letters = [
+            {"id": d.id, "subscriber": d.subscriber, "seq": d.seq, "attempts": d.attempts, "error": d.error,
+             "created_at": d.created_at, "state": d.state}
+            for d in self.journal.dead_letters(state="dead", limit=100)
+        ]
+        return {"head": head, "events_retained": self.journal.event_count(), "counters": dict(self.counters),
+                "subscribers": subs, "dead_letters": letters}
+
+    # -- background ---------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        assert self._xpub is not None
+        while True:
+            try:
+                self._xpub.send_multipart([protocol.HEARTBEAT_TOPIC, protocol.seq_bytes(self.journal.last_seq)], flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            await asyncio.sleep(self.bus.heartbeat)
+
+    async def _drain_subscriptions(self) -> None:
+        assert self._xpub is not None
+        while True:
+            frame = await self._xpub.recv()
+            if frame:
+                log.debug("xpub %s %r", "subscribe" if frame[0] == 1 else "unsubscribe", frame[1:])
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                removed = await self.journal.prune(self.bus.retention_days * 86400)
+                if removed:
+                    log.info("journal: pruned %d delivered event(s) older than %g days", removed, self.bus.retention_days)
+            except JournalError as exc:
+                log.error("journal prune failed: %s", exc)

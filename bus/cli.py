@@ -1,0 +1,301 @@
+"""The `hookbus` command.
+
+Exit status: 0 done; 1 refused or failed; 2 bad usage or configuration;
+3 the broker could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import orjson
+import zmq.asyncio
+
+from hookbus import __version__
+
+from . import protocol
+from .broker import Broker
+from .client import BrokerRefused, BrokerUnavailable, ControlClient
+from .config import Config, ConfigError, find_config_path, load_config, scrub, setup_logging
+from .event import EventError, new_event, parse_event
+from .journal import Journal
+from .runtime import SubscriberRunner
+
+log = logging.getLogger("hookbus")
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+
+
+def fail(message: str, code: int) -> NoReturn:
+    print(f"hookbus: {scrub(message)}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+# -- running the parts ------------------------------------------------------------
+
+@contextlib.contextmanager
+def data_dir_lock(config: Config) -> Any:
+    """One broker per data directory: a second one would fork the journal."""
+    config.bus.data_dir.mkdir(parents=True, exist_ok=True)
+    path = config.bus.data_dir / "broker.lock"
+    with path.open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fail(f"bus.data_dir {config.bus.data_dir}: another hookbus broker is already running on it", EXIT_FAILED)
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
+    from .webhook import start_http
+
+    journal = Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
+    broker = Broker(config, journal)
+    try:
+        await broker.start()
+        runner = await start_http(config, broker) if with_http and config.webhook.enabled else None
+        try:
+            yield broker
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+            await broker.stop()
+    finally:
+        journal.close()
+
+
+async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event) -> None:
+    from hookbus.subscribers import create
+
+    runners = [SubscriberRunner(cfg, create(cfg), config.bus) for cfg in (config.subscriber(n) for n in names)]
+    tasks = {asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
+    stopper = asyncio.create_task(stop.wait())
+    pending = set(tasks)
+    while pending and not stop.is_set():
+        done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done - {stopper}:
+            pending.discard(task)
+            exc = task.exception()
+            if exc is not None:  # one subscriber failing to start does not stop the others
+                log.error("subscriber %s stopped: %s", tasks[task].name, scrub(str(exc)))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    stopper.cancel()
+
+
+def stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> None:
+    stop = stop_event()
+    if broker:
+        async with running_broker(config, http):
+            await run_subscribers(config, subscribers, stop) if subscribers else await stop.wait()
+    else:
+        await run_subscribers(config, subscribers, stop)
+    log.info("stopped")
+
+
+# -- commands ------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    with data_dir_lock(config):
+        asyncio.run(serve(config, broker=True, http=True, subscribers=[s.name for s in config.subscribers]))
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace, config: Config) -> int:
+    with data_dir_lock(config):
+        asyncio.run(serve(config, broker=True, http=not args.no_http, subscribers=[]))
+    return 0
+
+
+def cmd_subscriber(args: argparse.Namespace, config: Config) -> int:
+    for name in args.names:
+        config.subscriber(name)
+    asyncio.run(serve(config, broker=False, http=False, subscribers=args.names))
+    return 0
+
+
+async def _request(config: Config, command: bytes, payload: Any, timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+    client = ControlClient(config.bus, zmq.asyncio.Context())
+    try:
+        return await client.request(command, payload, timeout=timeout)
+    finally:
+        client.close()
+        client.ctx.term()
+
+
+def control(config: Config, command: bytes, payload: Any, timeout: float) -> dict[str, Any]:
+    try:
+        info, _ = asyncio.run(_request(config, command, payload, timeout))
+    except BrokerUnavailable as exc:
+        fail(f"{exc}; is `hookbus serve` or `hookbus broker` running? (bus.control)", EXIT_UNREACHABLE)
+    except BrokerRefused as exc:
+        fail(str(exc), EXIT_FAILED)
+    return info
+
+
+def cmd_emit(args: argparse.Namespace, config: Config) -> int:
+    if args.adapter:
+        from hookbus.adapters import emit as emit_adapters
+
+        try:
+            events = emit_adapters.events_from(args.adapter, args)
+        except (EventError, ValueError) as exc:
+            fail(str(exc), EXIT_USAGE)
+    else:
+        try:
+            data = orjson.loads(args.data) if args.data is not None else None
+        except orjson.JSONDecodeError as exc:
+            fail(f"--data is not valid JSON: {exc}", EXIT_USAGE)
+        source = args.source or f"hookbus-emit://{socket.gethostname()}"
+        try:
+            events = [parse_event(new_event(args.type, data, source=source, subject=args.subject, id_=args.id).to_dict())]
+        except EventError as exc:
+            fail(str(exc), EXIT_USAGE)
+
+    async def publish() -> list[dict[str, Any]]:
+        client = ControlClient(config.bus, zmq.asyncio.Context())
+        try:
+            return await client.publish([e.to_json() for e in events], timeout=args.timeout)
+        finally:
+            client.close()
+            client.ctx.term()
+
+    try:
+        accepted = asyncio.run(publish())
+    except BrokerUnavailable as exc:
+        fail(f"not accepted: {exc} (bus.control); nothing was sent", EXIT_UNREACHABLE)
+    except BrokerRefused as exc:
+        fail(f"refused: {exc}", EXIT_FAILED)
+    for item in accepted:
+        print(orjson.dumps(item).decode())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    status = control(config, protocol.STATUS, {}, args.timeout)
+    if args.json:
+        print(scrub(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode()))
+        return 0
+    print(f"journal head: seq {status['head']}  ({status['events_retained']} events retained)")
+    print(f"{'subscriber':<20} {'up':<4} {'cursor':>10} {'lag':>8} {'retrying':>9} {'dead':>6}  delivered")
+    for s in status["subscribers"]:
+        print(f"{s['name']:<20} {'yes' if s['connected'] else 'no':<4} {s['cursor']:>10} {s['lag']:>8} "
+              f"{s['retries_in_flight']:>9} {s['dead_letters']:>6}  {s['stats'].get('delivered', '-')}")
+    if status["dead_letters"]:
+        print("\ndead letters (replay with `hookbus replay --dead-letters`):")
+        for d in status["dead_letters"]:
+            print(f"  #{d['id']:<5} {d['subscriber']:<16} seq {d['seq']:<8} after {d['attempts']} attempt(s): {scrub(d['error'])}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, config: Config) -> int:
+    if args.from_seq is not None:
+        if not args.subscriber:
+            fail("--from needs --subscriber NAME", EXIT_USAGE)
+        config.subscriber(args.subscriber)
+        info = control(config, protocol.REPLAY, {"subscriber": args.subscriber, "from_seq": args.from_seq}, args.timeout)
+        print(f"{args.subscriber}: will deliver again from seq {info['from_seq']}")
+        return 0
+    if not args.dead_letters and not args.id:
+        fail("say what to replay: --dead-letters [--subscriber NAME] [--id N…], or --subscriber NAME --from SEQ", EXIT_USAGE)
+    info = control(config, protocol.REPLAY, {"dead_letters": True, "subscriber": args.subscriber, "ids": args.id}, args.timeout)
+    print(f"queued {info['queued']} dead letter(s) for redelivery")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    from hookbus.subscribers import create
+
+    for sub in config.subscribers:
+        create(sub)
+    print(f"{config.source}: OK — {len(config.subscribers)} subscriber(s): "
+          + ", ".join(f"{s.name} ({s.kind})" for s in config.subscribers))
+    print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
+          f"http {'http://' + config.webhook.listen if config.webhook.enabled else 'off'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="F", help="config file (else $HOOKBUS_CONFIG, else ./hookbus.toml, else defaults)")
+    common.add_argument("--log-level", default=os.environ.get("HOOKBUS_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser = argparse.ArgumentParser(prog="hookbus", description="The event bus that backup tools report to.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"hookbus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", parents=[common], help="broker, webhook and all subscribers in one process")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("broker", parents=[common], help="the broker and the HTTP endpoint, without subscribers")
+    p.add_argument("--no-http", action="store_true", help="do not serve HTTP")
+    p.set_defaults(func=cmd_broker)
+    p = sub.add_parser("subscriber", parents=[common], help="run the named subscribers against a running broker")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=cmd_subscriber)
+
+    p = sub.add_parser("emit", parents=[common], help="publish one event; exit 0 once it is durably accepted")
+    p.add_argument("type", nargs="?", metavar="TYPE", help="event type, e.g. backup.job.finished")
+    p.add_argument("--data", help="the event's data as JSON")
+    p.add_argument("--source", help="the event's source (default hookbus-emit://HOST)")
+    p.add_argument("--subject", help="the event's subject (e.g. the repository)")
+    p.add_argument("--id", help="the event's id (default: a new ULID); a repeat of source+id is not stored twice")
+    p.add_argument("--from", dest="adapter", metavar="ADAPTER", help="build the event from a tool's environment/output")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker's ack (default 30)")
+    p.set_defaults(func=cmd_emit)
+
+    p = sub.add_parser("status", parents=[common], help="subscribers, cursors, lag, retries, dead letters")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("replay", parents=[common], help="replay dead letters, or a subscriber from a sequence number")
+    p.add_argument("--dead-letters", action="store_true", help="redeliver dead letters (all, or those of --subscriber / --id)")
+    p.add_argument("--id", type=int, action="append", help="one dead letter by id (repeatable)")
+    p.add_argument("--subscriber", metavar="NAME")
+    p.add_argument("--from", dest="from_seq", type=int, metavar="SEQ", help="deliver to --subscriber again from this seq")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("check-config", parents=[common], help="validate the configuration")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "emit" and not args.type and not args.adapter:
+        fail("emit needs TYPE (or --from ADAPTER)", EXIT_USAGE)
+    try:
+        config = load_config(find_config_path(args.config))
+        return int(args.func(args, config))
+    except ConfigError as exc:
+        fail(f"configuration error:\n{exc}", EXIT_USAGE)
+    except OSError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

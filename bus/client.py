@@ -1,0 +1,131 @@
+"""Clients of the broker: request/reply over DEALER, and publishing with acks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from typing import Any
+
+import orjson
+import zmq
+import zmq.asyncio
+
+from . import protocol
+from .config import BusSettings
+from .curve import apply_client, parse_certificate
+
+log = logging.getLogger("hookbus.client")
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker did not answer in time."""
+
+
+class BrokerRefused(ValueError):
+    """The broker answered with an error (e.g. an invalid event); `info` holds its JSON."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__(info.get("error", "refused"))
+        self.info = info
+
+
+def configure_client_socket(sock: zmq.asyncio.Socket, bus: BusSettings) -> None:
+    sock.linger = 0
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+    if bus.curve_public_key:
+        if not bus.curve_client_key:
+            raise ValueError("bus.curve_client_key: required when bus.curve_public_key is set")
+        apply_client(sock, bus.curve_public_key, parse_certificate(bus.curve_client_key, "bus.curve_client_key"))
+
+
+class ControlClient:
+    """Requests to the broker's control socket.
+
+    Many requests may be in flight; replies are matched by request id. A
+    request not answered within `attempt_timeout` is sent again (every command
+    is idempotent) until `timeout` runs out.
+    """
+
+    def __init__(self, bus: BusSettings, ctx: zmq.asyncio.Context | None = None) -> None:
+        self.bus = bus
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(4)
+        self._waiting: dict[bytes, asyncio.Future[list[bytes]]] = {}
+        self._sock: zmq.asyncio.Socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    def _socket(self) -> zmq.asyncio.Socket:
+        if self._sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            configure_client_socket(sock, self.bus)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
+            sock.setsockopt(zmq.SNDHWM, 100_000)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.connect(self.bus.control)
+            self._sock = sock
+            self._reader = asyncio.create_task(self._read(sock))
+        return self._sock
+
+    async def _read(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await sock.recv_multipart(copy=True)
+            if len(frames) < 3:
+                continue
+            future = self._waiting.pop(frames[1], None)
+            if future is not None and not future.done():
+                future.set_result(frames)
+
+    async def request(
+        self, command: bytes, payload: Any = None, bodies: list[bytes] | None = None,
+        *, timeout: float = 10.0, attempt_timeout: float = 2.0,
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Send a command; return the reply's JSON and body frames.
+
+        Raise BrokerUnavailable after `timeout` seconds without an answer,
+        BrokerRefused when the broker answers ERR.
+        """
+        sock = self._socket()
+        req = self._prefix + next(self._ids).to_bytes(8, "big")
+        frames = [command, req, orjson.dumps(payload if payload is not None else {}), *(bodies or [])]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                future: asyncio.Future[list[bytes]] = loop.create_future()
+                self._waiting[req] = future
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(sock.send_multipart(frames), remaining)
+                    reply = await asyncio.wait_for(future, min(attempt_timeout, max(remaining, 0.01)))
+                except TimeoutError:
+                    continue
+                info = orjson.loads(reply[2])
+                if reply[0] == protocol.ERR:
+                    raise BrokerRefused(info)
+                return info, reply[3:]
+        finally:
+            self._waiting.pop(req, None)
+        raise BrokerUnavailable(f"broker at {self.bus.control} did not answer within {timeout:.0f}s")
+
+    async def publish(self, bodies: list[bytes], *, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Publish CloudEvent JSON bodies; return [{"id", "seq", "duplicate"}] once durable."""
+        info, _ = await self.request(protocol.PUB, {}, bodies, timeout=timeout, attempt_timeout=5.0)
+        accepted: list[dict[str, Any]] = info["accepted"]
+        return accepted
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()

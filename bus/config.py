@@ -1,0 +1,248 @@
+"""Configuration: TOML, validated once at start-up.
+
+`load_config` returns a `Config` or raises `ConfigError` whose message names
+the key at fault (`subscribers[1] (ops).webhook_url: …`). Values written as
+`env:NAME` or `file:PATH` are read from the environment or a file; every value
+read that way is a secret, and `scrub` hides it from anything printed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG_NAME = "hookbus.toml"
+
+# Every secret value seen while loading configuration; `scrub` replaces them.
+_SECRETS: set[str] = set()
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySettings(Strict):
+    attempts: int = Field(10, ge=1, le=1000)
+    max_delay: float = Field(300.0, gt=0, le=86400)
+    initial_delay: float = Field(1.0, gt=0, le=3600)
+
+
+class BusSettings(Strict):
+    data_dir: Path = Path("var")
+    control: str = "tcp://127.0.0.1:7600"
+    publish: str = "tcp://127.0.0.1:7601"
+    max_event_bytes: int = Field(256 * 1024, ge=4096, le=64 * 1024 * 1024)
+    synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    retention_days: float = Field(30.0, gt=0)
+    heartbeat: float = Field(1.0, gt=0, le=60)
+    curve_secret_key: str | None = None  # the broker's certificate (secret) file text
+    curve_public_key: str | None = None  # the broker's public key, for clients
+    curve_authorized_keys: Path | None = None  # folder of clients' public certificates
+    curve_client_key: str | None = None  # a client's own certificate (secret) file text
+
+    @field_validator("control", "publish")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError("must be a ZeroMQ endpoint such as tcp://127.0.0.1:7600")
+        return value
+
+
+class WebhookSettings(Strict):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8765"
+    tokens: list[str] = []
+    hmac_secrets: list[str] = []
+    hmac_tolerance: float = Field(300.0, gt=0)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            raise ValueError("must be HOST:PORT such as 127.0.0.1:8765")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class Config(Strict):
+    bus: BusSettings = BusSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    # Each subscriber table is validated by its own kind's model (subscribers/).
+    subscribers: list[Any] = []
+    jobs: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    source: str = "<embedded defaults>"
+
+    def subscriber(self, name: str) -> Any:
+        for sub in self.subscribers:
+            if sub.name == name:
+                return sub
+        known = ", ".join(s.name for s in self.subscribers) or "none"
+        raise ConfigError(f"no subscriber named {name!r} (configured: {known})")
+
+
+DEFAULTS: dict[str, Any] = {
+    "subscribers": [{"name": "audit", "kind": "jsonl", "events": ["*"], "path": "var/events.jsonl"}],
+}
+
+
+def resolve_value(value: str, key: str) -> str:
+    """Given a config string, return it with `env:NAME` / `file:PATH` read in."""
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{key}: environment variable {name} is not set")
+        secret = os.environ[name]
+    elif value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    else:
+        return value
+    if secret:
+        _SECRETS.add(secret)
+    return secret
+
+
+def _resolve_tree(node: Any, key: str) -> Any:
+    if isinstance(node, str):
+        return resolve_value(node, key)
+    if isinstance(node, list):
+        return [_resolve_tree(v, f"{key}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, dict):
+        return {k: _resolve_tree(v, f"{key}.{k}" if key else k) for k, v in node.items()}
+    return node
+
+
+def mark_secret(value: str | None) -> None:
+    """Remember a value that must never be printed (tokens given inline, URL paths)."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """Return text with every known secret replaced by ***."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def describe_errors(exc: ValidationError, prefix: str) -> str:
+    """Format pydantic errors as `key: problem` lines, never echoing values."""
+    lines = []
+    for err in exc.errors():
+        loc = prefix
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{loc}: {msg}")
+    return "\n".join(lines)
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    """--config, else HOOKBUS_CONFIG, else ./hookbus.toml if present, else None (defaults)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("HOOKBUS_CONFIG"):
+        return Path(os.environ["HOOKBUS_CONFIG"])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def load_config(path: Path | None) -> Config:
+    """Read, resolve and validate a configuration file (or the embedded defaults)."""
+    if path is None:
+        raw: dict[str, Any] = dict(DEFAULTS)
+        source = "<embedded defaults>"
+    else:
+        try:
+            raw = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        source = str(path)
+    return build_config(raw, source)
+
+
+def build_config(raw: dict[str, Any], source: str) -> Config:
+    from hookbus.subscribers import load_subscriber_config
+
+    resolved = _resolve_tree(raw, "")
+    subs_raw = resolved.pop("subscribers", [])
+    if not isinstance(subs_raw, list):
+        raise ConfigError("subscribers: must be an array of tables ([[subscribers]])")
+    try:
+        base = Config.model_validate({**resolved, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, "")) from None
+    subscribers = []
+    seen: set[str] = set()
+    for index, table in enumerate(subs_raw):
+        sub = load_subscriber_config(table, index)
+        if sub.name in seen:
+            raise ConfigError(f"subscribers[{index}].name: {sub.name!r} is used twice; names must be unique")
+        seen.add(sub.name)
+        subscribers.append(sub)
+    for token in (*base.webhook.tokens, *base.webhook.hmac_secrets):
+        mark_secret(token)
+    for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
+        mark_secret(key)
+    if not base.webhook.is_loopback and base.webhook.enabled and not (base.webhook.tokens or base.webhook.hmac_secrets):
+        raise ConfigError(
+            f"webhook.listen: {base.webhook.listen} is not a loopback address and no authentication is "
+            "configured; set webhook.tokens or webhook.hmac_secrets"
+        )
+    return base.model_copy(update={"subscribers": subscribers})
+
+
+class ScrubFilter(logging.Filter):
+    """Hides every configured secret from log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            message = record.getMessage()
+            clean = scrub(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(ScrubFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

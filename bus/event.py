@@ -1,0 +1,223 @@
+"""The canonical event: a CloudEvents 1.0 event in JSON (structured mode).
+
+Given a decoded JSON object, `parse_event` returns an `Event` or raises
+`EventError` naming the attribute at fault. `fit_to_size` cuts long strings in
+`data` to their tail so that an event is never rejected for size alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+SPECVERSION = "1.0"
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+TRUNCATION_MARK = "…[cut: {n} bytes before this]\n"
+
+EVENT_TYPES: dict[str, str] = {
+    "backup.job.started": "a job begins",
+    "backup.job.finished": "a job ends",
+    "backup.task.started": "a task of a job begins",
+    "backup.task.finished": "a task of a job ends",
+    "backup.device.succeeded": "one device of a netcfgbu run was backed up",
+    "backup.device.failed": "one device of a netcfgbu run failed",
+    "backup.report": "end of a netcfgbu run",
+    "backup.vcs.saved": "end of `netcfgbu vcs save`",
+    "backup.log": "free log text",
+    "backup.validation.finished": "an Ansible or Batfish check ended",
+    "hookbus.delivery.failed": "a subscriber gave up on an event",
+}
+
+REQUIRED = ("id", "source", "type", "specversion")
+KNOWN = {"id", "source", "type", "specversion", "time", "subject", "datacontenttype", "dataschema", "data"}
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+class EventError(ValueError):
+    """An event that cannot be accepted; `field` names the attribute at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(slots=True)
+class Event:
+    id: str
+    source: str
+    type: str
+    time: str | None = None
+    subject: str | None = None
+    datacontenttype: str | None = "application/json"
+    data: Any = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+    seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the CloudEvent as a JSON-ready dict (without `seq`)."""
+        out: dict[str, Any] = {"specversion": SPECVERSION, "id": self.id, "source": self.source, "type": self.type}
+        if self.time is not None:
+            out["time"] = self.time
+        if self.subject is not None:
+            out["subject"] = self.subject
+        if self.datacontenttype is not None:
+            out["datacontenttype"] = self.datacontenttype
+        out.update(self.extensions)
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @property
+    def job_key(self) -> str:
+        """The key that orders events: one job's events are handled in order."""
+        if isinstance(self.data, dict):
+            job_id = self.data.get("job_id")
+            if isinstance(job_id, (str, int)) and job_id != "":
+                return str(job_id)
+        return self.source
+
+
+def _require_string(obj: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise EventError(name, "required attribute is missing")
+        return None
+    if not isinstance(value, str):
+        raise EventError(name, f"must be a string, not {type(value).__name__}")
+    if required and value == "":
+        raise EventError(name, "must not be empty")
+    return value
+
+
+def _check_time(value: str) -> None:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise EventError("time", "must be an RFC 3339 timestamp such as 2026-11-21T03:38:00Z") from None
+
+
+def parse_event(obj: Any) -> Event:
+    """Given a decoded CloudEvent in JSON form, return the Event.
+
+    Raise EventError naming the attribute when the object is not a valid
+    CloudEvents 1.0 event.
+    """
+    if not isinstance(obj, dict):
+        raise EventError("event", f"must be a JSON object, not {type(obj).__name__}")
+    for name in REQUIRED:
+        _require_string(obj, name, required=True)
+    if obj["specversion"] != SPECVERSION:
+        raise EventError("specversion", f"must be {SPECVERSION!r}, not {obj['specversion']!r}")
+    type_ = obj["type"]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", type_):
+        raise EventError("type", "must be a dotted name such as backup.job.finished")
+    time_ = _require_string(obj, "time", required=False)
+    if time_ is not None:
+        _check_time(time_)
+    subject = _require_string(obj, "subject", required=False)
+    content_type = _require_string(obj, "datacontenttype", required=False)
+    _require_string(obj, "dataschema", required=False)
+    if "data_base64" in obj:
+        raise EventError("data_base64", "binary data is not supported; send JSON in data")
+    extensions: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key in KNOWN:
+            continue
+        if not _EXTENSION_NAME.match(key):
+            raise EventError(key, "extension attribute names are 1-20 lowercase letters or digits")
+        if value is not None and not isinstance(value, (str, int, bool)):
+            raise EventError(key, "extension attributes must be strings, integers or booleans")
+        extensions[key] = value
+    if "dataschema" in obj:
+        extensions["dataschema"] = obj["dataschema"]
+    return Event(
+        id=obj["id"],
+        source=obj["source"],
+        type=type_,
+        time=time_,
+        subject=subject,
+        datacontenttype=content_type,
+        data=obj.get("data"),
+        extensions=extensions,
+    )
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_id() -> str:
+    """Return a ULID: 48 bits of milliseconds then 80 random bits, sortable by time."""
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event(type_: str, data: Any, *, source: str, subject: str | None = None, id_: str | None = None) -> Event:
+    """Return a new event stamped with a fresh id and the current time."""
+    return Event(id=id_ or new_id(), source=source, type=type_, time=now_rfc3339(), subject=subject, data=data)
+
+
+def _longest_string_path(node: Any, path: tuple[Any, ...] = ()) -> tuple[int, tuple[Any, ...]]:
+    best: tuple[int, tuple[Any, ...]] = (-1, ())
+    if isinstance(node, str):
+        return len(node.encode()), path
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in children:
+        candidate = _longest_string_path(child, (*path, key))
+        if candidate[0] > best[0]:
+            best = candidate
+    return best
+
+
+def _cut_tail(text: str, drop: int) -> str:
+    raw = text.encode()
+    keep = raw[drop:].decode(errors="ignore")
+    return TRUNCATION_MARK.format(n=drop) + keep
+
+
+def fit_to_size(event: Event, max_bytes: int) -> bytes:
+    """Return the event's JSON within max_bytes, cutting the longest strings in
+    `data` to their tail (long outputs matter most at their end).
+
+    Raise EventError("data", …) when cutting strings cannot bring it under.
+    """
+    body = event.to_json()
+    for _ in range(64):
+        excess = len(body) - max_bytes
+        if excess <= 0:
+            return body
+        size, path = _longest_string_path(event.data)
+        if size <= 256 or not path:
+            break
+        parent = event.data
+        for key in path[:-1]:
+            parent = parent[key]
+        # JSON escaping can make the encoded form longer than the UTF-8 text.
+        drop = min(size, excess + len(TRUNCATION_MARK) + 32)
+        if drop >= size:
+            drop = size - 128
+        parent[path[-1]] = _cut_tail(parent[path[-1]], max(drop, 1))
+        body = event.to_json()
+    raise EventError("data", f"event is {len(body)} bytes, over the limit of {max_bytes} bytes ([bus] max_event_bytes)")
+
+
+def compile_globs(patterns: list[str]) -> re.Pattern[str]:
+    """Return one regex matching any of the glob patterns over event types."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))

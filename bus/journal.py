@@ -1,0 +1,438 @@
+"""The journal: the durable record of every accepted event.
+
+SQLite in WAL mode with one writer thread. Writers hand it small operations;
+it runs everything that queued up while the last commit was on disk in one
+transaction (group commit), so each fsync is shared by many callers. `seq` is
+assigned by that one writer and so is gap-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from .event import Event
+
+log = logging.getLogger("hookbus.journal")
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    type   TEXT NOT NULL,
+    at     REAL NOT NULL,
+    body   BLOB NOT NULL,
+    UNIQUE (source, id)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (
+    subscriber TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    epoch      INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS retries (
+    subscriber TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    next_at    REAL NOT NULL,
+    error      TEXT NOT NULL,
+    PRIMARY KEY (subscriber, seq)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscriber  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL,
+    error       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'dead',   -- dead | replaying | delivered
+    replayed_at REAL,
+    UNIQUE (subscriber, seq)
+);
+"""
+
+
+class JournalError(RuntimeError):
+    """The journal could not commit (disk full, I/O error, closed)."""
+
+
+@dataclass(slots=True, frozen=True)
+class Accepted:
+    id: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(slots=True, frozen=True)
+class StoredEvent:
+    seq: int
+    type: str
+    body: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    id: int
+    subscriber: str
+    seq: int
+    attempts: int
+    error: str
+    created_at: float
+    state: str
+
+
+_Op = tuple[Callable[[sqlite3.Connection], Any], Callable[[Any, BaseException | None], None]]
+
+
+class Journal:
+    """Durable, gap-free event log with subscriber cursors, retries and dead letters."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._conn = self._connect()
+        self._conn.executescript(SCHEMA)
+        row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+        max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        self.last_seq: int = max(row[0] if row else 0, max_row[0])
+        self._closed = False
+        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    # -- writing ---------------------------------------------------------
+
+    def _writer(self) -> None:
+        conn = self._conn
+        while True:
+            first = self._ops.get()
+            if first is None:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < 4096:
+                try:
+                    op = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            self._run_batch(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        saved_seq = self.last_seq
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((fn(conn), None))
+                    conn.execute("RELEASE op")
+                except (ValueError, KeyError) as exc:  # the op's own refusal; others still commit
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((None, exc))
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)", (self.last_seq,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("journal commit failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self.last_seq = saved_seq
+            error = JournalError(f"journal commit failed: {exc}")
+            for _, done in batch:
+                done(None, error)
+            return
+        for (_, done), (result, exc) in zip(batch, results):
+            done(result, exc)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(conn) inside the next group commit; return its result once on disk."""
+        if self._closed:
+            raise JournalError("journal is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, future, result, exc)
+
+        self._ops.put((fn, done))
+        return await future
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Blocking form of `write`, for threads and tools."""
+        box: dict[str, Any] = {}
+        ready = threading.Event()
+
+        def done(result: Any, exc: BaseException | None) -> None:
+            box["result"], box["exc"] = result, exc
+            ready.set()
+
+        self._ops.put((fn, done))
+        ready.wait()
+        if box["exc"] is not None:
+            raise box["exc"]
+        return box["result"]  # type: ignore[no-any-return]
+
+    def _append_op(self, events: list[tuple[Event, bytes]]) -> Callable[[sqlite3.Connection], list[Accepted]]:
+        def op(conn: sqlite3.Connection) -> list[Accepted]:
+            out: list[Accepted] = []
+            now = time.time()
+            for event, body in events:
+                row = conn.execute("SELECT seq FROM events WHERE source=? AND id=?", (event.source, event.id)).fetchone()
+                if row:
+                    out.append(Accepted(event.id, row[0], True))
+                    continue
+                seq = self.last_seq + 1
+                conn.execute(
+                    "INSERT INTO events(seq, source, id, type, at, body) VALUES (?,?,?,?,?,?)",
+                    (seq, event.source, event.id, event.type, now, body),
+                )
+                self.last_seq = seq
+                out.append(Accepted(event.id, seq, False))
+            return out
+
+        return op
+
+    async def append(self, events: list[tuple[Event, bytes]]) -> list[Accepted]:
+        """Commit events (with their JSON bodies); return their seqs once durable.
+
+        A (source, id) already in the journal is not stored again: it answers
+        with its first seq and duplicate=True.
+        """
+        return await self.write(self._append_op(events))
+
+    def append_sync(self, events: list[tuple[Event, bytes]]) -> list[Accepted]:
+        return self.write_sync(self._append_op(events))
+
+    async def set_cursor(self, subscriber: str, seq: int, epoch: int) -> bool:
+        """Move a subscriber's cursor forward; a stale epoch (after a replay reset) is ignored."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT seq, epoch FROM cursors WHERE subscriber=?", (subscriber,)).fetchone()
+            if row and row[1] != epoch:
+                return False
+            conn.execute(
+                "INSERT INTO cursors(subscriber, seq, epoch, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(subscriber) DO UPDATE SET seq=MAX(seq, excluded.seq), updated_at=excluded.updated_at",
+                (subscriber, seq, epoch, time.time()),
+            )
+            conn.execute("DELETE FROM retries WHERE subscriber=? AND seq<=?", (subscriber, seq))
+            return True
+
+        return await self.write(op)
+
+    async def reset_cursor(self, subscriber: str, seq: int) -> int:
+        """Put a subscriber's cursor at seq (replay from seq+1); return the new epoch."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT epoch FROM cursors WHERE subscriber=?", (subscriber,)).fetchone()
+            epoch = (row[0] if row else 0) + 1
+            conn.execute(
+                "INSERT INTO cursors(subscriber, seq, epoch, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(subscriber) DO UPDATE SET seq=excluded.seq, epoch=excluded.epoch, updated_at=excluded.updated_at",
+                (subscriber, seq, epoch, time.time()),
+            )
+            conn.execute("DELETE FROM retries WHERE subscriber=?", (subscriber,))
+            return epoch
+
+        return await self.write(op)
+
+    async def set_retry(self, subscriber: str, seq: int, attempts: int, next_at: float, error: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO retries(subscriber, seq, attempts, next_at, error) VALUES (?,?,?,?,?)",
+                (subscriber, seq, attempts, next_at, error),
+            )
+
+        await self.write(op)
+
+    async def clear_retry(self, subscriber: str, seq: int) -> None:
+        await self.write(lambda conn: conn.execute("DELETE FROM retries WHERE subscriber=? AND seq=?", (subscriber, seq)))
+
+    async def add_dead_letter(
+        self, subscriber: str, seq: int, attempts: int, error: str, failure: tuple[Event, bytes] | None
+    ) -> tuple[int, list[Accepted]]:
+        """Record a dead letter, and in the same commit the `hookbus.delivery.failed` event."""
+        append = self._append_op([failure]) if failure else None
+
+        def op(conn: sqlite3.Connection) -> tuple[int, list[Accepted]]:
+            conn.execute(
+                "INSERT INTO dead_letters(subscriber, seq, attempts, error, created_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(subscriber, seq) DO UPDATE SET attempts=excluded.attempts, error=excluded.error, "
+                "created_at=excluded.created_at, state='dead'",
+                (subscriber, seq, attempts, error, time.time()),
+            )
+            conn.execute("DELETE FROM retries WHERE subscriber=? AND seq=?", (subscriber, seq))
+            row = conn.execute("SELECT id FROM dead_letters WHERE subscriber=? AND seq=?", (subscriber, seq)).fetchone()
+            return row[0], (append(conn) if append else [])
+
+        return await self.write(op)
+
+    async def mark_replay(self, ids: Iterable[int] | None, subscriber: str | None) -> int:
+        """Queue dead letters for redelivery: by id, by subscriber, or all. Return how many."""
+        id_list = list(ids) if ids is not None else None
+
+        def op(conn: sqlite3.Connection) -> int:
+            sql = "UPDATE dead_letters SET state='replaying' WHERE state='dead'"
+            args: list[Any] = []
+            if subscriber:
+                sql += " AND subscriber=?"
+                args.append(subscriber)
+            if id_list is not None:
+                sql += f" AND id IN ({','.join('?' * len(id_list))})"
+                args.extend(id_list)
+            return conn.execute(sql, args).rowcount
+
+        return await self.write(op)
+
+    async def finish_replay(self, dead_id: int, ok: bool, error: str = "") -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            if ok:
+                conn.execute("UPDATE dead_letters SET state='delivered', replayed_at=? WHERE id=?", (time.time(), dead_id))
+            else:
+                conn.execute("UPDATE dead_letters SET state='dead', error=?, replayed_at=? WHERE id=?", (error, time.time(), dead_id))
+
+        await self.write(op)
+
+    async def prune(self, older_than_s: float) -> int:
+        """Delete events older than the retention that every subscriber has passed."""
+        cutoff = time.time() - older_than_s
+
+        def op(conn: sqlite3.Connection) -> int:
+            (floor,) = conn.execute("SELECT COALESCE(MIN(seq), ?) FROM cursors", (self.last_seq,)).fetchone()
+            return conn.execute(
+                "DELETE FROM events WHERE at < ? AND seq <= ? "
+                "AND seq NOT IN (SELECT seq FROM dead_letters WHERE state != 'delivered') "
+                "AND seq NOT IN (SELECT seq FROM retries)",
+                (cutoff, floor),
+            ).rowcount
+
+        return await self.write(op)
+
+    # -- reading (any thread; WAL readers never block the writer) --------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000) -> tuple[list[StoredEvent], int]:
+        """Return up to `limit` events with seq > after whose type passes `types`,
+        and the seq up to which the journal was scanned."""
+        conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for both reads
+        try:
+            meta = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+            rows = conn.execute(
+                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, max(scan, limit))
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        out: list[StoredEvent] = []
+        scanned = after
+        for seq, type_, body in rows:
+            if len(out) >= limit:
+                break
+            scanned = seq
+            if types is None or types(type_):
+                out.append(StoredEvent(seq, type_, bytes(body)))
+        if not rows and meta:
+            scanned = max(after, meta[0])  # everything up to the head was pruned
+        return out, scanned
+
+    def get(self, seq: int) -> StoredEvent | None:
+        row = self._reader().execute("SELECT seq, type, body FROM events WHERE seq=?", (seq,)).fetchone()
+        return StoredEvent(row[0], row[1], bytes(row[2])) if row else None
+
+    def cursors(self) -> dict[str, tuple[int, int]]:
+        rows = self._reader().execute("SELECT subscriber, seq, epoch FROM cursors").fetchall()
+        return {name: (seq, epoch) for name, seq, epoch in rows}
+
+    def retries(self, subscriber: str | None = None) -> list[tuple[str, int, int, float, str]]:
+        sql = "SELECT subscriber, seq, attempts, next_at, error FROM retries"
+        rows = self._reader().execute(sql + (" WHERE subscriber=?" if subscriber else ""), (subscriber,) if subscriber else ()).fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    def dead_letters(self, subscriber: str | None = None, state: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        sql = "SELECT id, subscriber, seq, attempts, error, created_at, state FROM dead_letters WHERE 1=1"
+        args: list[Any] = []
+        if subscriber:
+            sql += " AND subscriber=?"
+            args.append(subscriber)
+        if state:
+            sql += " AND state=?"
+            args.append(state)
+        rows = self._reader().execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [DeadLetter(*r) for r in rows]
+
+    def count_dead(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT subscriber, COUNT(*) FROM dead_letters WHERE state='dead' GROUP BY subscriber").fetchall()
+        return dict(rows)
+
+    def event_count(self) -> int:
+        return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._ops.put(None)
+        self._thread.join(timeout=30)
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    obj = orjson.loads(body)
+    assert isinstance(obj, dict)
+    return obj

@@ -1,0 +1,84 @@
+"""The OpenAPI description served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hookbus import __version__
+
+_ERROR = {"description": "refused; the body names the field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_JSON = {"application/json": {"schema": {"type": "object"}}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "hookbus", "version": __version__,
+             "description": "The event bus that backup tools report to. A 202 means the event is on disk."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"],
+                      "properties": {"error": {"type": "string"}, "field": {"type": "string"}}},
+            "CloudEvent": {
+                "type": "object", "required": ["specversion", "id", "source", "type"],
+                "properties": {
+                    "specversion": {"type": "string", "enum": ["1.0"]},
+                    "id": {"type": "string", "minLength": 1},
+                    "source": {"type": "string", "minLength": 1},
+                    "type": {"type": "string", "minLength": 1},
+                    "time": {"type": "string", "format": "date-time"},
+                    "subject": {"type": "string"},
+                    "datacontenttype": {"type": "string"},
+                    "data": {},
+                },
+            },
+            "Accepted": {
+                "type": "object", "required": ["accepted"],
+                "properties": {"accepted": {"type": "array", "items": {
+                    "type": "object", "required": ["id", "seq"],
+                    "properties": {"id": {"type": "string"}, "seq": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}},
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/events": {"post": {
+            "summary": "Publish CloudEvents (structured, binary with ce-* headers, or batch)",
+            "requestBody": {"required": True, "content": {
+                "application/cloudevents+json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}},
+                "application/cloudevents-batch+json": {"schema": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/CloudEvent"}}},
+            }},
+            "responses": {"202": {"description": "durably accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                          "400": _ERROR, "401": _ERROR, "413": _ERROR, "415": _ERROR, "503": _ERROR},
+        }},
+        "/ingest/{adapter}": {"post": {
+            "summary": "A tool's native payload, translated to canonical events",
+            "parameters": [{"name": "adapter", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": _JSON},
+            "responses": {"202": {"description": "durably accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
+                          "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR},
+        }},
+        "/api/events": {"get": {
+            "summary": "Read the journal",
+            "parameters": [
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "type", "in": "query", "schema": {"type": "string"}, "description": "glob over event types"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+            ],
+            "responses": {"200": {"description": "events with their seq", "content": _JSON}, "400": _ERROR, "401": _ERROR},
+        }},
+        "/api/subscribers": {"get": {"summary": "Subscribers, cursors, lag", "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}}},
+        "/api/dead-letters": {"get": {
+            "summary": "Dead letters",
+            "parameters": [{"name": "subscriber", "in": "query", "schema": {"type": "string"}},
+                           {"name": "state", "in": "query", "schema": {"type": "string", "enum": ["dead", "replaying", "delivered", "all"]}}],
+            "responses": {"200": {"description": "ok", "content": _JSON}, "400": _ERROR, "401": _ERROR}}},
+        "/api/dead-letters/{id}/retry": {"post": {
+            "summary": "Queue one dead letter for redelivery",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {"202": {"description": "queued", "content": _JSON}, "400": _ERROR, "401": _ERROR, "404": _ERROR}}},
+        "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok", "content": _JSON}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": _ERROR}}},
+        "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "ok", "content": _JSON}}}},
+    },
+}

@@ -1,0 +1,33 @@
+"""Frames spoken between the broker's ROUTER and its DEALER clients.
+
+A request is `[command, request_id, *args]`; the reply is
+`[OK|ERR, request_id, json, *bodies]`. Every command is idempotent, so a
+client that hears nothing can simply send it again.
+"""
+
+from __future__ import annotations
+
+PUB = b"PUB"  # bodies… → [{"id", "seq", "duplicate"}]
+FETCH = b"FETCH"  # {"after", "limit", "events"} → {"seqs", "scanned_to", "head"}, bodies…
+HELLO = b"HELLO"  # {"name"} → {"cursor", "epoch", "head", "retries"}
+ACK = b"ACK"  # {"name", "cursor", "epoch"} → {"ok"}
+RETRY = b"RETRY"  # {"name", "seq", "attempts", "next_at", "error"} (attempts 0 clears)
+DEAD = b"DEAD"  # {"name", "seq", "attempts", "error"} → {"dead_letter"}
+PING = b"PING"  # {"name", "stats"} → {"head", "epoch", "cursor", "replays"}
+REPLAYS = b"REPLAYS"  # {"name"} → {"items": [{"id", "seq"}]}, bodies…
+REPLAYED = b"REPLAYED"  # {"id", "ok", "error"}
+STATUS = b"STATUS"  # {} → status
+REPLAY = b"REPLAY"  # {"dead_letters", "subscriber", "ids", "from_seq"} → {"queued"}
+
+OK = b"OK"
+ERR = b"ERR"
+
+HEARTBEAT_TOPIC = b"\x00hb"  # XPUB: [topic, head seq]; no event type starts with NUL
+
+
+def seq_bytes(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+def seq_from(frame: bytes) -> int:
+    return int.from_bytes(frame, "big")

@@ -1,0 +1,350 @@
+"""Runs one subscriber: catch up from its cursor, follow the live bus, deliver
+with retries, dead-letter what cannot be delivered, and move the cursor only
+past events whose side effect succeeded.
+
+The live XPUB stream is a wake-up channel: every seq is seen on it, so a gap
+(a drop at the high-water mark, a broker restart) shows at once and is filled
+from the journal. When the subscriber is busy, live bodies are not kept; it
+notes how far the journal has got and reads from there when it has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+import zmq
+import zmq.asyncio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from hookbus.subscribers import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.subscribers.base import wants
+
+from . import protocol
+from .client import BrokerUnavailable, ControlClient, configure_client_socket
+from .config import BusSettings, scrub
+from .event import Event, compile_globs, parse_event
+
+log = logging.getLogger("hookbus.subscriber")
+
+MAX_INFLIGHT = 1000
+FETCH_LIMIT = 500
+COMMIT_INTERVAL = 0.2
+MAX_RETRY_AFTER = 3600.0
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return not (isinstance(exc, DeliveryError) and exc.permanent)
+
+
+class Backoff:
+    """Exponential backoff with full jitter, continuing from attempts already
+    made (before a restart), and never shorter than a target's Retry-After."""
+
+    def __init__(self, initial: float, max_delay: float, attempts_before: int) -> None:
+        self.initial, self.max_delay, self.before = initial, max_delay, attempts_before
+
+    def __call__(self, state: RetryCallState) -> float:
+        n = self.before + state.attempt_number
+        delay = min(self.max_delay, self.initial * 2 ** (n - 1))
+        delay = delay / 2 + random.uniform(0, delay / 2)
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, DeliveryError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, MAX_RETRY_AFTER))
+        return delay
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return scrub(str(exc) or type(exc).__name__)
+
+
+class SubscriberRunner:
+    def __init__(self, config: SubscriberConfig, subscriber: Subscriber, bus: BusSettings,
+                 ctx: zmq.asyncio.Context | None = None) -> None:
+        self.config = config
+        self.sub = subscriber
+        self.bus = bus
+        self.name = config.name
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self.client = ControlClient(bus, self.ctx)
+        self.match_type = compile_globs(config.events if config.events is not None else subscriber.default_events).match
+        self.high = 0  # every seq <= high has been handed out or skipped
+        self.target = 0  # the journal head as last heard of
+        self.epoch = 0
+        self.generation = 0
+        self.committed = -1
+        self.inflight: set[int] = set()
+        self.lanes: dict[str, deque[Event]] = {}
+        self.retry_state: dict[int, tuple[int, float]] = {}
+        self.slots = asyncio.Semaphore(1 if subscriber.ordered else max(1, subscriber.concurrency))
+        self.room = asyncio.Event()
+        self.room.set()
+        self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0}
+        self.ready = asyncio.Event()  # set once caught up with the head seen at start
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._replaying = False
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.sub.start()
+        try:
+            await self._hello()
+            sock = self.ctx.socket(zmq.SUB)
+            configure_client_socket(sock, self.bus)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.subscribe(b"")  # every seq, so that gaps are visible
+            sock.connect(self.bus.publish)
+            background = [asyncio.create_task(self._commit_loop()), asyncio.create_task(self._ping_loop())]
+            try:
+                await self._follow(sock)
+            finally:
+                for task in background:
+                    task.cancel()
+                sock.close(linger=0)
+        finally:
+            await self._drain()
+            await self.sub.close()
+            self.client.close()
+
+    async def _hello(self) -> None:
+        while True:
+            try:
+                info, _ = await self.client.request(protocol.HELLO, {"name": self.name}, timeout=5.0)
+                break
+            except BrokerUnavailable:
+                log.warning("subscriber %s: broker at %s not reachable yet; retrying", self.name, self.bus.control)
+        self.high = int(info["cursor"])
+        self.committed = self.high
+        self.epoch = int(info["epoch"])
+        self.target = int(info["head"])
+        self.retry_state = {int(s): (int(a), float(t)) for s, a, t in info["retries"]}
+        log.info("subscriber %s (%s): starting after seq %d, head %d", self.name, self.config.kind, self.high, self.target)
+
+    async def _drain(self, grace: float = 5.0) -> None:
+        """On shutdown, let deliveries in progress finish briefly, then save the cursor."""
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+            for task in pending:
+                task.cancel()
+        try:
+            await self._commit(timeout=2.0)
+        except (BrokerUnavailable, asyncio.CancelledError):
+            pass
+
+    # -- following the bus ---------------------------------------------------
+
+    def has_room(self) -> bool:
+        return len(self.inflight) < MAX_INFLIGHT
+
+    async def _follow(self, sock: zmq.asyncio.Socket) -> None:
+        silent_for = 3 * self.bus.heartbeat
+        while True:
+            while self.high < self.target and self.has_room():
+                await self._fetch()
+            if self.high >= self.target:
+                self.ready.set()
+            behind = self.high < self.target
+            try:
+                frames = await asyncio.wait_for(sock.recv_multipart(), 0.05 if behind else silent_for)
+            except TimeoutError:
+                if not behind:
+                    log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_for)
+                continue
+            topic = frames[0]
+            seq = protocol.seq_from(frames[1])
+            if topic == protocol.HEARTBEAT_TOPIC:
+                self.target = max(self.target, seq)
+                continue
+            if seq <= self.high:
+                continue
+            if seq == self.high + 1 and self.has_room() and self.high >= self.target:
+                self.high = self.target = seq
+                self._accept(seq, topic.decode(), frames[2])
+            else:
+                self.target = max(self.target, seq)
+
+    async def _fetch(self) -> None:
+        try:
+            info, bodies = await self.client.request(
+                protocol.FETCH, {"after": self.high, "limit": FETCH_LIMIT, "events": self.config.events if self.config.events is not None else self.sub.default_events},
+                timeout=10.0,
+            )
+        except BrokerUnavailable as exc:
+            log.warning("subscriber %s: %s", self.name, exc)
+            return
+        for seq, body in zip(info["seqs"], bodies):
+            if seq > self.high:
+                self._accept(seq, None, body)
+        self.high = max(self.high, int(info["scanned_to"]))
+        self.target = max(self.target, int(info["head"]))
+
+    def _accept(self, seq: int, type_: str | None, body: bytes) -> None:
+        if type_ is not None and not self.match_type(type_):
+            return
+        try:
+            event = parse_event(orjson.loads(body))
+        except (ValueError, orjson.JSONDecodeError) as exc:  # stored events are valid; say so if not
+            log.error("subscriber %s: seq %d is not a valid event (%s); skipped", self.name, seq, exc)
+            return
+        event.seq = seq
+        if not wants(self.config, event):
+            self.stats["skipped"] += 1
+            return
+        self.inflight.add(seq)
+        key = "" if self.sub.ordered else event.job_key
+        lane = self.lanes.get(key)
+        if lane is not None:
+            lane.append(event)
+            return
+        self.lanes[key] = deque([event])
+        self._spawn(self._run_lane(key, self.generation))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_lane(self, key: str, generation: int) -> None:
+        lane = self.lanes[key]
+        while lane:
+            event = lane[0]
+            async with self.slots:
+                await self._deliver(event)
+            lane.popleft()
+            if generation == self.generation:
+                self.inflight.discard(event.seq or 0)
+        if self.lanes.get(key) is lane:
+            del self.lanes[key]
+
+    # -- delivery ------------------------------------------------------------
+
+    async def _deliver(self, event: Event) -> bool:
+        """Handle one event with retries; dead-letter it when that fails. Return success."""
+        seq = event.seq or 0
+        before, next_at = self.retry_state.pop(seq, (0, 0.0))
+        if next_at > time.time():
+            await asyncio.sleep(next_at - time.time())
+        retry_cfg = self.config.retry
+        persisted = False
+
+        async def remember(state: RetryCallState) -> None:
+            nonlocal persisted
+            self.stats["failed_attempts"] += 1
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            log.info("subscriber %s: seq %d attempt %d failed (%s); retrying in %.1fs",
+                     self.name, seq, before + state.attempt_number, describe(exc) if exc else "?", wait)
+            persisted = True
+            await self._tell(protocol.RETRY, {"name": self.name, "seq": seq, "attempts": before + state.attempt_number,
+                                               "next_at": time.time() + wait, "error": describe(exc) if exc else ""})
+
+        attempts = before
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(max(1, retry_cfg.attempts - before)),
+                wait=Backoff(retry_cfg.initial_delay, retry_cfg.max_delay, before),
+                retry=retry_if_exception(is_retryable),
+                before_sleep=remember,
+                reraise=True,
+            ):
+                with attempt:
+                    attempts = before + attempt.retry_state.attempt_number
+                    await asyncio.wait_for(self.sub.handle(event), self.config.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure of a handler ends here, never in the loop
+            self.stats["dead_lettered"] += 1
+            await self._tell(protocol.DEAD, {"name": self.name, "seq": seq, "attempts": attempts, "error": describe(exc)},
+                             timeout=None)
+            return False
+        self.stats["delivered"] += 1
+        if persisted or before:
+            await self._tell(protocol.RETRY, {"name": self.name, "seq": seq, "attempts": 0})
+        return True
+
+    async def _tell(self, command: bytes, payload: dict[str, Any], timeout: float | None = 5.0) -> dict[str, Any] | None:
+        """Send a command; with timeout=None keep trying until the broker has it."""
+        while True:
+            try:
+                info, _ = await self.client.request(command, payload, timeout=timeout or 30.0)
+                return info
+            except BrokerUnavailable as exc:
+                if timeout is not None:
+                    log.debug("subscriber %s: %s", self.name, exc)
+                    return None
+                log.warning("subscriber %s: %s; will keep trying", self.name, exc)
+
+    # -- cursor, heartbeat, replays -------------------------------------------
+
+    def cursor(self) -> int:
+        return min(self.inflight) - 1 if self.inflight else self.high
+
+    async def _commit(self, timeout: float = 5.0) -> None:
+        cursor = self.cursor()
+        if cursor <= self.committed:
+            return
+        info, _ = await self.client.request(protocol.ACK, {"name": self.name, "cursor": cursor, "epoch": self.epoch}, timeout=timeout)
+        if info.get("ok"):
+            self.committed = cursor
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_INTERVAL)
+            try:
+                await self._commit()
+            except BrokerUnavailable as exc:
+                log.debug("subscriber %s: cursor not saved: %s", self.name, exc)
+
+    async def _ping_loop(self) -> None:
+        while True:
+            try:
+                info, _ = await self.client.request(
+                    protocol.PING, {"name": self.name, "stats": {**self.stats, "inflight": len(self.inflight)}}, timeout=self.bus.heartbeat * 3)
+            except BrokerUnavailable:
+                log.warning("subscriber %s: broker at %s not answering heartbeats", self.name, self.bus.control)
+                continue
+            self.target = max(self.target, int(info["head"]))
+            if int(info["epoch"]) != self.epoch:
+                self._reset(int(info["epoch"]), int(info["cursor"]))
+            if info["replays"] and not self._replaying:
+                self._replaying = True
+                self._spawn(self._replay())
+            await asyncio.sleep(self.bus.heartbeat)
+
+    def _reset(self, epoch: int, cursor: int) -> None:
+        """The cursor was moved by `hookbus replay --from`: start over from there."""
+        log.info("subscriber %s: replaying from seq %d", self.name, cursor + 1)
+        self.generation += 1
+        self.epoch = epoch
+        for lane in self.lanes.values():
+            while len(lane) > 1:  # the head of each lane is being delivered; let it finish
+                lane.pop()
+        self.inflight.clear()
+        self.high = self.committed = cursor
+
+    async def _replay(self) -> None:
+        try:
+            info, bodies = await self.client.request(protocol.REPLAYS, {"name": self.name})
+            for item, body in zip(info["items"], bodies):
+                event = parse_event(orjson.loads(body))
+                event.seq = int(item["seq"])
+                try:
+                    await asyncio.wait_for(self.sub.handle(event), self.config.timeout)
+                    ok, error = True, ""
+                except Exception as exc:  # a replay that fails goes back to the dead letters
+                    ok, error = False, describe(exc)
+                log.info("subscriber %s: replay of dead letter %s (seq %s): %s", self.name, item["id"], item["seq"], "delivered" if ok else error)
+                await self._tell(protocol.REPLAYED, {"id": item["id"], "ok": ok, "error": error}, timeout=None)
+        except BrokerUnavailable as exc:
+            log.warning("subscriber %s: replay postponed: %s", self.name, exc)
+        finally:
+            self._replaying = False

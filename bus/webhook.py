@@ -1,0 +1,293 @@
+"""The HTTP side: CloudEvents ingest, the journal and bus API, health and metrics.
+
+Every bad request gets a 4xx with a JSON body `{"error": …, "field": …}`
+naming what is wrong; a 202 means the event is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import signing
+from .broker import Broker
+from .config import Config
+from .event import Event, EventError, compile_globs, parse_event
+from .journal import JournalError
+from .openapi import OPENAPI
+
+log = logging.getLogger("hookbus.http")
+
+BROKER = web.AppKey("broker", Broker)
+CONFIG = web.AppKey("config", Config)
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.field = status, error, field
+
+
+def problem(status: int, error: str, field: str | None = None, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"error": error}
+    if field:
+        body["field"] = field
+    body.update(extra)
+    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def ok(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every refusal into a JSON 4xx; an unexpected error is logged and
+    answered without internals."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return problem(exc.status, exc.error, exc.field)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return problem(413, f"request body is larger than {exc.max_size} bytes (webhook.max_body_bytes)")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, exc.reason)
+    except JournalError as exc:
+        response = problem(503, f"not accepted: {exc}; try again")
+        response.headers["Retry-After"] = "5"
+        return response
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return problem(500, "internal error; see the server log")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[CONFIG].webhook
+    if request.path in OPEN_PATHS or not (settings.tokens or settings.hmac_secrets):
+        return await handler(request)
+    reasons = []
+    if settings.tokens:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            reasons.append("missing Authorization: Bearer token")
+        elif not header.startswith("Bearer "):
+            reasons.append("Authorization must be 'Bearer <token>'")
+        elif any(hmac.compare_digest(header[7:].strip().encode(), t.encode()) for t in settings.tokens):
+            return await handler(request)
+        else:
+            reasons.append("bearer token not accepted")
+    if settings.hmac_secrets and "webhook-signature" in request.headers:
+        body = await request.read()
+        try:
+            signing.verify(settings.hmac_secrets, request.headers.get("webhook-id"), request.headers.get("webhook-timestamp"),
+                           request.headers.get("webhook-signature"), body, settings.hmac_tolerance)
+            return await handler(request)
+        except signing.SignatureError as exc:
+            reasons.append(str(exc))
+    elif settings.hmac_secrets:
+        reasons.append("missing webhook-signature")
+    return problem(401, "; ".join(reasons), "Authorization")
+
+
+# -- ingest -------------------------------------------------------------------
+
+async def read_json(request: web.Request) -> Any:
+    body = await request.read()
+    if not body:
+        raise BadRequest(400, "request body is empty", "body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(400, f"request body is not valid JSON: {exc}", "body") from None
+
+
+def _parse(obj: Any, prefix: str = "") -> Event:
+    try:
+        return parse_event(obj)
+    except EventError as exc:
+        field = f"{prefix}.{exc.field}" if prefix and exc.field != "event" else (prefix or exc.field)
+        raise BadRequest(400, f"{field}: {exc.message}", field) from None
+
+
+async def binary_event(request: web.Request) -> Event:
+    """CloudEvents binary mode: attributes in ce-* headers, the body is the data."""
+    attrs: dict[str, Any] = {k[3:].lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+    body = await request.read()
+    content_type = request.content_type
+    if body:
+        if content_type == "application/json" or content_type.endswith("+json"):
+            try:
+                attrs["data"] = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(400, f"body is not valid JSON: {exc}", "data") from None
+        elif content_type.startswith("text/"):
+            attrs["data"] = body.decode(errors="replace")
+        else:
+            raise BadRequest(415, f"binary-mode data must be JSON or text, not {content_type}", "Content-Type")
+        attrs["datacontenttype"] = content_type
+    return _parse(attrs)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    content_type = request.content_type
+    if "ce-specversion" in request.headers:
+        events = [await binary_event(request)]
+    elif content_type in ("application/cloudevents+json", "application/json"):
+        obj = await read_json(request)
+        if isinstance(obj, list):
+            raise BadRequest(400, "a JSON array is a batch: send it as application/cloudevents-batch+json", "body")
+        events = [_parse(obj)]
+    elif content_type == "application/cloudevents-batch+json":
+        obj = await read_json(request)
+        if not isinstance(obj, list):
+            raise BadRequest(400, "a batch must be a JSON array of events", "body")
+        if not obj:
+            raise BadRequest(400, "a batch must hold at least one event", "body")
+        events = [_parse(item, f"[{i}]") for i, item in enumerate(obj)]
+    else:
+        raise BadRequest(415, "Content-Type must be application/cloudevents+json, application/json or "
+                              f"application/cloudevents-batch+json (or ce-* headers), not {content_type or 'none'}", "Content-Type")
+    try:
+        accepted = await request.app[BROKER].ingest(events)
+    except EventError as exc:
+        raise BadRequest(413 if "over the limit" in exc.message else 400, str(exc), exc.field) from None
+    return ok({"accepted": [{"id": a.id, "seq": a.seq, **({"duplicate": True} if a.duplicate else {})} for a in accepted]}, 202)
+
+
+async def ingest_adapter(request: web.Request) -> web.Response:
+    name = request.match_info["adapter"]
+    from hookbus.adapters import inbound
+
+    adapter = inbound.get(name)
+    if adapter is None:
+        raise BadRequest(404, f"unknown adapter {name!r}; known: {', '.join(inbound.names()) or 'none yet'}", "adapter")
+    events = await adapter(request)
+    accepted = await request.app[BROKER].ingest(events)
+    return ok({"accepted": [{"id": a.id, "seq": a.seq} for a in accepted]}, 202)
+
+
+# -- reading --------------------------------------------------------------------
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(400, f"{name} must be an integer", name) from None
+    if not low <= value <= high:
+        raise BadRequest(400, f"{name} must be between {low} and {high}", name)
+    return value
+
+
+async def get_events(request: web.Request) -> web.Response:
+    after = int_param(request, "after", 0, 0, 2**62)
+    limit = int_param(request, "limit", 100, 1, 1000)
+    pattern = request.query.get("type")
+    matcher = compile_globs([pattern]).match if pattern else None
+    journal = request.app[BROKER].journal
+    stored, scanned = await asyncio.to_thread(journal.read, after, limit, matcher)
+    events = [{**orjson.loads(e.body), "seq": e.seq} for e in stored]
+    return ok({"events": events, "next_after": scanned, "head": journal.last_seq})
+
+
+async def get_subscribers(request: web.Request) -> web.Response:
+    status = await asyncio.to_thread(request.app[BROKER].status)
+    return ok({"head": status["head"], "subscribers": status["subscribers"]})
+
+
+async def get_dead_letters(request: web.Request) -> web.Response:
+    state = request.query.get("state", "dead")
+    if state not in ("dead", "replaying", "delivered", "all"):
+        raise BadRequest(400, "state must be dead, replaying, delivered or all", "state")
+    journal = request.app[BROKER].journal
+    letters = await asyncio.to_thread(journal.dead_letters, request.query.get("subscriber"), None if state == "all" else state)
+    return ok({"dead_letters": [
+        {"id": d.id, "subscriber": d.subscriber, "seq": d.seq, "attempts": d.attempts, "error": d.error,
+         "created_at": d.created_at, "state": d.state} for d in letters]})
+
+
+async def retry_dead_letter(request: web.Request) -> web.Response:
+    try:
+        dead_id = int(request.match_info["id"])
+    except ValueError:
+        raise BadRequest(400, "dead letter id must be an integer", "id") from None
+    queued = await request.app[BROKER].journal.mark_replay([dead_id], None)
+    if not queued:
+        raise BadRequest(404, f"no dead letter {dead_id} waiting for a retry", "id")
+    return ok({"queued": queued}, 202)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return ok({"status": "ok", "head": request.app[BROKER].journal.last_seq})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    status = await asyncio.to_thread(request.app[BROKER].status)
+    lines = [
+        "# HELP hookbus_journal_head_seq Highest sequence number in the journal.",
+        "# TYPE hookbus_journal_head_seq gauge",
+        f"hookbus_journal_head_seq {status['head']}",
+        "# HELP hookbus_journal_events Events retained in the journal.",
+        "# TYPE hookbus_journal_events gauge",
+        f"hookbus_journal_events {status['events_retained']}",
+    ]
+    for name, value in status["counters"].items():
+        lines += [f"# TYPE hookbus_events_{name}_total counter", f"hookbus_events_{name}_total {value}"]
+    gauges = {"cursor": "Last seq the subscriber finished.", "lag": "Events between the head and the cursor.",
+              "retries_in_flight": "Events waiting for a retry.", "dead_letters": "Dead letters not yet replayed."}
+    for key, help_text in gauges.items():
+        lines += [f"# HELP hookbus_subscriber_{key} {help_text}", f"# TYPE hookbus_subscriber_{key} gauge"]
+        lines += [f'hookbus_subscriber_{key}{{subscriber="{s["name"]}"}} {s[key]}' for s in status["subscribers"]]
+    lines += ["# TYPE hookbus_subscriber_up gauge"]
+    lines += [f'hookbus_subscriber_up{{subscriber="{s["name"]}"}} {int(s["connected"])}' for s in status["subscribers"]]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return ok(OPENAPI)
+
+
+def create_app(config: Config, broker: Broker) -> web.Application:
+    app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[errors_as_json, authenticate])
+    app[CONFIG] = config
+    app[BROKER] = broker
+    app.router.add_post("/events", post_events)
+    app.router.add_post("/ingest/{adapter}", ingest_adapter)
+    app.router.add_get("/api/events", get_events)
+    app.router.add_get("/api/subscribers", get_subscribers)
+    app.router.add_get("/api/dead-letters", get_dead_letters)
+    app.router.add_post("/api/dead-letters/{id}/retry", retry_dead_letter)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    return app
+
+
+async def start_http(config: Config, broker: Broker) -> web.AppRunner:
+    runner = web.AppRunner(create_app(config, broker), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.webhook.host, config.webhook.port, backlog=1024)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise OSError(f"webhook.listen {config.webhook.listen}: cannot listen: {exc.strerror}") from None
+    log.info("http: listening on http://%s", config.webhook.listen)
+    return runner

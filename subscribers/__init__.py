@@ -1,0 +1,68 @@
+"""Subscriber kinds: one module per kind, found by name, or by entry point."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import ValidationError
+
+from hookbus.bus.config import ConfigError, describe_errors
+
+from .base import DeliveryError, Subscriber, SubscriberConfig
+
+__all__ = ["DeliveryError", "Subscriber", "SubscriberConfig", "load_kind", "load_subscriber_config", "create"]
+
+ENTRY_POINT_GROUP = "hookbus.subscribers"
+
+
+def load_kind(kind: str) -> type[Subscriber]:
+    """Return the Subscriber class of a kind; raise ConfigError if there is none
+    or it does not have the interface."""
+    obj: Any = None
+    if kind.isidentifier() and importlib.util.find_spec(f"{__name__}.{kind}") is not None:
+        obj = getattr(importlib.import_module(f"{__name__}.{kind}"), "SUBSCRIBER", None)
+    else:
+        for ep in entry_points(group=ENTRY_POINT_GROUP, name=kind):
+            obj = ep.load()
+            break
+    if obj is None:
+        raise ConfigError(f"unknown subscriber kind {kind!r}")
+    if not (isinstance(obj, type) and issubclass(obj, Subscriber)):
+        raise ConfigError(f"subscriber kind {kind!r} does not provide a Subscriber subclass as SUBSCRIBER")
+    if not issubclass(obj.Config, SubscriberConfig):
+        raise ConfigError(f"subscriber kind {kind!r}: Config must subclass SubscriberConfig")
+    return obj
+
+
+def load_subscriber_config(table: Any, index: int) -> SubscriberConfig:
+    """Validate one [[subscribers]] table with its kind's model."""
+    where = f"subscribers[{index}]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    if "name" in table and isinstance(table["name"], str):
+        where += f" ({table['name']})"
+    kind = table.get("kind")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where}.kind: required, the subscriber kind (e.g. jsonl, webhook)")
+    try:
+        cls = load_kind(kind)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.kind: {exc}") from None
+    try:
+        config = cls.Config.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, where)) from None
+    from hookbus.bus.event import compile_globs
+
+    for i, pattern in enumerate(config.events or []):
+        if not pattern or any(c in pattern for c in " \t\n"):
+            raise ConfigError(f"{where}.events[{i}]: {pattern!r} is not a glob over event types")
+    compile_globs(config.events or [])
+    return config
+
+
+def create(config: SubscriberConfig) -> Subscriber:
+    return load_kind(config.kind)(config)

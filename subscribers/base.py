@@ -1,0 +1,74 @@
+"""The one small interface every subscriber kind implements.
+
+A kind is a module in `subscribers/` (or a package registered under the
+entry-point group `hookbus.subscribers`) that exposes `SUBSCRIBER`, a subclass
+of `Subscriber` with:
+
+- `Config`: a pydantic model (subclass of `SubscriberConfig`) of its keys;
+- `default_events`: the event-type globs it wants when `events` is not set;
+- `async handle(event)`: do the side effect, or raise `DeliveryError`
+  (`permanent=True` when retrying cannot help).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from hookbus.bus.config import RetrySettings, Strict
+from hookbus.bus.event import Event
+
+
+class SubscriberConfig(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str
+    events: list[str] | None = None
+    when: dict[str, Any] = {}
+    retry: RetrySettings = RetrySettings()
+    timeout: float = Field(30.0, gt=0, le=86400)
+
+
+class DeliveryError(Exception):
+    """A failed side effect. `permanent` errors go straight to the dead letters;
+    others are retried, waiting at least `retry_after` seconds when given."""
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+class Subscriber:
+    Config: ClassVar[type[SubscriberConfig]] = SubscriberConfig
+    default_events: ClassVar[list[str]] = ["*"]
+    # True: events are handled one at a time in journal order (e.g. an append-only file).
+    # False: one job's events in order, different jobs concurrently.
+    ordered: ClassVar[bool] = False
+    concurrency: ClassVar[int] = 8
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.name: str = config.name
+
+    async def start(self) -> None:
+        """Open files and sessions; called once before the first event."""
+
+    async def handle(self, event: Event) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release what start() opened."""
+
+
+def wants(config: SubscriberConfig, event: Event) -> bool:
+    """Given a subscriber's `when` table, return whether the event's data matches it all."""
+    if not config.when:
+        return True
+    data = event.data if isinstance(event.data, dict) else {}
+    for key, allowed in config.when.items():
+        value = data.get(key)
+        options = allowed if isinstance(allowed, list) else [allowed]
+        if value not in options:
+            return False
+    return True
