@@ -51,7 +51,9 @@ def classify(status: int, body: str, url: str, headers: Mapping[str, str]) -> De
     snippet = " ".join(body.split())[:200]
     message = f"{redact_url(url)} answered {status}" + (f": {snippet}" if snippet else "")
     retry_after = parse_retry_after(headers.get("Retry-After"))
-    return DeliveryError(message, permanent=status not in RETRYABLE_STATUS, retry_after=retry_after)
+    # Every 5xx is the receiver's trouble, not ours (507 full disk, 52x at a CDN): worth retrying.
+    retryable = status in RETRYABLE_STATUS or 500 <= status <= 599
+    return DeliveryError(message, permanent=not retryable, retry_after=retry_after)
 
 
 class HttpClient:

@@ -101,9 +101,16 @@ def _require_string(obj: dict[str, Any], name: str, *, required: bool) -> str | 
     return value
 
 
+# fromisoformat alone also takes a bare date, a time without offset or the basic
+# format (20261121T0338); RFC 3339 needs the full date, time and offset.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def _check_time(value: str) -> None:
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if not _RFC3339.fullmatch(value):
+            raise ValueError(value)
+        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise EventError("time", "must be an RFC 3339 timestamp such as 2026-11-21T03:38:00Z") from None
 
@@ -184,10 +191,25 @@ def _longest_string_path(node: Any, path: tuple[Any, ...] = ()) -> tuple[int, tu
     return best
 
 
-def _cut_tail(text: str, drop: int) -> str:
-    raw = text.encode()
-    keep = raw[drop:].decode(errors="ignore")
-    return TRUNCATION_MARK.format(n=drop) + keep
+def _json_len(text: str) -> int:
+    return len(orjson.dumps(text)) - 2
+
+
+def _cut_tail(text: str, excess: int) -> str:
+    """Return text cut at the front, behind a mark saying how much went, so that its
+    JSON form is at least `excess` bytes shorter; keep at least its last 128 bytes."""
+    # JSON escaping (\n, \", \u001b) makes the encoded form longer than the text, and
+    # unevenly so: find the shortest prefix that is worth enough by bisection.
+    need = excess + _json_len(TRUNCATION_MARK.format(n=len(text.encode())))
+    low = 0
+    high = len(text) - len(text.encode()[-128:].decode(errors="ignore"))
+    while low < high:
+        mid = (low + high) // 2
+        if _json_len(text[:mid]) >= need:
+            high = mid
+        else:
+            low = mid + 1
+    return TRUNCATION_MARK.format(n=len(text[:low].encode())) + text[low:]
 
 
 def fit_to_size(event: Event, max_bytes: int) -> bytes:
@@ -202,16 +224,15 @@ def fit_to_size(event: Event, max_bytes: int) -> bytes:
         if excess <= 0:
             return body
         size, path = _longest_string_path(event.data)
-        if size <= 256 or not path:
+        if size <= 256:
             break
-        parent = event.data
-        for key in path[:-1]:
-            parent = parent[key]
-        # JSON escaping can make the encoded form longer than the UTF-8 text.
-        drop = min(size, excess + len(TRUNCATION_MARK) + 32)
-        if drop >= size:
-            drop = size - 128
-        parent[path[-1]] = _cut_tail(parent[path[-1]], max(drop, 1))
+        if path:
+            parent = event.data
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = _cut_tail(parent[path[-1]], excess)
+        else:  # data is itself one string (a text/plain body): a long output too
+            event.data = _cut_tail(event.data, excess)
         body = event.to_json()
     raise EventError("data", f"event is {len(body)} bytes, over the limit of {max_bytes} bytes ([bus] max_event_bytes)")
 

@@ -156,12 +156,14 @@ class Journal:
             conn.execute("BEGIN IMMEDIATE")
             for fn, _ in batch:
                 conn.execute("SAVEPOINT op")
+                op_seq = self.last_seq
                 try:
                     results.append((fn(conn), None))
                     conn.execute("RELEASE op")
                 except (ValueError, KeyError) as exc:  # the op's own refusal; others still commit
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    self.last_seq = op_seq  # its rows are gone: hand their seqs out again, no gap
                     results.append((None, exc))
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)", (self.last_seq,))
             conn.execute("COMMIT")

@@ -57,8 +57,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except BadRequest as exc:
         return problem(exc.status, exc.error, exc.field)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return problem(413, f"request body is larger than {exc.max_size} bytes (webhook.max_body_bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        # aiohttp's exception does not keep the limit; the config does.
+        limit = request.app[CONFIG].webhook.max_body_bytes
+        return problem(413, f"request body is larger than {limit} bytes (webhook.max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -123,9 +125,20 @@ def _parse(obj: Any, prefix: str = "") -> Event:
         raise BadRequest(400, f"{field}: {exc.message}", field) from None
 
 
+def _surrogates(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def binary_event(request: web.Request) -> Event:
     """CloudEvents binary mode: attributes in ce-* headers, the body is the data."""
     attrs: dict[str, Any] = {k[3:].lower(): v for k, v in request.headers.items() if k.lower().startswith("ce-")}
+    for name, value in attrs.items():
+        if _surrogates(value):  # aiohttp keeps bytes that are not UTF-8 as surrogates
+            raise BadRequest(400, f"{name}: header ce-{name} is not valid UTF-8", name)
     body = await request.read()
     content_type = request.content_type
     if body:

@@ -1,0 +1,639 @@
+"""Unit tests: event model, journal, configuration, signing, outbound HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import logging
+import inspect
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aioresponses import aioresponses
+
+from hookbus.adapters.http import USER_AGENT, HttpClient, classify, parse_retry_after, redact_url
+from hookbus.bus import config as config_module
+from hookbus.bus import event as event_module
+from hookbus.bus import signing
+from hookbus.bus.config import ConfigError, ScrubFilter, build_config, scrub
+from hookbus.bus.event import (TRUNCATION_MARK, Event, EventError, compile_globs, fit_to_size, new_event, new_id,
+                               parse_event)
+from hookbus.bus.journal import Journal
+from hookbus.subscribers.base import DeliveryError
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    # Loading a config remembers its secrets process-wide; don't leak ours into other tests.
+    saved = set(config_module._SECRETS)
+    yield
+    config_module._SECRETS.clear()
+    config_module._SECRETS.update(saved)
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+def ce(**over: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"specversion": "1.0", "id": "e1", "source": "test://units", "type": "backup.job.finished"}
+    obj.update(over)
+    return {k: v for k, v in obj.items() if v is not ...}
+
+
+@pytest.mark.parametrize(("obj", "field"), [
+    ([], "event"),
+    ("text", "event"),
+    (ce(id=...), "id"),
+    (ce(source=...), "source"),
+    (ce(type=...), "type"),
+    (ce(specversion=...), "specversion"),
+    (ce(id=None), "id"),
+    (ce(id=""), "id"),
+    (ce(source=3), "source"),
+    (ce(specversion="1.1"), "specversion"),
+    (ce(type="backup/job"), "type"),
+    (ce(time="2026-11-21 03:38"), "time"),
+    (ce(time="2026-11-21"), "time"),
+    (ce(time="2026-11-21T25:00:00Z"), "time"),
+    (ce(subject=["s"]), "subject"),
+    (ce(datacontenttype=1), "datacontenttype"),
+    (ce(dataschema=1), "dataschema"),
+    (ce(data_base64="AA=="), "data_base64"),
+    (ce(**{"UPPER": "x"}), "UPPER"),
+    (ce(**{"averyveryverylongextensionname": "x"}), "averyveryverylongextensionname"),
+    (ce(ext=[1]), "ext"),
+])
+def test_parse_event_errors_name_the_field(obj: Any, field: str) -> None:
+    with pytest.raises(EventError) as info:
+        parse_event(obj)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("when", ["2026-11-21T03:38:00Z", "2026-11-21T03:38:00.123456+01:00",
+                                  "2026-11-21t03:38:00z", "2026-11-21T03:38:00.123456789-05:30"])
+def test_parse_event_accepts_rfc3339_times(when: str) -> None:
+    assert parse_event(ce(time=when)).time == when
+
+
+def test_parse_event_round_trip_keeps_everything() -> None:
+    obj = ce(time="2026-11-21T03:38:00Z", subject="MyRepository", datacontenttype="application/json",
+             dataschema="https://example/schema", traceid="abc", retries=2, flag=True, data={"job_id": "j1", "n": [1, 2]})
+    event = parse_event(obj)
+    assert event.extensions == {"traceid": "abc", "retries": 2, "flag": True, "dataschema": "https://example/schema"}
+    assert event.to_dict() == obj
+    assert orjson.loads(event.to_json()) == obj
+    assert event.job_key == "j1"
+    assert parse_event(ce(data="plain")).job_key == "test://units"
+
+
+def test_new_id_is_a_unique_ulid() -> None:
+    ids = [new_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    alphabet = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+    assert all(len(i) == 26 and set(i) <= alphabet for i in ids)
+
+
+def _ulid_ms(ulid: str) -> int:
+    value = 0
+    for char in ulid[:10]:
+        value = value * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(char)
+    return value  # 10 chars = bits 80..129 of the 130: the 48 bits of milliseconds
+
+
+def test_new_id_sorts_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([1_700_000_000.000 + i * 0.001 for i in range(0, 3000, 7)])
+    monkeypatch.setattr(event_module, "time", SimpleNamespace(time=lambda: next(clock)))  # this module's clock only
+    ids = [new_id() for _ in range(400)]
+    assert ids == sorted(ids)
+    assert _ulid_ms(ids[0]) == 1_700_000_000_000
+    assert _ulid_ms(ids[1]) == 1_700_000_000_007
+
+
+def test_new_event_is_stamped() -> None:
+    event = new_event("backup.log", {"message": "hi"}, source="test://units")
+    parsed = parse_event(orjson.loads(event.to_json()))
+    assert parsed.id == event.id and parsed.time == event.time and parsed.time is not None
+
+
+def test_fit_to_size_leaves_small_events_alone() -> None:
+    event = parse_event(ce(data={"job_id": "j", "output": "short"}))
+    assert fit_to_size(event, 4096) == event.to_json()
+
+
+@pytest.mark.parametrize("filler", ["a", "é", "\"\\\n\t", "\x01", "日本"], ids=["ascii", "utf8", "escapes", "control", "cjk"])
+def test_fit_to_size_keeps_the_tail(filler: str) -> None:
+    output = filler * 20000 + "\nERROR: the last line is what matters"
+    event = parse_event(ce(data={"job_id": "j1", "task": {"name": "backup", "output_tail": output}, "n": 5}))
+    body = fit_to_size(event, 4096)
+    assert len(body) <= 4096
+    data = orjson.loads(body)["data"]
+    assert data["job_id"] == "j1" and data["n"] == 5 and data["task"]["name"] == "backup"
+    tail = data["task"]["output_tail"]
+    assert tail.startswith(TRUNCATION_MARK.split("{")[0])
+    assert tail.endswith(filler * 10 + "\nERROR: the last line is what matters")
+    assert len(body) > 4096 - 256  # cut to fit, not far more than needed
+
+
+@pytest.mark.parametrize(("front", "back"), [
+    ("a" * 6000, "\x01" * 3000),  # cheap text first, costly escapes at the end
+    ("\x1b[0m" * 2000, "b" * 3000),  # ANSI colours first
+    ("b" * 100, ("\x01" * 30 + "\n\"") * 100),
+    ("😀" * 5000, ""),
+])
+@pytest.mark.parametrize("limit", [4096, 5000, 8192])
+def test_fit_to_size_uses_the_budget_with_uneven_escaping(front: str, back: str, limit: int) -> None:
+    event = parse_event(ce(data={"out": front + back + "END", "other": "q" * 300}))
+    body = fit_to_size(event, limit)
+    assert limit - 64 < len(body) <= limit  # one exact cut, not a second one that takes too much
+    data = orjson.loads(body)["data"]
+    assert data["out"].endswith((front + back)[-200:] + "END")
+    assert data["out"].count("[cut:") == 1 and data["other"] == "q" * 300
+
+
+def test_fit_to_size_cuts_several_strings() -> None:
+    event = parse_event(ce(data={"stdout": "o" * 5000 + "OUT-END", "stderr": "e" * 5000 + "ERR-END"}))
+    body = fit_to_size(event, 4096)
+    data = orjson.loads(body)["data"]
+    assert len(body) <= 4096
+    assert data["stdout"].endswith("OUT-END") and data["stderr"].endswith("ERR-END")
+
+
+def test_fit_to_size_cuts_string_data() -> None:
+    event = parse_event(ce(data="z" * 10000 + "END"))
+    body = fit_to_size(event, 4096)
+    assert len(body) <= 4096 and orjson.loads(body)["data"].endswith("zEND")
+
+
+def test_fit_to_size_refuses_what_cannot_be_cut() -> None:
+    event = parse_event(ce(data={"lines": ["x" * 100] * 100}))
+    with pytest.raises(EventError) as info:
+        fit_to_size(event, 4096)
+    assert info.value.field == "data" and "max_event_bytes" in str(info.value)
+    big_subject = parse_event(ce(subject="s" * 5000, data={"a": "b"}))
+    with pytest.raises(EventError):
+        fit_to_size(big_subject, 4096)
+
+
+def test_compile_globs() -> None:
+    match = compile_globs(["backup.job.*", "backup.log"]).match
+    assert match("backup.job.finished") and match("backup.log")
+    assert not match("backup.task.finished") and not match("backup.logs")
+    assert not compile_globs([]).match("anything")
+
+
+# -- journal --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[Journal]:
+    j = Journal(tmp_path / "journal.db", synchronous="NORMAL")
+    yield j
+    j.close()
+
+
+def item(i: int | str, source: str = "test://units", type_: str = "backup.log") -> tuple[Event, bytes]:
+    event = Event(id=str(i), source=source, type=type_, data={"n": i})
+    return event, event.to_json()
+
+
+async def test_concurrent_appends_get_gap_free_seqs(journal: Journal) -> None:
+    async def writer(w: int) -> list[int]:
+        seqs = []
+        for r in range(5):
+            batch = [item(f"{w}-{r}-{k}") for k in range(1 + (w + r) % 3)]
+            accepted = await journal.append(batch)
+            got = [a.seq for a in accepted]
+            assert got == list(range(got[0], got[0] + len(got)))  # one call's events stay together
+            assert not any(a.duplicate for a in accepted)
+            seqs += got
+        return seqs
+
+    results = await asyncio.gather(*(writer(w) for w in range(40)))
+    seqs = sorted(s for r in results for s in r)
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert journal.last_seq == len(seqs) == journal.event_count()
+    stored, scanned = journal.read(0, 1000)
+    assert [e.seq for e in stored] == seqs and scanned == len(seqs)
+
+
+async def test_append_is_idempotent_on_source_and_id(journal: Journal) -> None:
+    [first] = await journal.append([item("a")])
+    answers = await asyncio.gather(*(journal.append([item("a")]) for _ in range(20)))
+    assert all(a == [type(first)("a", first.seq, True)] for a in answers)
+    [other] = await journal.append([item("a", source="test://elsewhere")])
+    assert other.seq == first.seq + 1 and not other.duplicate
+    assert journal.event_count() == 2
+
+
+async def test_refused_append_leaves_no_gap(journal: Journal) -> None:
+    await journal.append([item(1)])
+    # The second event cannot be stored (not encodable): the whole call is refused,
+    # and its first event's seq must be handed out again.
+    bad = Event(id="bad", source="test://\udcff", type="backup.log")
+    with pytest.raises(ValueError):
+        await journal.append([item(2), (bad, b"{}")])
+    [next_one] = await journal.append([item(3)])
+    assert next_one.seq == 2
+    assert [e.seq for e in journal.read(0, 10)[0]] == [1, 2]
+
+
+async def test_seq_survives_reopen_and_prune(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    j = Journal(path)
+    await j.append([item(i) for i in range(3)])
+    assert await j.prune(0) == 3 and j.event_count() == 0
+    j.close()
+    j = Journal(path)
+    try:
+        assert j.last_seq == 3
+        [acc] = await j.append([item(9)])
+        assert acc.seq == 4  # a seq is never reused, even once pruned
+    finally:
+        j.close()
+
+
+async def test_cursor_epochs(journal: Journal) -> None:
+    assert await journal.set_cursor("ops", 5, 0)
+    assert journal.cursors()["ops"] == (5, 0)
+    assert await journal.set_cursor("ops", 3, 0)  # accepted, but a cursor never moves back
+    assert journal.cursors()["ops"] == (5, 0)
+
+    await journal.set_retry("ops", 7, 2, time.time() + 60, "503")
+    epoch = await journal.reset_cursor("ops", 1)
+    assert epoch == 1 and journal.cursors()["ops"] == (1, 1)
+    assert journal.retries("ops") == []  # a replay starts clean
+
+    # An ack from before the reset (old epoch) must not undo the replay.
+    assert not await journal.set_cursor("ops", 9, 0)
+    assert journal.cursors()["ops"] == (1, 1)
+    assert await journal.set_cursor("ops", 2, 1)
+    assert journal.cursors()["ops"] == (2, 1)
+    assert await journal.reset_cursor("ops", 0) == 2
+
+
+async def test_set_cursor_clears_retries_up_to_it(journal: Journal) -> None:
+    await journal.set_retry("ops", 3, 1, 0.0, "e")
+    await journal.set_retry("ops", 8, 1, 0.0, "e")
+    await journal.set_retry("audit", 3, 1, 0.0, "e")
+    await journal.set_cursor("ops", 5, 0)
+    assert sorted((name, seq) for name, seq, *_ in journal.retries()) == [("audit", 3), ("ops", 8)]
+    await journal.clear_retry("ops", 8)
+    assert [(name, seq) for name, seq, *_ in journal.retries()] == [("audit", 3)]
+
+
+async def test_dead_letters_replay_cycle(journal: Journal) -> None:
+    await journal.append([item(i) for i in range(4)])
+    await journal.set_retry("ops", 1, 3, 0.0, "503")
+    failure = new_event("hookbus.delivery.failed", {"subscriber": "ops"}, source="hookbus://h/subscribers/ops",
+                        id_="dead-letter:1")
+    first, accepted = await journal.add_dead_letter("ops", 1, 3, "410 gone", (failure, failure.to_json()))
+    assert [(a.seq, a.duplicate) for a in accepted] == [(5, False)]  # the alert, in the same commit
+    assert journal.retries("ops") == []
+    second, _ = await journal.add_dead_letter("ops", 2, 1, "400", None)
+    third, _ = await journal.add_dead_letter("audit", 3, 1, "disk full", None)
+    assert journal.count_dead() == {"ops": 2, "audit": 1}
+
+    # The same event failing again is the same dead letter, and the same alert.
+    again, accepted = await journal.add_dead_letter("ops", 1, 5, "410 gone again", (failure, failure.to_json()))
+    assert again == first and [(a.seq, a.duplicate) for a in accepted] == [(5, True)]
+    [letter] = [d for d in journal.dead_letters("ops") if d.id == first]
+    assert (letter.attempts, letter.error, letter.state) == (5, "410 gone again", "dead")
+
+    assert await journal.mark_replay([first], None) == 1
+    assert await journal.mark_replay([first], None) == 0  # already queued
+    assert [d.id for d in journal.dead_letters(state="replaying")] == [first]
+    assert await journal.mark_replay(None, "ops") == 1  # the other one of ops
+    assert {d.id for d in journal.dead_letters(state="replaying")} == {first, second}
+    assert journal.count_dead() == {"audit": 1}
+
+    await journal.finish_replay(first, True)
+    await journal.finish_replay(second, False, "still 400")
+    states = {d.id: (d.state, d.error) for d in journal.dead_letters()}
+    assert states[first][0] == "delivered"
+    assert states[second] == ("dead", "still 400")
+    assert states[third][0] == "dead"
+    assert await journal.mark_replay(None, None) == 2  # everything dead, of every subscriber
+    assert await journal.mark_replay([], None) == 0
+
+
+async def _age(journal: Journal, up_to_seq: int, seconds: float) -> None:
+    await journal.write(lambda conn: conn.execute("UPDATE events SET at = at - ? WHERE seq <= ?", (seconds, up_to_seq)))
+
+
+async def test_prune_needs_old_and_passed_by_every_cursor(journal: Journal) -> None:
+    await journal.append([item(i) for i in range(1, 11)])
+    await _age(journal, 8, 7200)  # 1..8 are older than the retention, 9..10 are new
+    await journal.set_cursor("fast", 10, 0)
+    await journal.set_cursor("slow", 6, 0)
+    await journal.add_dead_letter("fast", 2, 3, "410", None)
+    await journal.set_retry("fast", 3, 1, 0.0, "503")
+
+    removed = await journal.prune(3600)
+    left = [e.seq for e in journal.read(0, 100)[0]]
+    # 1, 4, 5, 6: old and at/below both cursors. 2 is a dead letter, 3 is retrying,
+    # 7..8 are past the slow cursor, 9..10 are new.
+    assert removed == 4
+    assert left == [2, 3, 7, 8, 9, 10]
+
+    await journal.set_cursor("slow", 10, 0)
+    assert await journal.prune(3600) == 2  # 7, 8
+    dead = journal.dead_letters("fast")[0]
+    await journal.finish_replay(dead.id, True)
+    await journal.clear_retry("fast", 3)
+    assert await journal.prune(3600) == 2  # a delivered dead letter and a cleared retry may go
+    assert [e.seq for e in journal.read(0, 100)[0]] == [9, 10]
+    assert await journal.prune(10**9) == 0
+
+
+async def test_prune_with_no_cursors_keeps_new_events(journal: Journal) -> None:
+    await journal.append([item(i) for i in range(1, 5)])
+    await _age(journal, 2, 100)
+    assert await journal.prune(50) == 2
+    assert [e.seq for e in journal.read(0, 100)[0]] == [3, 4]
+
+
+async def test_read_filters_and_reports_scan(journal: Journal) -> None:
+    await journal.append([item(i, type_="backup.job.finished" if i % 2 else "backup.log") for i in range(1, 7)])
+    stored, scanned = journal.read(0, 2, compile_globs(["backup.log"]).match)
+    assert [e.seq for e in stored] == [2, 4] and scanned == 4
+    stored, scanned = journal.read(4, 10, compile_globs(["backup.log"]).match)
+    assert [e.seq for e in stored] == [6] and scanned == 6
+    assert journal.get(3) is not None and journal.get(99) is None
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def config_error(raw: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        build_config(raw, "test")
+    return str(info.value)
+
+
+def jsonl(name: str = "audit", **over: Any) -> dict[str, Any]:
+    return {"name": name, "kind": "jsonl", "path": "var/events.jsonl", **over}
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"subscribers": [jsonl(pathx="x")]}, "subscribers[0] (audit).pathx: unknown key"),
+    ({"subscribers": [jsonl(), jsonl("ops", retry={"attempts": 3, "jitter": 1})]}, "subscribers[1] (ops).retry.jitter: unknown key"),
+    ({"bus": {"datadir": "x"}}, "bus.datadir: unknown key"),
+    ({"webhok": {}}, "webhok: unknown key"),
+    ({"subscribers": [{"name": "audit", "kind": "jsonl"}]}, "subscribers[0] (audit).path: Field required"),
+    ({"subscribers": [jsonl(), jsonl()]}, "subscribers[1].name: 'audit' is used twice"),
+    ({"subscribers": [jsonl(kind="nope")]}, "subscribers[0] (audit).kind: unknown subscriber kind 'nope'"),
+    ({"subscribers": [jsonl(kind="base")]}, "subscribers[0] (audit).kind: unknown subscriber kind 'base'"),
+    ({"subscribers": [jsonl(kind="../jsonl")]}, "subscribers[0] (audit).kind: unknown subscriber kind"),
+    ({"subscribers": [{"name": "audit"}]}, "subscribers[0] (audit).kind: required"),
+    ({"subscribers": [jsonl(events=["backup job"])]}, "subscribers[0] (audit).events[0]:"),
+    ({"subscribers": {"name": "audit"}}, "subscribers: must be an array"),
+    ({"bus": {"control": "http://127.0.0.1:7600"}}, "bus.control:"),
+    ({"webhook": {"listen": "8765"}}, "webhook.listen:"),
+    ({"webhook": {"listen": "0.0.0.0:8765"}}, "webhook.listen: 0.0.0.0:8765 is not a loopback address"),
+    ({"webhook": {"listen": "192.168.1.5:8765"}}, "set webhook.tokens or webhook.hmac_secrets"),
+    ({"webhook": {"listen": "backup-host:8765"}}, "webhook.listen:"),
+])
+def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
+    assert message in config_error(raw)
+
+
+@pytest.mark.parametrize("webhook", [
+    {"listen": "127.0.0.1:8765"},
+    {"listen": "localhost:8765"},
+    {"listen": "[::1]:8765"},
+    {"listen": "0.0.0.0:8765", "tokens": ["a-long-token"]},
+    {"listen": "0.0.0.0:8765", "hmac_secrets": ["whsec_c2VjcmV0"]},
+    {"listen": "0.0.0.0:8765", "enabled": False},
+])
+def test_config_listen_accepted(webhook: dict[str, Any]) -> None:
+    assert build_config({"webhook": webhook}, "test").webhook.listen == webhook["listen"]
+
+
+def test_config_env_and_file_values_resolve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOOKBUS_UNIT_TOKEN", "tok-from-env-4711")
+    secret_file = tmp_path / "hmac"
+    secret_file.write_text("whsec_ZmlsZS1zZWNyZXQ=\n")
+    config = build_config({
+        "webhook": {"tokens": ["env:HOOKBUS_UNIT_TOKEN", "inline-token"], "hmac_secrets": [f"file:{secret_file}"]},
+        "subscribers": [jsonl(path="env:HOOKBUS_UNIT_TOKEN")],
+    }, "test")
+    assert config.webhook.tokens == ["tok-from-env-4711", "inline-token"]
+    assert config.webhook.hmac_secrets == ["whsec_ZmlsZS1zZWNyZXQ="]  # trailing newline gone
+    assert config.subscriber("audit").path == Path("tok-from-env-4711")
+    with pytest.raises(ConfigError, match="no subscriber named 'ops'"):
+        config.subscriber("ops")
+
+
+def test_config_missing_env_or_file_names_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HOOKBUS_UNIT_MISSING", raising=False)
+    message = config_error({"webhook": {"tokens": ["x-token", "env:HOOKBUS_UNIT_MISSING"]}})
+    assert message == "webhook.tokens[1]: environment variable HOOKBUS_UNIT_MISSING is not set"
+    message = config_error({"subscribers": [{"name": "ops", "kind": "webhook", "url": "env:HOOKBUS_UNIT_MISSING"}]})
+    assert message.startswith("subscribers[0].url: ") and "HOOKBUS_UNIT_MISSING" in message
+    message = config_error({"bus": {"curve_secret_key": f"file:{tmp_path / 'absent.key'}"}})
+    assert message.startswith("bus.curve_secret_key: cannot read")
+
+
+def test_scrub_hides_resolved_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret_url = "https://hooks.slack.com/services/T000/B000/unit-scrub-XXXX"
+    monkeypatch.setenv("HOOKBUS_UNIT_SECRET", "s3cr3t-unit-token")
+    monkeypatch.setenv("HOOKBUS_UNIT_URL", secret_url)
+    build_config({"webhook": {"tokens": ["env:HOOKBUS_UNIT_SECRET"]},
+                  "subscribers": [{"name": "ops", "kind": "webhook", "url": "env:HOOKBUS_UNIT_URL"}]}, "test")
+    assert scrub("Bearer s3cr3t-unit-token rejected") == "Bearer *** rejected"
+    assert secret_url not in scrub(f"POST {secret_url} failed")
+
+    record = logging.LogRecord("hookbus", logging.INFO, __file__, 1, "token %s for %s", ("s3cr3t-unit-token", "ops"), None)
+    assert ScrubFilter().filter(record)
+    assert record.getMessage() == "token *** for ops"
+
+
+def test_config_error_never_echoes_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKBUS_UNIT_BADURL", "ftp://user:pa55word@host/tok-987")
+    message = config_error({"subscribers": [{"name": "ops", "kind": "webhook", "url": "env:HOOKBUS_UNIT_BADURL"}]})
+    assert message.startswith("subscribers[0] (ops).url:")
+    assert "pa55word" not in message and "tok-987" not in message
+
+
+# -- signing --------------------------------------------------------------------------------------
+
+SECRET = "whsec_" + base64.b64encode(b"unit-test-secret-0123456789abcdef").decode()
+BODY = b'{"specversion":"1.0","id":"e1"}'
+
+
+def test_signature_round_trip() -> None:
+    h = signing.headers(SECRET, "msg_1", BODY, now=1_700_000_000)
+    assert h["webhook-timestamp"] == "1700000000" and h["webhook-signature"].startswith("v1,")
+    signing.verify([SECRET], h["webhook-id"], h["webhook-timestamp"], h["webhook-signature"], BODY, now=1_700_000_100)
+
+
+def test_signature_matches_the_standard_webhooks_reference() -> None:
+    # The example from the Standard Webhooks specification, so other implementations agree.
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"test": 2432232314}'
+    assert signing.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == \
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_signature_with_rotated_secrets() -> None:
+    old, new = SECRET, "plain-new-secret"
+    by_new = signing.headers(new, "m", BODY)
+    by_old = signing.headers(old, "m", BODY)
+    # The receiver accepts either secret while rotating...
+    for h in (by_new, by_old):
+        signing.verify([old, new], h["webhook-id"], h["webhook-timestamp"], h["webhook-signature"], BODY)
+    # ...and a sender may send both signatures.
+    both = f"{by_old['webhook-signature']} {by_new['webhook-signature']}"
+    signing.verify([new], "m", by_new["webhook-timestamp"], both, BODY)
+    with pytest.raises(signing.SignatureError, match="does not match"):
+        signing.verify([old], "m", by_new["webhook-timestamp"], by_new["webhook-signature"], BODY)
+
+
+@pytest.mark.parametrize(("msg_id", "ts_shift", "body", "signature", "words"), [
+    ("m", 0, BODY + b" ", None, "does not match"),
+    ("other", 0, BODY, None, "does not match"),
+    ("m", 1, BODY, None, "does not match"),  # timestamp changed after signing
+    ("m", 0, BODY, "v1,AAAA", "does not match"),
+    ("m", 0, BODY, "v2,whatever", "does not match"),
+    ("m", -301, BODY, None, "webhook-timestamp"),
+    ("m", 301, BODY, None, "webhook-timestamp"),
+    ("m", 0, BODY, "", "missing"),
+    ("", 0, BODY, None, "missing"),
+])
+def test_signature_tampering_fails(msg_id: str, ts_shift: int, body: bytes, signature: str | None, words: str) -> None:
+    now = 1_700_000_000
+    h = signing.headers(SECRET, "m", BODY, now=now)
+    ts = now + ts_shift
+    if ts_shift in (-301, 301):  # signed correctly, but at another time
+        h = signing.headers(SECRET, "m", BODY, now=ts)
+    with pytest.raises(signing.SignatureError, match=words):
+        signing.verify([SECRET], msg_id, str(ts), h["webhook-signature"] if signature is None else signature, body, now=now)
+
+
+def test_signature_timestamp_must_be_an_integer() -> None:
+    with pytest.raises(signing.SignatureError, match="integer"):
+        signing.verify([SECRET], "m", "yesterday", "v1,AAAA", BODY)
+
+
+def test_whsec_secret_is_base64() -> None:
+    assert signing.sign("whsec_" + base64.b64encode(b"raw").decode(), "m", 1, BODY) == signing.sign("raw", "m", 1, BODY)
+    with pytest.raises(ValueError, match="base64"):
+        signing.secret_bytes("whsec_not base64!")
+
+
+# -- outbound HTTP --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 410, 413, 422])
+def test_classify_permanent(status: int) -> None:
+    error = classify(status, "channel_is_archived", "https://hooks.example/services/T/B/secret", {})
+    assert error.permanent and error.retry_after is None
+    assert f"answered {status}" in str(error) and "channel_is_archived" in str(error)
+    assert "secret" not in str(error)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 501, 502, 503, 504, 507, 520, 599])
+def test_classify_retryable(status: int) -> None:
+    error = classify(status, "", "https://hooks.example/x", {"Retry-After": "12"})
+    assert not error.permanent and error.retry_after == 12.0
+
+
+def test_classify_keeps_the_body_short() -> None:
+    error = classify(500, "<html>\n" + "x" * 5000, "https://h/x", {})
+    assert len(str(error)) < 300
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after("") is None
+    assert parse_retry_after("soon") is None and parse_retry_after("-5") is None
+    future = email.utils.formatdate(time.time() + 90, usegmt=True)
+    assert 80 <= (parse_retry_after(future) or 0) <= 91
+    past = email.utils.formatdate(time.time() - 90, usegmt=True)
+    assert parse_retry_after(past) == 0.0
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("https://user:pa55@hooks.slack.com/services/T0/B0/XyZ?x=1", "https://hooks.slack.com/***"),
+    ("https://hc-ping.com/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc/fail", "https://hc-ping.com/***"),
+    ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+    ("http://example.com?token=abc", "http://example.com/***"),
+    ("https://example.com", "https://example.com"),
+    ("http://[::1", "<invalid url>"),
+])
+def test_redact_url(url: str, expected: str) -> None:
+    assert redact_url(url) == expected
+
+
+URL = "https://hooks.example/services/T0/B0/secret-path"
+
+
+class MockResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.x builds a ClientResponse without the `stream_writer` that
+    aiohttp 3.14 requires (pnuckowski/aioresponses#289): give it a finished one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+            kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[HttpClient]:
+    client = HttpClient(timeout=5)
+    yield client
+    await client.close()
+
+
+async def test_request_200(http: HttpClient) -> None:
+    with aioresponses() as mock:
+        mock.post(URL, status=200, body="ok", headers={"X-Id": "1"}, response_class=MockResponse)
+        status, text, headers = await http.request("POST", URL, data=b"{}", headers={"Content-Type": "application/json"})
+        assert (status, text, headers["X-Id"]) == (200, "ok", "1")
+        [(key, calls)] = list(mock.requests.items())
+        assert key[0] == "POST" and str(key[1]) == URL
+        assert calls[0].kwargs["data"] == b"{}"
+    assert http.session().headers["User-Agent"] == USER_AGENT
+
+
+@pytest.mark.parametrize(("status", "headers", "permanent", "retry_after"), [
+    (503, {}, False, None),
+    (410, {}, True, None),
+    (429, {"Retry-After": "7"}, False, 7.0),
+    (404, {}, True, None),
+])
+async def test_request_error_answers(http: HttpClient, status: int, headers: dict[str, str], permanent: bool,
+                                     retry_after: float | None) -> None:
+    with aioresponses() as mock:
+        mock.post(URL, status=status, body='{"error":"channel_is_archived"}', headers=headers,
+                  response_class=MockResponse)
+        with pytest.raises(DeliveryError) as info:
+            await http.request("POST", URL, json={"text": "hi"})
+    assert info.value.permanent is permanent
+    assert info.value.retry_after == retry_after
+    assert f"answered {status}" in str(info.value) and "secret-path" not in str(info.value)
+
+
+@pytest.mark.parametrize("exc", [aiohttp.ClientConnectionError("refused secret-path"), asyncio.TimeoutError(),
+                                 ConnectionResetError("reset")])
+async def test_request_network_errors_are_retryable(http: HttpClient, exc: Exception) -> None:
+    with aioresponses() as mock:
+        mock.post(URL, exception=exc)
+        with pytest.raises(DeliveryError) as info:
+            await http.request("POST", URL, data="x")
+    assert not info.value.permanent
+    assert "hooks.example" in str(info.value) and "secret-path" not in str(info.value)
+
+
+async def test_request_invalid_url_is_permanent(http: HttpClient) -> None:
+    with pytest.raises(DeliveryError) as info:
+        await http.request("GET", "http://")
+    assert info.value.permanent
