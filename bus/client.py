@@ -101,8 +101,11 @@ class ControlClient:
                 if remaining <= 0:
                     break
                 try:
-                    await asyncio.wait_for(sock.send_multipart(frames), remaining)
-                    reply = await asyncio.wait_for(future, min(attempt_timeout, max(remaining, 0.01)))
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    async with asyncio.timeout(remaining):
+                        await sock.send_multipart(frames)
+                    async with asyncio.timeout(min(attempt_timeout, max(remaining, 0.01))):
+                        reply = await future
                 except TimeoutError:
                     continue
                 info = orjson.loads(reply[2])

@@ -154,7 +154,8 @@ class SubscriberRunner:
                 self.ready.set()
             behind = self.high < self.target
             try:
-                frames = await asyncio.wait_for(sock.recv_multipart(), 0.05 if behind else silent_for)
+                async with asyncio.timeout(0.05 if behind else silent_for):  # not wait_for: see call_handler
+                    frames = await sock.recv_multipart()
             except TimeoutError:
                 if not behind:
                     log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_for)
@@ -227,6 +228,12 @@ class SubscriberRunner:
 
     # -- delivery ------------------------------------------------------------
 
+    async def _call_handler(self, event: Event) -> None:
+        # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow
+        # a cancellation that arrives as the inner call completes, and shutdown hangs.
+        async with asyncio.timeout(self.config.timeout):
+            await self.sub.handle(event)
+
     async def _deliver(self, event: Event) -> bool:
         """Handle one event with retries; dead-letter it when that fails. Return success."""
         seq = event.seq or 0
@@ -258,7 +265,7 @@ class SubscriberRunner:
             ):
                 with attempt:
                     attempts = before + attempt.retry_state.attempt_number
-                    await asyncio.wait_for(self.sub.handle(event), self.config.timeout)
+                    await self._call_handler(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of a handler ends here, never in the loop
@@ -338,7 +345,7 @@ class SubscriberRunner:
                 event = parse_event(orjson.loads(body))
                 event.seq = int(item["seq"])
                 try:
-                    await asyncio.wait_for(self.sub.handle(event), self.config.timeout)
+                    await self._call_handler(event)
                     ok, error = True, ""
                 except Exception as exc:  # a replay that fails goes back to the dead letters
                     ok, error = False, describe(exc)
