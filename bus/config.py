@@ -129,8 +129,7 @@ def resolve_value(value: str, key: str) -> str:
             raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
     else:
         return value
-    if secret:
-        _SECRETS.add(secret)
+    mark_secret(secret)
     return secret
 
 

@@ -28,6 +28,7 @@ from hookbus.subscribers.base import wants
 from . import protocol
 from .client import BrokerUnavailable, ControlClient, configure_client_socket
 from .config import BusSettings, scrub
+from .broker import DELIVERY_FAILED
 from .event import Event, compile_globs, parse_event
 
 log = logging.getLogger("hookbus.subscriber")
@@ -197,7 +198,7 @@ class SubscriberRunner:
             log.error("subscriber %s: seq %d is not a valid event (%s); skipped", self.name, seq, exc)
             return
         event.seq = seq
-        if not wants(self.config, event):
+        if not wants(self.config, event) or self._is_own_failure(event):
             self.stats["skipped"] += 1
             return
         self.inflight.add(seq)
@@ -208,6 +209,11 @@ class SubscriberRunner:
             return
         self.lanes[key] = deque([event])
         self._spawn(self._run_lane(key, self.generation))
+
+    def _is_own_failure(self, event: Event) -> bool:
+        """A target that just failed would fail its own alert too: that goes elsewhere."""
+        return (event.type == DELIVERY_FAILED and isinstance(event.data, dict)
+                and event.data.get("subscriber") == self.name)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -242,17 +248,28 @@ class SubscriberRunner:
             await asyncio.sleep(next_at - time.time())
         retry_cfg = self.config.retry
         persisted = False
+        last_error = ""
 
-        async def remember(state: RetryCallState) -> None:
+        async def save(attempts: int, next_at: float) -> None:
             nonlocal persisted
+            persisted = True
+            await self._tell(protocol.RETRY, {"name": self.name, "seq": seq, "attempts": attempts,
+                                               "next_at": next_at, "error": last_error})
+
+        async def starting(state: RetryCallState) -> None:
+            # Write-ahead for retries: a crash during this attempt still counts it.
+            if before or state.attempt_number > 1:
+                await save(before + state.attempt_number, time.time())
+
+        async def failed(state: RetryCallState) -> None:
+            nonlocal last_error
             self.stats["failed_attempts"] += 1
             exc = state.outcome.exception() if state.outcome else None
+            last_error = describe(exc) if exc else ""
             wait = state.next_action.sleep if state.next_action else 0.0
             log.info("subscriber %s: seq %d attempt %d failed (%s); retrying in %.1fs",
-                     self.name, seq, before + state.attempt_number, describe(exc) if exc else "?", wait)
-            persisted = True
-            await self._tell(protocol.RETRY, {"name": self.name, "seq": seq, "attempts": before + state.attempt_number,
-                                               "next_at": time.time() + wait, "error": describe(exc) if exc else ""})
+                     self.name, seq, before + state.attempt_number, last_error, wait)
+            await save(before + state.attempt_number, time.time() + wait)
 
         attempts = before
         try:
@@ -260,7 +277,8 @@ class SubscriberRunner:
                 stop=stop_after_attempt(max(1, retry_cfg.attempts - before)),
                 wait=Backoff(retry_cfg.initial_delay, retry_cfg.max_delay, before),
                 retry=retry_if_exception(is_retryable),
-                before_sleep=remember,
+                before=starting,
+                before_sleep=failed,
                 reraise=True,
             ):
                 with attempt:

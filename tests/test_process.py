@@ -273,3 +273,43 @@ async def test_check_config_on_embedded_defaults_and_the_example(tmp_path: Path)
     result = await run_cli("check-config", "--config", str(example), env={"HOOKBUS_TOKEN": "t0ken-for-test"}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "t0ken-for-test" not in result.stdout + result.stderr
+
+
+async def test_retry_state_survives_a_restart(site: Site, procs: Any, receiver: Receiver) -> None:
+    retry = {"attempts": 4, "max_delay": 0.5, "initial_delay": 0.2}
+    site.configure([{"name": "hook", "kind": "webhook", "url": receiver.url, "retry": retry}])
+    receiver.status = 503
+    serve = procs("serve", "--config", str(site.config))
+    await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")
+    async with aiohttp.ClientSession() as session:
+        await post_until_accepted(session, site.url, cloudevent(1))
+    await wait_for(lambda: receiver.attempts >= 2, 20, "two failed attempts")
+    serve.kill9()
+    tried_before = receiver.attempts
+    serve.start()
+    await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen again")
+
+    async def dead_letters() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session, session.get(site.url + "/api/dead-letters") as resp:
+            return list((await resp.json())["dead_letters"])
+
+    letters = await wait_for(dead_letters, 20, "the event to be dead-lettered")
+    # The attempt count went on from where it was, not from zero: 4 in all.
+    assert receiver.attempts == 4, (tried_before, receiver.attempts)
+    assert letters[0]["attempts"] == 4 and "503" in letters[0]["error"]
+
+
+async def test_replay_a_subscriber_from_a_sequence_number(site: Site, procs: Any, receiver: Receiver) -> None:
+    site.configure([{"name": "hook", "kind": "webhook", "url": receiver.url}])
+    procs("serve", "--config", str(site.config))
+    await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")
+    async with aiohttp.ClientSession() as session:
+        for i in range(1, 6):
+            await post_until_accepted(session, site.url, cloudevent(i, job="one-job"))
+    await wait_for(lambda: len(receiver.received) >= 5, 20, "five events delivered")
+    result = await run_cli("replay", "--subscriber", "hook", "--from", "3", "--config", str(site.config))
+    assert result.returncode == 0, result.stderr
+    await wait_for(lambda: len(receiver.received) >= 8, 20, "seq 3, 4, 5 delivered again")
+    assert [r["body"]["seq"] for r in receiver.received] == [1, 2, 3, 4, 5, 3, 4, 5]
+    unknown = await run_cli("replay", "--subscriber", "nope", "--from", "1", "--config", str(site.config))
+    assert unknown.returncode == 2 and "no subscriber named 'nope'" in unknown.stderr
