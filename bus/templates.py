@@ -1,0 +1,202 @@
+"""Templates over events: messages and shell commands, Jinja2 in a sandbox.
+
+A template sees the event (`type`, `source`, `id`, `time`, `subject`, `data`,
+`seq`, and the whole CloudEvent as `event`) and the helpers `format_time`,
+`format_duration`, `format_size`, `is_error`, `summary` and `json`. Undefined
+names are errors. In shell commands every substituted value is shell-quoted,
+so event data can never inject shell syntax.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .event import Event
+
+__all__ = ["TemplateError", "render", "render_shell", "check", "context", "SAMPLES"]
+
+
+def format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    """Given an RFC 3339 string or epoch seconds, return it formatted in UTC."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (int, float)):
+        when = datetime.fromtimestamp(value, timezone.utc)
+    else:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).strftime(fmt)
+
+
+def format_duration(seconds: Any) -> str:
+    """Given seconds, return e.g. `4.2s`, `2m 05s`, `1h 02m 03s`."""
+    if seconds is None or seconds == "":
+        return ""
+    total = float(seconds)
+    if total < 60:
+        return f"{total:.1f}s" if total < 10 else f"{total:.0f}s"
+    whole = int(round(total))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def format_size(size: Any) -> str:
+    """Given bytes, return e.g. `512 B`, `1.5 KiB`, `2.0 GiB`."""
+    if size is None or size == "":
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"  # pragma: no cover
+
+
+def _data(event: Any) -> dict[str, Any]:
+    if isinstance(event, Event):
+        return event.data if isinstance(event.data, dict) else {}
+    if isinstance(event, dict):
+        inner = event.get("data")
+        return inner if isinstance(inner, dict) and "type" in event else event
+    return {}
+
+
+def is_error(event: Any) -> bool:
+    """True for a failed or cancelled job, a failed task or device, a failed validation."""
+    type_ = event.type if isinstance(event, Event) else (event.get("type", "") if isinstance(event, dict) else "")
+    data = _data(event)
+    task = data.get("task") if isinstance(data.get("task"), dict) else {}
+    return (
+        str(type_).endswith(".failed")
+        or data.get("outcome") in ("failed", "cancelled")
+        or task.get("status") == "failed"
+        or (type_ == "backup.report" and bool(data.get("fail")))
+    )
+
+
+def summary(event: Any) -> str:
+    """One line saying what the event is about."""
+    data = _data(event)
+    type_ = event.type if isinstance(event, Event) else event.get("type", "") if isinstance(event, dict) else ""
+    who = data.get("job") or data.get("repository") or (event.subject if isinstance(event, Event) else None) or data.get("job_id") or ""
+    if type_ == "backup.report":
+        return f"{who or 'run'}: {data.get('ok', 0)} of {data.get('total', 0)} devices backed up, {data.get('fail', 0)} failed"
+    if isinstance(data.get("task"), dict):
+        task = data["task"]
+        return f"{who}: task {task.get('name', '?')} {task.get('status', '')}".strip()
+    if isinstance(data.get("device"), dict):
+        return f"{data['device'].get('host', '?')}: {'failed' if is_error(event) else 'backed up'}"
+    outcome = data.get("outcome")
+    return f"{who}: {type_}" + (f" {outcome}" if outcome else "")
+
+
+def _json(value: Any, indent: bool = False) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if indent else 0, default=str).decode()
+
+
+HELPERS: dict[str, Any] = {
+    "format_time": format_time,
+    "format_duration": format_duration,
+    "format_size": format_size,
+    "is_error": is_error,
+    "summary": summary,
+    "json": _json,
+}
+
+
+def _environment(shell: bool) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
+        finalize=_shell_quote if shell else None,
+    )
+    env.globals.update(HELPERS)
+    env.filters.update({k: v for k, v in HELPERS.items() if k != "summary"})
+    return env
+
+
+def _shell_quote(value: Any) -> str:
+    if value is None:
+        return "''"
+    if isinstance(value, (dict, list)):
+        value = _json(value)
+    return shlex.quote(str(value))
+
+
+_ENVS = {False: _environment(False), True: _environment(True)}
+
+
+@lru_cache(maxsize=256)
+def _compile(source: str, shell: bool) -> Any:
+    return _ENVS[shell].from_string(source)
+
+
+def context(event: Event) -> dict[str, Any]:
+    body = event.to_dict()
+    return {"type": event.type, "source": event.source, "id": event.id, "time": event.time, "subject": event.subject,
+            "data": event.data if event.data is not None else {}, "seq": event.seq, "event": body}
+
+
+def render(source: str, event: Event, **extra: Any) -> str:
+    """Render a message template against an event. Raise TemplateError."""
+    return str(_compile(source, False).render({**context(event), **extra}))
+
+
+def render_shell(source: str, event: Event, **extra: Any) -> str:
+    """Render a shell command template; every `{{ … }}` value comes out shell-quoted."""
+    return str(_compile(source, True).render({**context(event), **extra}))
+
+
+def check(source: str, events: list[Event], *, shell: bool = False) -> None:
+    """Compile and render a template against sample events; raise TemplateError
+    saying which event type it failed on."""
+    template = _compile(source, shell)
+    for event in events:
+        try:
+            template.render(context(event))
+        except TemplateError as exc:
+            raise TemplateError(f"{exc.message} (rendering a sample {event.type} event)") from None
+
+
+def _sample(type_: str, data: dict[str, Any], subject: str | None = "MyRepository") -> Event:
+    return Event(id=f"sample-{type_}", source="hookbus://sample", type=type_, time="2026-11-21T03:38:00Z",
+                 subject=subject, data=data, seq=1)
+
+
+_TASKS = [
+    {"index": 0, "name": "Database Dump", "kind": "hook", "phase": "pre", "status": "completed", "critical": True},
+    {"index": 1, "name": "backup", "kind": "backup", "phase": "main", "status": "completed", "critical": True},
+]
+
+SAMPLES: dict[str, Event] = {e.type: e for e in [
+    _sample("backup.job.started", {"job_id": "job-abc-123", "job": "nightly", "repository": "MyRepository",
+                                   "job_type": "scheduled", "host": "db1", "tasks": _TASKS}),
+    _sample("backup.job.finished", {
+        "job_id": "job-abc-123", "job": "nightly", "repository": "MyRepository", "outcome": "success", "reason": None,
+        "failed_hook": None, "failed_tasks": [], "counts": {"completed": 7, "failed": 0, "skipped": 0, "total": 7},
+        "tasks": _TASKS, "error": None, "started_at": "2026-11-21T03:30:00Z", "finished_at": "2026-11-21T03:38:00Z",
+        "duration_s": 480.0, "stats": {}}),
+    _sample("backup.task.started", {"job_id": "job-abc-123", "task": {**_TASKS[1], "status": "running"}}),
+    _sample("backup.task.finished", {"job_id": "job-abc-123", "task": {**_TASKS[1], "exit_code": 0, "duration_s": 42.0,
+                                                                       "message": "", "output_tail": ""}}),
+    _sample("backup.device.succeeded", {"job_id": "run-1", "device": {"host": "switch1", "os_name": "eos"}, "error": None}, None),
+    _sample("backup.device.failed", {"job_id": "run-1", "device": {"host": "switch2", "os_name": "ios"},
+                                     "error": "timeout connecting"}, None),
+    _sample("backup.report", {"job_id": "run-1", "total": 2, "ok": 1, "fail": 1, "start": "2026-11-21T03:00:00Z",
+                              "stop": "2026-11-21T03:01:00Z", "duration_s": 60.0,
+                              "failures": [{"host": "switch2", "error": "timeout connecting"}]}, None),
+    _sample("backup.vcs.saved", {"success": True, "tag_name": "20261121_030100"}, None),
+    _sample("backup.log", {"job_id": "job-abc-123", "message": "borg: 1.2 GiB deduplicated"}),
+    _sample("backup.validation.finished", {"job_id": "run-1", "validator": "ansible", "outcome": "success",
+                                           "summary": "all checks passed"}, None),
+    _sample("hookbus.delivery.failed", {"subscriber": "ops", "event_id": "e-1", "event_type": "backup.job.finished",
+                                        "event_seq": 7, "attempts": 10, "error": "timed out"}, None),
+]}
