@@ -178,8 +178,8 @@ class Journal:
             for _, done in batch:
                 done(None, error)
             return
-        for (_, done), (result, exc) in zip(batch, results):
-            done(result, exc)
+        for (_, done), (result, refusal) in zip(batch, results, strict=True):
+            done(result, refusal)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) inside the next group commit; return its result once on disk."""
