@@ -75,6 +75,7 @@ class SubscriberRunner:
         self.name = config.name
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.client = ControlClient(bus, self.ctx)
+        subscriber.publish = self.publish
         self.match_type = compile_globs(config.events if config.events is not None else subscriber.default_events).match
         self.high = 0  # every seq <= high has been handed out or skipped
         self.target = 0  # the journal head as last heard of
@@ -237,8 +238,13 @@ class SubscriberRunner:
     async def _call_handler(self, event: Event) -> None:
         # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow
         # a cancellation that arrives as the inner call completes, and shutdown hangs.
-        async with asyncio.timeout(self.config.timeout):
+        async with asyncio.timeout(self.sub.handler_timeout()):
             await self.sub.handle(event)
+
+    async def publish(self, events: list[Event]) -> list[dict[str, Any]]:
+        """Publish events on behalf of the subscriber; return once they are durable.
+        Raise BrokerUnavailable if the broker does not answer in time."""
+        return await self.client.publish([event.to_json() for event in events])
 
     async def _deliver(self, event: Event) -> bool:
         """Handle one event with retries; dead-letter it when that fails. Return success."""

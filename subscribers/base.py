@@ -8,10 +8,17 @@ of `Subscriber` with:
 - `default_events`: the event-type globs it wants when `events` is not set;
 - `async handle(event)`: do the side effect, or raise `DeliveryError`
   (`permanent=True` when retrying cannot help).
+
+A subscriber that reports back to the bus (e.g. a validation result) calls
+`await self.publish([event, …])`: the runner sets it before `start()`, and it
+returns once the broker has stored the events (`[{"id", "seq", "duplicate"}]`);
+it is None when no bus is attached. Give such events a deterministic `id`, so
+that a redelivery of the trigger publishes a duplicate, not a second result.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -39,6 +46,9 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+Publish = Callable[[list[Event]], Awaitable[list[dict[str, Any]]]]
+
+
 class Subscriber:
     Config: ClassVar[type[SubscriberConfig]] = SubscriberConfig
     default_events: ClassVar[list[str]] = ["*"]
@@ -50,6 +60,14 @@ class Subscriber:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.name: str = config.name
+        self.publish: Publish | None = None  # set by the runner: see the module docstring
+
+    def handler_timeout(self) -> float:
+        """Seconds the runner lets one handle() call run before cancelling it.
+
+        A kind that applies `timeout` to its own work (a child process it must
+        stop, then report on) returns more, so its own timeout fires first."""
+        return float(self.config.timeout)
 
     async def start(self) -> None:
         """Open files and sessions; called once before the first event."""
