@@ -223,6 +223,56 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def sample_for(patterns: list[str], wanted: str | None) -> Any:
+    """The sample event `hookbus test` sends: --type, else backup.job.finished when the
+    subscriber takes it, else the first sample it takes. Fresh id and time, so a receiver
+    neither drops it as a repeat nor as too old."""
+    import dataclasses
+
+    from .event import compile_globs, new_id, now_rfc3339
+    from .templates import SAMPLES
+
+    if wanted is not None and wanted not in SAMPLES:
+        fail(f"--type: no sample {wanted!r}; samples: {', '.join(SAMPLES)}", EXIT_USAGE)
+    takes = compile_globs(patterns).match
+    types = [wanted] if wanted else [t for t in ["backup.job.finished", *SAMPLES] if takes(t)]
+    if not types:
+        fail(f"no sample event matches this subscriber's events ({', '.join(patterns)}); pass --type TYPE", EXIT_USAGE)
+    return dataclasses.replace(SAMPLES[types[0]], id=f"test-{new_id()}", time=now_rfc3339(), seq=None)
+
+
+def cmd_test(args: argparse.Namespace, config: Config) -> int:
+    from hookbus.subscribers import DeliveryError, create
+
+    sub_config = config.subscriber(args.name)
+    subscriber = create(sub_config)
+    event = sample_for(sub_config.events if sub_config.events is not None else subscriber.default_events, args.type)
+    try:
+        preview = subscriber.preview(event)
+    except DeliveryError as exc:
+        fail(f"{args.name}: cannot render the sample {event.type} event: {exc}", EXIT_FAILED)
+    print(f"{args.name} ({sub_config.kind}), sample {event.type}:\n")
+    print(scrub(preview))
+
+    async def send() -> None:
+        await subscriber.start()
+        try:
+            async with asyncio.timeout(sub_config.timeout * 2):
+                await subscriber.handle(event)
+                await subscriber.flush()
+        finally:
+            await subscriber.close()
+
+    try:
+        asyncio.run(send())
+    except DeliveryError as exc:
+        fail(f"{args.name}: sending failed: {exc}", EXIT_FAILED)
+    except TimeoutError:
+        fail(f"{args.name}: sending failed: no answer within {sub_config.timeout * 2:.0f}s", EXIT_FAILED)
+    print(f"\nsent to {args.name}")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from hookbus.subscribers import create
 
@@ -275,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_seq", type=int, metavar="SEQ", help="deliver to --subscriber again from this seq")
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("test", parents=[common], help="render a sample event for one subscriber, show it, send it")
+    p.add_argument("name", metavar="NAME", help="the subscriber's name")
+    p.add_argument("--type", metavar="TYPE", help="which sample event (default: backup.job.finished if it takes it)")
+    p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration")
     p.set_defaults(func=cmd_check_config)

@@ -76,6 +76,7 @@ class SubscriberRunner:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.client = ControlClient(bus, self.ctx)
         subscriber.publish = self.publish
+        subscriber.give_up = self._give_up
         self.match_type = compile_globs(config.events if config.events is not None else subscriber.default_events).match
         self.high = 0  # every seq <= high has been handed out or skipped
         self.target = 0  # the journal head as last heard of
@@ -302,6 +303,12 @@ class SubscriberRunner:
             await self._tell(protocol.RETRY, {"name": self.name, "seq": seq, "attempts": 0})
         return True
 
+    async def _give_up(self, event: Event, attempts: int, error: str) -> None:
+        """Dead-letter an event the subscriber held and could not deliver (see Subscriber.held)."""
+        self.stats["dead_lettered"] += 1
+        await self._tell(protocol.DEAD, {"name": self.name, "seq": event.seq or 0, "attempts": attempts,
+                                         "error": scrub(error)}, timeout=None)
+
     async def _tell(self, command: bytes, payload: dict[str, Any], timeout: float | None = 5.0) -> dict[str, Any] | None:
         """Send a command; with timeout=None keep trying until the broker has it."""
         while True:
@@ -317,7 +324,10 @@ class SubscriberRunner:
     # -- cursor, heartbeat, replays -------------------------------------------
 
     def cursor(self) -> int:
-        return min(self.inflight) - 1 if self.inflight else self.high
+        # Events the subscriber holds (a digest not yet sent) keep the cursor below them too.
+        held = self.sub.held()
+        low = min(min(self.inflight, default=self.high + 1), min(held, default=self.high + 1))
+        return low - 1
 
     async def _commit(self, timeout: float = 5.0) -> None:
         cursor = self.cursor()

@@ -155,13 +155,14 @@ def render_shell(source: str, event: Event, **extra: Any) -> str:
     return str(_compile(source, True).render({**context(event), **extra}))
 
 
-def check(source: str, events: list[Event], *, shell: bool = False) -> None:
-    """Compile and render a template against sample events; raise TemplateError
-    saying which event type it failed on."""
+def check(source: str, events: list[Event], *, shell: bool = False, **extra: Any) -> None:
+    """Compile and render a template against sample events (with `extra` names in
+    scope, as the caller will render it); raise TemplateError saying which event
+    type it failed on."""
     template = _compile(source, shell)
     for event in events:
         try:
-            template.render(context(event))
+            template.render({**context(event), **extra})
         except TemplateError as exc:
             raise TemplateError(f"{exc.message} (rendering a sample {event.type} event)") from None
 

@@ -61,6 +61,10 @@ def load_subscriber_config(table: Any, index: int) -> SubscriberConfig:
         if not pattern or any(c in pattern for c in " \t\n"):
             raise ConfigError(f"{where}.events[{i}]: {pattern!r} is not a glob over event types")
     compile_globs(config.events or [])
+    try:
+        cls.check(config)  # e.g. templates rendered against sample events
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
     return config
 
 

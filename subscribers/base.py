@@ -18,9 +18,10 @@ that a redelivery of the trigger publishes a duplicate, not a second result.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import Field
 
 from hookbus.bus.config import RetrySettings, Strict
@@ -47,6 +48,7 @@ class DeliveryError(Exception):
 
 
 Publish = Callable[[list[Event]], Awaitable[list[dict[str, Any]]]]
+GiveUp = Callable[[Event, int, str], Awaitable[None]]
 
 
 class Subscriber:
@@ -61,6 +63,8 @@ class Subscriber:
         self.config = config
         self.name: str = config.name
         self.publish: Publish | None = None  # set by the runner: see the module docstring
+        # Set by the runner: dead-letter an event handle() had taken and held (see held()).
+        self.give_up: GiveUp | None = None
 
     def handler_timeout(self) -> float:
         """Seconds the runner lets one handle() call run before cancelling it.
@@ -77,6 +81,27 @@ class Subscriber:
 
     async def close(self) -> None:
         """Release what start() opened."""
+
+    # -- optional: held events, previews, start-up checks -----------------------------------
+
+    def held(self) -> Collection[int]:
+        """Seqs of events handle() has returned from but whose side effect is still to
+        come (a digest waiting to send its group message). The runner keeps the cursor
+        below them, so a crash delivers them again instead of losing them; when the
+        side effect fails for good, the subscriber calls `give_up(event, attempts, error)`."""
+        return ()
+
+    async def flush(self) -> None:
+        """Do now what is held back (send pending digests); raise DeliveryError on failure."""
+
+    def preview(self, event: Event) -> str:
+        """What handle(event) would send, for `hookbus test` (secrets left out)."""
+        return orjson.dumps({**event.to_dict(), "seq": event.seq}, option=orjson.OPT_INDENT_2).decode()
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        """Called once the config is valid, at every start-up and by `hookbus check-config`:
+        raise ConfigError("key: problem") for what validation alone cannot see (templates)."""
 
 
 def wants(config: SubscriberConfig, event: Event) -> bool:
