@@ -1,6 +1,7 @@
 """Registry of inbound adapters: `POST /ingest/{name}` → canonical events.
 
-Each adapter is a module `adapters/<tool>.py` exposing `async def ingest(request) -> list[Event]`.
+Each adapter is a module `adapters/<tool>.py` exposing `async def ingest(request) -> list[Event]`;
+it raises EventError (or BadRequest) naming the field of a bad payload, answered with 400.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from hookbus.bus.event import Event
 
 Adapter = Callable[[web.Request], Awaitable[list[Event]]]
 
-ADAPTERS: tuple[str, ...] = ()
+# One module per tool; each maps its native payload to canonical events (README: "Speaking each tool's language").
+ADAPTERS: tuple[str, ...] = ("borgitory", "backrest", "borgmatic", "restic", "netcfgbu")
 
 
 def names() -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -92,13 +93,39 @@ class WebhookSettings(Strict):
             return False
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+
+
+class Check(Strict):
+    """A job reported through the healthchecks-compatible ping API (`/ping/{key}`)."""
+
+    key: str
+    job: str = Field(min_length=1)
+    repository: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if _UUID.fullmatch(value):
+            return value.lower()  # healthchecks UUIDs are matched whatever their case
+        if _SLUG.fullmatch(value):
+            return value
+        raise ValueError("must be a UUID such as 5f0a1c2e-9a7b-4c3d-8e1f-123456789abc, "
+                         "or a slug of lowercase letters, digits, '-' and '_'")
+
+    @property
+    def is_uuid(self) -> bool:
+        return bool(_UUID.fullmatch(self.key))
+
+
 class Config(Strict):
     bus: BusSettings = BusSettings()
     webhook: WebhookSettings = WebhookSettings()
     # Each subscriber table is validated by its own kind's model (subscribers/).
     subscribers: list[Any] = []
     jobs: list[dict[str, Any]] = []
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []  # the ping API's keys (adapters/ping.py)
     source: str = "<embedded defaults>"
 
     def subscriber(self, name: str) -> Any:
@@ -216,6 +243,7 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
         subscribers.append(sub)
     for token in (*base.webhook.tokens, *base.webhook.hmac_secrets):
         mark_secret(token)
+    _check_checks(base)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
     if not base.webhook.is_loopback and base.webhook.enabled and not (base.webhook.tokens or base.webhook.hmac_secrets):
@@ -224,6 +252,21 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
             "configured; set webhook.tokens or webhook.hmac_secrets"
         )
     return base.model_copy(update={"subscribers": subscribers})
+
+
+def _check_checks(config: Config) -> None:
+    """Ping keys are unique; a UUID key is a credential (kept out of logs); a slug
+    can be guessed, so it is refused where the ping API is reachable from elsewhere."""
+    seen: set[str] = set()
+    for index, check in enumerate(config.checks):
+        if check.key in seen:
+            raise ConfigError(f"checks[{index}].key: {check.key!r} is used twice; keys must be unique")
+        seen.add(check.key)
+        if check.is_uuid:
+            mark_secret(check.key)
+        elif config.webhook.enabled and not config.webhook.is_loopback:
+            raise ConfigError(f"checks[{index}].key: a slug can be guessed and webhook.listen {config.webhook.listen} "
+                              "is not a loopback address; use a UUID key")
 
 
 class ScrubFilter(logging.Filter):

@@ -27,6 +27,9 @@ log = logging.getLogger("hookbus.http")
 BROKER = web.AppKey("broker", Broker)
 CONFIG = web.AppKey("config", Config)
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
+# healthchecks-style pings cannot carry a token (borgmatic, runitor, Backrest send none):
+# the check's key in the path is the credential, as on healthchecks.io.
+OPEN_PREFIXES = ("/ping/",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,7 +82,7 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[CONFIG].webhook
-    if request.path in OPEN_PATHS or not (settings.tokens or settings.hmac_secrets):
+    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES) or not (settings.tokens or settings.hmac_secrets):
         return await handler(request)
     reasons = []
     if settings.tokens:
@@ -188,9 +191,13 @@ async def ingest_adapter(request: web.Request) -> web.Response:
     adapter = inbound.get(name)
     if adapter is None:
         raise BadRequest(404, f"unknown adapter {name!r}; known: {', '.join(inbound.names()) or 'none yet'}", "adapter")
-    events = await adapter(request)
-    accepted = await request.app[BROKER].ingest(events)
-    return ok({"accepted": [{"id": a.id, "seq": a.seq} for a in accepted]}, 202)
+    try:
+        events = await adapter(request)
+        accepted = await request.app[BROKER].ingest(events)
+    except EventError as exc:  # the adapter's verdict on the tool's payload names the field
+        raise BadRequest(413 if "over the limit" in exc.message else 400, str(exc), exc.field) from None
+    return ok({"accepted": [{"id": a.id, "seq": a.seq, **({"duplicate": True} if a.duplicate else {})} for a in accepted]}, 202)
+
 
 
 # -- reading --------------------------------------------------------------------
@@ -290,6 +297,9 @@ def create_app(config: Config, broker: Broker) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
+    from hookbus.adapters import ping
+
+    ping.add_routes(app, config, broker)  # GET/HEAD/POST /ping/{key}[/start|/fail|/log|/{0-255}]
     return app
 
 

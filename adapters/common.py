@@ -1,0 +1,326 @@
+"""What every inbound adapter shares: field checks whose errors name the field,
+the canonical job events, and the record of open jobs that ties a tool's
+"started" to its "finished".
+
+A tool often reports the start and the end of one backup in two separate calls
+(a healthchecks `/start` ping, then the plain ping; a Backrest START hook, then
+an END hook). The job id given at the start is kept under a key naming the job
+(`OpenJobs`) so the end gets the same `job_id`. On the server that record lives
+in the journal's SQLite (`JournalJobs`), so it survives a restart of hookbus;
+`hookbus emit` keeps it in a small file on the tool's host (`FileJobs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hookbus.bus.event import TRUNCATION_MARK, Event, EventError, new_id, now_rfc3339
+from hookbus.bus.journal import Journal
+
+HOST = socket.gethostname()
+OUTPUT_TAIL_BYTES = 16 * 1024  # what a finished job keeps of a tool's output when nothing else says
+
+FINISHED_OUTCOMES = ("success", "warning", "failed", "cancelled")
+
+
+# -- fields ------------------------------------------------------------------------
+
+_KINDS: dict[type, str] = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                           dict: "an object", list: "an array"}
+
+
+def field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], *, where: str = "",
+          required: bool = False, default: Any = None) -> Any:
+    """Given a decoded JSON object, return obj[name] if it is of `kind`.
+
+    Raise EventError naming the field (`where` + name) when it is required and
+    missing, or present with another type. JSON null counts as missing.
+    """
+    path = f"{where}.{name}" if where else name
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise EventError(path, "required field is missing")
+        return default
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python, but `true` is not a count.
+    if isinstance(value, bool) and bool not in kinds:
+        ok = False
+    else:
+        ok = isinstance(value, kinds) or (float in kinds and isinstance(value, int))
+    if not ok:
+        wanted = " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
+        raise EventError(path, f"must be {wanted}, not {json_type(value)}")
+    return value
+
+
+def json_type(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", int: "a number", float: "a number", dict: "an object",
+            list: "an array", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def count(obj: dict[str, Any], name: str, *, where: str = "") -> int | None:
+    """Return obj[name] as a non-negative integer (or None when absent); raise EventError otherwise."""
+    value = field(obj, name, int, where=where)
+    if value is not None and value < 0:
+        raise EventError(f"{where}.{name}" if where else name, "must not be negative")
+    return value  # type: ignore[no-any-return]
+
+
+def timestamp(obj: dict[str, Any], name: str, *, where: str = "") -> str | None:
+    """Return obj[name], an ISO 8601 / RFC 3339 time, as RFC 3339 in UTC (naive times are taken as UTC)."""
+    value = field(obj, name, str, where=where)
+    if value is None or value == "":
+        return None
+    parsed = parse_time(value)
+    if parsed is None:
+        raise EventError(f"{where}.{name}" if where else name, "must be an ISO 8601 time such as 2026-11-21T03:38:00Z")
+    return rfc3339(parsed)
+
+
+def parse_time(value: str) -> datetime | None:
+    # Go writes nanoseconds (restic's backup_start); Python takes at most microseconds.
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    a, b = parse_time(start), parse_time(end)
+    return round((b - a).total_seconds(), 3) if a and b else None
+
+
+def tail(text: str, limit: int) -> str:
+    """Return the last `limit` bytes of text (whole characters), marked when cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    kept = data[-limit:].decode(errors="ignore")
+    return TRUNCATION_MARK.format(n=len(data) - len(kept.encode())) + kept
+
+
+_ERRORISH = re.compile(r"error|fail|fatal|denied|does not exist|not found|non-zero|exception|refused|timed out", re.I)
+# borgmatic logs its own pings ("Pinging Healthchecks fail"): never the error itself.
+_PING_NOISE = re.compile(r"^Pinging \S+ (start|finish|fail|log)\b")
+
+
+def error_line(text: str) -> str | None:
+    """The line of a tool's log that best names what went wrong: the first that
+    reads like an error (usually the cause; later ones repeat it), else the last."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _PING_NOISE.match(line.strip())]
+    for line in lines:
+        if _ERRORISH.search(line):
+            return line[:1000]
+    return lines[-1][:1000] if lines else None
+
+
+def stable_id(*parts: Any) -> str:
+    """An id derived from the payload, so that the same report sent twice is the same event."""
+    return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def decode_json(body: bytes, what: str = "body") -> Any:
+    if not body.strip():
+        raise EventError(what, "is empty")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise EventError(what, f"is not valid JSON: {exc}") from None
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    obj = decode_json(body)
+    if not isinstance(obj, dict):
+        raise EventError("body", f"must be a JSON object, not {json_type(obj)}")
+    return obj
+
+
+# -- canonical job events --------------------------------------------------------------
+
+def job_started(source: str, job_id: str, *, job: str | None, repository: str | None,
+                started_at: str | None = None, **extra: Any) -> Event:
+    data = {"job_id": job_id, "job": job, "repository": repository, "started_at": started_at or now_rfc3339(),
+            "host": extra.pop("host", None), **extra}
+    return Event(id=f"{job_id}/job.started", source=source, type="backup.job.started", time=now_rfc3339(),
+                 subject=repository, data=data)
+
+
+def job_finished(source: str, job_id: str, *, job: str | None, repository: str | None, outcome: str,
+                 reason: str | None = None, error: str | None = None, started_at: str | None = None,
+                 finished_at: str | None = None, **extra: Any) -> Event:
+    assert outcome in FINISHED_OUTCOMES, outcome
+    finished_at = finished_at or now_rfc3339()
+    duration = extra.pop("duration_s", None)
+    data = {"job_id": job_id, "job": job, "repository": repository, "outcome": outcome, "reason": reason,
+            "error": error, "started_at": started_at, "finished_at": finished_at,
+            "duration_s": duration if duration is not None else seconds_between(started_at, finished_at), **extra}
+    return Event(id=f"{job_id}/job.finished", source=source, type="backup.job.finished", time=now_rfc3339(),
+                 subject=repository, data=data)
+
+
+def task_event(source: str, job_id: str, phase_of_life: str, task: dict[str, Any], *, subject: str | None,
+               event_key: str, **extra: Any) -> Event:
+    """backup.task.started / backup.task.finished; `event_key` names the task within the job."""
+    type_ = f"backup.task.{phase_of_life}"
+    return Event(id=f"{job_id}/task.{event_key}.{phase_of_life}", source=source, type=type_, time=now_rfc3339(),
+                 subject=subject, data={"job_id": job_id, "task": task, **extra})
+
+
+# -- open jobs -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class OpenJob:
+    job_id: str
+    started_at: str
+
+
+def new_job() -> OpenJob:
+    return OpenJob(new_id(), now_rfc3339())
+
+
+TABLE = """CREATE TABLE IF NOT EXISTS adapter_jobs (
+    key        TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    opened_at  REAL NOT NULL
+)"""
+
+# A start whose finish never came is forgotten after this long, so rows of
+# one-off run ids (`?rid=`) do not pile up.
+FORGET_AFTER_S = 30 * 86400
+
+
+class JournalJobs:
+    """Open jobs in the journal's SQLite: committed like events, so a restart of
+    hookbus between a start and its finish keeps them together."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._ready = False
+
+    async def _write(self, fn: Any) -> Any:
+        if not self._ready:
+            await self.journal.write(lambda conn: conn.execute(TABLE))
+            self._ready = True
+        return await self.journal.write(fn)
+
+    async def open(self, key: str, job: OpenJob) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            conn.execute("INSERT OR REPLACE INTO adapter_jobs(key, job_id, started_at, opened_at) VALUES (?,?,?,?)",
+                         (key, job.job_id, job.started_at, now))
+            conn.execute("DELETE FROM adapter_jobs WHERE opened_at < ?", (now - FORGET_AFTER_S,))
+
+        await self._write(op)
+
+    async def get(self, key: str, finished: tuple[str, str] | None = None) -> OpenJob | None:
+        """The open job under key. With `finished` = (source, event id template), a job
+        whose finished event is already in the journal (hookbus stopped between
+        storing it and closing the job) counts as closed."""
+
+        def op(conn: sqlite3.Connection) -> OpenJob | None:
+            row = conn.execute("SELECT job_id, started_at FROM adapter_jobs WHERE key=?", (key,)).fetchone()
+            if row is None:
+                return None
+            if finished is not None:
+                source, template = finished
+                done = conn.execute("SELECT 1 FROM events WHERE source=? AND id=?",
+                                    (source, template.format(job_id=row[0]))).fetchone()
+                if done:
+                    conn.execute("DELETE FROM adapter_jobs WHERE key=?", (key,))
+                    return None
+            return OpenJob(row[0], row[1])
+
+        result: OpenJob | None = await self._write(op)
+        return result
+
+    async def close(self, key: str, job_id: str) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (key, job_id)))
+
+
+def state_dir() -> Path:
+    """Where `hookbus emit` keeps the jobs it saw start: $HOOKBUS_STATE_DIR, else
+    $XDG_STATE_HOME/hookbus, else ~/.local/state/hookbus."""
+    if os.environ.get("HOOKBUS_STATE_DIR"):
+        return Path(os.environ["HOOKBUS_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hookbus"
+
+
+class FileJobs:
+    """Open jobs in a small JSON file next to the tool (for `hookbus emit`, which
+    has no journal at hand). Every change holds an exclusive lock on the file,
+    so hooks running at the same time do not lose each other's entries."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or state_dir() / "open-jobs.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(self.path.with_suffix(".lock"), "a")  # noqa: SIM115 - held for the block
+        except OSError as exc:
+            raise ValueError(f"cannot keep job state in {self.path.parent} ({exc.strerror}); "
+                             "set HOOKBUS_STATE_DIR to a writable folder") from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = orjson.loads(self.path.read_bytes()) if self.path.exists() else {}
+            except (OSError, orjson.JSONDecodeError):
+                state = {}  # a torn file only loses the pairing of jobs already under way
+            if not isinstance(state, dict):
+                state = {}
+            before = dict(state)
+            yield state
+            if state != before:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_bytes(orjson.dumps(state))
+                os.replace(tmp, self.path)
+
+    def open_sync(self, key: str, job: OpenJob) -> None:
+        with self._locked() as state:
+            now = time.time()
+            for old in [k for k, v in state.items() if not isinstance(v, dict) or v.get("at", 0) < now - FORGET_AFTER_S]:
+                del state[old]
+            state[key] = {"job_id": job.job_id, "started_at": job.started_at, "at": now}
+
+    def get_sync(self, key: str) -> OpenJob | None:
+        with self._locked() as state:
+            entry = state.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("job_id"), str):
+                return OpenJob(entry["job_id"], str(entry.get("started_at") or now_rfc3339()))
+            return None
+
+    def close_sync(self, key: str, job_id: str) -> None:
+        with self._locked() as state:
+            entry = state.get(key)
+            if isinstance(entry, dict) and entry.get("job_id") == job_id:
+                del state[key]
