@@ -158,8 +158,11 @@ class Broker:
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "field": exc.field, **getattr(exc, "extra", {})})]
         except JournalError as exc:
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "retry": True})]
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, ArithmeticError, orjson.JSONDecodeError) as exc:
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"bad request: {exc}"})]
+        except Exception as exc:  # answer anyway: a client waiting on a reply must not hang
+            log.exception("control command %r failed", command)
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"internal error: {type(exc).__name__}"})]
         assert self._router is not None
         try:
             await self._router.send_multipart(reply)

@@ -66,6 +66,7 @@ class WebhookSettings(Strict):
     hmac_secrets: list[str] = []
     hmac_tolerance: float = Field(300.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    body_timeout: float = Field(30.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod
@@ -281,6 +282,20 @@ class ScrubFilter(logging.Filter):
         return True
 
 
+class BadHttpFilter(logging.Filter):
+    """aiohttp logs a malformed request (the client's error, already answered 400)
+    with a traceback; one line says it better."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            error = record.exc_info[1]
+            record.msg, record.args = "refused a malformed HTTP request: %s", (" ".join(str(error.message).split())[:200],)
+            record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -288,3 +303,4 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("aiohttp.server").addFilter(BadHttpFilter())

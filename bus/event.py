@@ -144,8 +144,12 @@ def parse_event(obj: Any) -> Event:
             continue
         if not _EXTENSION_NAME.match(key):
             raise EventError(key, "extension attribute names are 1-20 lowercase letters or digits")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON does not tell 1646 from 1646.0
         if value is not None and not isinstance(value, (str, int, bool)):
             raise EventError(key, "extension attributes must be strings, integers or booleans")
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+            raise EventError(key, "extension integers are 32-bit signed (CloudEvents Integer)")
         extensions[key] = value
     if "dataschema" in obj:
         extensions["dataschema"] = obj["dataschema"]

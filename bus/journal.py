@@ -144,7 +144,13 @@ class Journal:
                     stop = True
                     break
                 batch.append(op)
-            self._run_batch(conn, batch)
+            try:
+                self._run_batch(conn, batch)
+            except Exception as exc:  # the one writer must outlive any batch, or every write hangs
+                log.exception("journal writer: batch failed")
+                error = JournalError(f"journal write failed: {exc}")
+                for _, done in batch:
+                    done(None, error)
             if stop:
                 break
         conn.close()
@@ -160,7 +166,9 @@ class Journal:
                 try:
                     results.append((fn(conn), None))
                     conn.execute("RELEASE op")
-                except (ValueError, KeyError) as exc:  # the op's own refusal; others still commit
+                except sqlite3.Error:
+                    raise  # the database itself failed (disk full, I/O): the whole batch fails
+                except Exception as exc:  # the op's own fault (bad argument); the others still commit
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     self.last_seq = op_seq  # its rows are gone: hand their seqs out again, no gap

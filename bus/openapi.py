@@ -10,7 +10,7 @@ _ERROR = {"description": "refused; the body names the field", "content": {"appli
 _JSON = {"application/json": {"schema": {"type": "object"}}}
 
 OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
+    "openapi": "3.1.0",
     "info": {"title": "hookbus", "version": __version__,
              "description": "The event bus that backup tools report to. A 202 means the event is on disk."},
     "components": {
@@ -20,14 +20,21 @@ OPENAPI: dict[str, Any] = {
                       "properties": {"error": {"type": "string"}, "field": {"type": "string"}}},
             "CloudEvent": {
                 "type": "object", "required": ["specversion", "id", "source", "type"],
+                # Extension attributes: lowercase names of 1-20 letters or digits, scalar values.
+                "propertyNames": {"pattern": "^[a-z0-9]{1,20}$"},
+                "additionalProperties": {"anyOf": [
+                    {"type": ["string", "boolean", "null"]},
+                    {"type": "integer", "minimum": -2**31, "maximum": 2**31 - 1},  # CloudEvents Integer
+                ]},
                 "properties": {
                     "specversion": {"type": "string", "enum": ["1.0"]},
                     "id": {"type": "string", "minLength": 1},
                     "source": {"type": "string", "minLength": 1},
-                    "type": {"type": "string", "minLength": 1},
-                    "time": {"type": "string", "format": "date-time"},
-                    "subject": {"type": "string"},
-                    "datacontenttype": {"type": "string"},
+                    "type": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]*$"},
+                    "time": {"type": ["string", "null"], "format": "date-time"},
+                    "subject": {"type": ["string", "null"]},
+                    "datacontenttype": {"type": ["string", "null"]},
+                    "dataschema": {"type": ["string", "null"]},
                     "data": {},
                 },
             },
@@ -61,7 +68,7 @@ OPENAPI: dict[str, Any] = {
         "/api/events": {"get": {
             "summary": "Read the journal",
             "parameters": [
-                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}},
                 {"name": "type", "in": "query", "schema": {"type": "string"}, "description": "glob over event types"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
             ],

@@ -67,7 +67,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return problem(exc.status, exc.reason)
+        response = problem(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # a 405 says which methods are allowed (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except JournalError as exc:
         response = problem(503, f"not accepted: {exc}; try again")
         response.headers["Retry-After"] = "5"
@@ -77,6 +80,20 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     except Exception:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return problem(500, "internal error; see the server log")
+
+
+@web.middleware
+async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Read the whole body first, within a deadline: a client that trickles its
+    body must not hold a connection and its memory open indefinitely."""
+    if request.body_exists:
+        limit = request.app[CONFIG].webhook.body_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await request.read()  # aiohttp keeps it; handlers read it again at no cost
+        except TimeoutError:
+            raise BadRequest(408, f"request body not received within {limit:g}s (webhook.body_timeout)", "body") from None
+    return await handler(request)
 
 
 @web.middleware
@@ -247,6 +264,8 @@ async def retry_dead_letter(request: web.Request) -> web.Response:
         dead_id = int(request.match_info["id"])
     except ValueError:
         raise BadRequest(400, "dead letter id must be an integer", "id") from None
+    if not 0 < dead_id < 2**63:
+        raise BadRequest(404, f"no dead letter {dead_id}", "id")
     queued = await request.app[BROKER].journal.mark_replay([dead_id], None)
     if not queued:
         raise BadRequest(404, f"no dead letter {dead_id} waiting for a retry", "id")
@@ -285,7 +304,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config, broker: Broker) -> web.Application:
-    app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[errors_as_json, authenticate])
+    app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[errors_as_json, read_body_in_time, authenticate])
     app[CONFIG] = config
     app[BROKER] = broker
     app.router.add_post("/events", post_events)

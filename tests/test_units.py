@@ -637,3 +637,17 @@ async def test_request_invalid_url_is_permanent(http: HttpClient) -> None:
     with pytest.raises(DeliveryError) as info:
         await http.request("GET", "http://")
     assert info.value.permanent
+
+
+async def test_journal_writer_survives_an_operation_that_raises(tmp_path: Path) -> None:
+    """An op failing with any exception is refused alone; the writer thread lives on."""
+    journal = Journal(tmp_path / "j.db")
+    try:
+        with pytest.raises(OverflowError):
+            await journal.mark_replay([2**70], None)
+        with pytest.raises(RuntimeError):
+            await journal.write(lambda conn: (_ for _ in ()).throw(RuntimeError("boom")))
+        accepted = await journal.append([(parse_event({"specversion": "1.0", "id": "x", "source": "s", "type": "t"}), b"{}")])
+        assert accepted[0].seq == 1
+    finally:
+        journal.close()
