@@ -267,7 +267,7 @@ class BatfishSubscriber(Subscriber):
         return self.config.timeout + CONNECT_TIMEOUT + 35.0
 
     async def handle(self, event: Event) -> None:
-        await self.reporter.report(event, self.check, self.publish)
+        await self.reporter.report(event, self.run_checks, self.publish)
 
     async def reachable(self) -> None:
         """Fail fast, and retryably, when nothing listens at `host` (pybatfish would retry for minutes)."""
@@ -279,7 +279,7 @@ class BatfishSubscriber(Subscriber):
             raise DeliveryError(f"Batfish service at {hostname}:{port} not reachable: {exc or 'timed out'}") from None
         writer.close()
 
-    async def check(self) -> Result:
+    async def run_checks(self) -> Result:
         cfg = self.config
         details = {"host": cfg.host, "network": cfg.network, "snapshot": self.snapshot,
                    "configs_dir": str(cfg.configs_dir), "questions": list(cfg.questions)}
