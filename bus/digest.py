@@ -115,7 +115,7 @@ class Digest:
         key = (family(event.type), *values)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = Group(key, dict(zip(self.group_by, values)))
+            group = self.groups[key] = Group(key, dict(zip(self.group_by, values, strict=True)))
             group.task = asyncio.create_task(self._run(group), name=f"digest-{self.name}")
         group.pending.append(event)
 

@@ -27,7 +27,8 @@ _JOB_PRELUDE = """\
 {%- set d = data if data is mapping else {} -%}
 {%- set repo = d.get("repository") or subject or d.get("job") or d.get("job_id") or "?" -%}
 {%- set c = d.get("counts") if d.get("counts") is mapping else none -%}
-{%- set failed_tasks = d.get("failed_tasks") if d.get("failed_tasks") is sequence and d.get("failed_tasks") is not string else [] -%}
+{%- set ft = d.get("failed_tasks") -%}
+{%- set failed_tasks = ft if ft is sequence and ft is not string else [] -%}
 """
 
 # The counts line is left out for jobs reported without a task list (no `counts`).
@@ -198,7 +199,7 @@ GENERIC = """\
 # A group of events sent as one message (bus/digest.py); `digest` is digest_context().
 DIGEST = """\
 {%- set g = digest -%}
-{{ "❌" if g.failed else "✅" }} {{ g.title }}
+{{ g.icon }} {{ g.title }}
 
 {{ g.ok }} succeeded, {{ g.failed }} failed, {{ g.count }} in this message\
 {% if g.labels %} ({% for k, v in g.labels | dictsort %}{{ k }}={{ v }}{% if not loop.last %}, {% endif %}{% endfor %}){% endif %}
@@ -301,7 +302,7 @@ def sample_digest() -> list[Event]:
 def _failure_line(event: Event) -> str:
     data = event.data if isinstance(event.data, dict) else {}
     if event.type.startswith("backup.device."):
-        device = data.get("device") if isinstance(data.get("device"), dict) else {}
+        device: dict[str, Any] = data["device"] if isinstance(data.get("device"), dict) else {}
         return f"{device.get('host') or '?'}: {data.get('error') or 'failed'}"
     if event.type == "hookbus.delivery.failed":
         return (f"{data.get('subscriber') or '?'} gave up on {data.get('event_type') or '?'} "
@@ -330,6 +331,7 @@ def digest_context(events: list[Event], labels: dict[str, Any]) -> dict[str, Any
     else:
         title = f"{len(events)} events{f' of {job}' if job else ''}, {len(failures)} failed"
     return {
+        "icon": "🚨" if alerts else ("❌" if failures else "✅"),
         "title": title,
         "count": len(events),
         "ok": len(events) - len(failures),

@@ -39,23 +39,30 @@ from .base import DeliveryError
 log = logging.getLogger("hookbus.subscriber.apprise")
 
 _SEPARATORS = re.compile(r"[/:@?&=,;+]")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"',]+")
 REMEMBER = 1000  # messages whose per-service progress is kept for retries
 
 
-def _mark_url_secrets(url: str, service: Any) -> None:
-    """Remember every part of an Apprise URL that could be a credential, so that
-    no log line, error or status output can show it."""
+def _mark_url_parts(url: str) -> None:
+    """Remember every part of an Apprise URL that could be a credential, so that no
+    log line, error or status output can show it. Done before Apprise parses the URL:
+    its own debug log prints the URL's path as it loads it."""
     mark_secret(url)
     try:
         parts = urlsplit(url)
         for value in (parts.password, parts.path if len(parts.path) >= 8 else None,
                       parts.username if parts.username and len(parts.username) >= 8 else None):
             mark_secret(value)
+            mark_secret(unquote(value) if value else None)
         for _, value in parse_qsl(parts.query):
             if len(value) >= 8:
                 mark_secret(value)
     except ValueError:
         pass
+
+
+def _mark_url_secrets(url: str, service: Any) -> None:
+    _mark_url_parts(url)
     # What Apprise itself hides in its private form of the URL is a secret too (bot tokens in the host, …).
     try:
         plain, private = service.url(privacy=False), service.url(privacy=True)
@@ -71,9 +78,9 @@ def _load(urls: list[str], config: str | None, tags: list[str]) -> list[tuple[st
     """Return (label, Apprise service) for every target; raise ValueError naming the key."""
     services: list[tuple[str, Any]] = []
     for i, url in enumerate(urls):
+        _mark_url_parts(url)
         service = apprise.Apprise.instantiate(url)
         if service is None:
-            mark_secret(url)
             raise ValueError(f"urls[{i}]: not an Apprise URL that can be used (unknown scheme or missing parts)")
         _mark_url_secrets(url, service)
         services.append((f"urls[{i}] ({service.service_name})", service))
@@ -81,6 +88,12 @@ def _load(urls: list[str], config: str | None, tags: list[str]) -> list[tuple[st
         path = Path(config).expanduser()
         if not path.is_file():
             raise ValueError(f"config: {path} is not a readable file")
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(f"config: cannot read {path}: {exc.strerror}") from None
+        for url in _URL_IN_TEXT.findall(text):
+            _mark_url_parts(url.rstrip(":"))
         source = apprise.AppriseConfig()
         if not source.add(str(path)):
             raise ValueError(f"config: {path} is not an Apprise config file")
@@ -139,7 +152,8 @@ def fit(service: Any, title: str, body: str) -> tuple[str, str]:
         keep = lines_max - (1 if title_max <= 0 and title else 0)
         if len(lines) > keep:
             kept = lines[-(keep - 1):] if keep > 1 else []
-            body = "\n".join([CUT_MARK.format(n=sum(len(x) + 1 for x in lines[: len(lines) - len(kept)])).rstrip(), *kept])
+            dropped = sum(len(x) + 1 for x in lines[: len(lines) - len(kept)])
+            body = "\n".join([CUT_MARK.format(n=dropped).rstrip(), *kept])
     if body_max > 0:
         body = cut_front(body, max(0, room))
     return title, body

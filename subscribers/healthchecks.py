@@ -149,7 +149,8 @@ def output_tail(event: Event) -> str:
     for task in tasks:
         tail = task.get("output_tail")
         if isinstance(tail, str) and tail.strip():
-            parts.append(f"--- {task.get('name') or task.get('kind') or 'task'} ({task.get('status') or '?'}) ---\n{tail.rstrip()}")
+            name = task.get("name") or task.get("kind") or "task"
+            parts.append(f"--- {name} ({task.get('status') or '?'}) ---\n{tail.rstrip()}")
     if isinstance(data.get("error"), str) and data["error"].strip():
         parts.append(f"--- error ---\n{data['error'].rstrip()}")
     return "\n\n".join(parts)
@@ -216,7 +217,8 @@ class HealthchecksSubscriber(Subscriber):
         if suffix in ("", "/start"):
             age = event_age(event)
             if age is not None and age > self.config.max_age:
-                return f"{'success' if suffix == '' else 'start'} ping is {age:.0f}s old, more than max_age ({self.config.max_age:.0f}s): a late ping would be wrong"
+                kind = "success" if suffix == "" else "start"
+                return f"{kind} ping is {age:.0f}s old, more than max_age ({self.config.max_age:.0f}s): it would be wrong now"
         data = event.data if isinstance(event.data, dict) else {}
         job_id = data.get("job_id")
         rid = run_id(job_id) if job_id not in (None, "") else None
@@ -230,7 +232,8 @@ class HealthchecksSubscriber(Subscriber):
             log.info("subscriber %s: %s (%s); no ping", self.name, plan, event.type)
             return
         url, body = plan
-        _, _, headers = await self.http.request("POST", url, data=body, headers={"Content-Type": "text/plain; charset=utf-8"})
+        _, _, headers = await self.http.request("POST", url, data=body,
+                                                headers={"Content-Type": "text/plain; charset=utf-8"})
         self._learn_limit(url, headers)
 
     def _learn_limit(self, url: str, headers: Any) -> None:

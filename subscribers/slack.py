@@ -137,13 +137,15 @@ def payload(text: str, event: Event) -> dict[str, Any]:
         fitted = cut_front(body, limit)
     body = fitted
     full = escape(title) + ("\n\n" + escape(body) if body else "")
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": cut_end(title, HEADER_MAX), "emoji": True}}]
+    header = {"type": "plain_text", "text": cut_end(title, HEADER_MAX), "emoji": True}
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": header}]
     sections = chunks(body, SECTION_MAX)
     if len(sections) > BLOCKS_MAX - 2:
         sections = sections[-(BLOCKS_MAX - 2):]  # keep the end, as with any cut
         sections[0] = escape("…[earlier part cut]\n") + sections[0][: SECTION_MAX - 30]
     blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": s}} for s in sections]
-    context = " · ".join(p for p in ("hookbus", event.type, event.source, format_time(event.time) if event.time else "") if p)
+    when = format_time(event.time) if event.time else ""
+    context = " · ".join(p for p in ("hookbus", event.type, event.source, when) if p)
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(cut_end(context, CONTEXT_MAX))}]})
     return {"text": full, "blocks": blocks}
 

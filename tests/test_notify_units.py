@@ -485,3 +485,27 @@ async def test_notifier_sends_a_jobs_pending_digest_before_its_report() -> None:
     assert order == ["❌ netcfgbu backup run-1: 3 devices, 1 failed", "❌ netcfgbu backup: 1 of 2 devices failed"]
     assert not sub.held()
     await sub.close()
+
+
+# -- the README's examples -----------------------------------------------------------------------------
+
+def test_readme_notification_examples_are_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import tomllib
+    from pathlib import Path
+
+    for name, value in {"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x1234567",
+                        "NTFY_URL": "ntfys://ntfy.sh/my-backups", "TELEGRAM_URL": "tgram://123456789:abcdefghij/42",
+                        "HC_PING_URL": "https://hc-ping.com/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc",
+                        "ALERT_APPRISE_URL": "json://localhost/alerts"}.items():
+        monkeypatch.setenv(name, value)
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("\n## Notifications\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.+?)\n```", section, re.S)
+    assert len(blocks) >= 5
+    for block in blocks:
+        if block.startswith("template"):
+            block = ('[[subscribers]]\nname = "t"\nkind = "slack"\nwebhook_url = "env:SLACK_WEBHOOK_URL"\n'
+                     'events = ["backup.job.finished", "backup.device.failed"]\n' + block)
+        config = build_config(tomllib.loads(block), "README")
+        assert config.subscribers

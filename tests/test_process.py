@@ -270,9 +270,13 @@ async def test_check_config_on_embedded_defaults_and_the_example(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert "audit (jsonl)" in result.stdout and "<embedded defaults>" in result.stdout
     example = Path(__file__).parent.parent / "config" / "hookbus.example.toml"
-    result = await run_cli("check-config", "--config", str(example), env={"HOOKBUS_TOKEN": "t0ken-for-test"}, cwd=tmp_path)
+    env = {"HOOKBUS_TOKEN": "t0ken-for-test", "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/slackSECRET1",
+           "HC_PING_NIGHTLY": "https://hc-ping.com/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc",
+           "ALERT_APPRISE_URL": "json://127.0.0.1:9/alerts/apprisesecret1"}
+    result = await run_cli("check-config", "--config", str(example), env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "t0ken-for-test" not in result.stdout + result.stderr
+    for secret in ("t0ken-for-test", "slackSECRET1", "5f0a1c2e-9a7b", "apprisesecret1"):
+        assert secret not in result.stdout + result.stderr
 
 
 async def test_retry_state_survives_a_restart(site: Site, procs: Any, receiver: Receiver) -> None:
