@@ -9,6 +9,27 @@ from hookbus import __version__
 _ERROR = {"description": "refused; the body names the field", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JSON = {"application/json": {"schema": {"type": "object"}}}
 
+# healthchecks.io-compatible pings (adapters/ping.py): the check's key is the credential.
+_PING_PARAMS = [
+    {"name": "key", "in": "path", "required": True, "description": "a [[checks]] key: a UUID or a slug",
+     "schema": {"type": "string", "pattern": "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[a-z0-9][a-z0-9_-]{0,99})$"}},
+    {"name": "rid", "in": "query", "description": "run id: tells concurrent runs of one check apart",
+     "schema": {"type": "string", "format": "uuid"}},
+]
+_PING_ACTION = {"name": "action", "in": "path", "required": True, "description": "start, fail, log, or an exit status 0-255",
+                "schema": {"type": "string", "pattern": "^(start|fail|log|0*([0-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]))$"}}
+_PING_OP = {"security": [], "parameters": _PING_PARAMS,
+            "responses": {"200": {"description": "OK; the Ping-Body-Limit header says how much of a body is kept",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          "400": _ERROR, "404": _ERROR}}
+_PING: dict[str, Any] = {
+    "get": {**_PING_OP, "summary": "Ping a check (healthchecks.io-compatible): success, start, fail, log or exit status"},
+    "head": {**_PING_OP, "summary": "Ping a check, without an answer body",
+             "responses": {"200": {"description": "OK"}, "400": {"description": "refused"}, "404": {"description": "unknown key"}}},
+    "post": {**_PING_OP, "summary": "Ping a check with the run's log as the body (kept as the job's output tail)",
+             "requestBody": {"required": False, "content": {"text/plain": {"schema": {"type": "string"}}}}},
+}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "hookbus", "version": __version__,
@@ -65,6 +86,8 @@ OPENAPI: dict[str, Any] = {
             "responses": {"202": {"description": "durably accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                           "400": _ERROR, "401": _ERROR, "404": _ERROR, "413": _ERROR, "415": _ERROR},
         }},
+        "/ping/{key}": _PING,
+        "/ping/{key}/{action}": {**{m: {**op, "parameters": [*op["parameters"], _PING_ACTION]} for m, op in _PING.items()}},
         "/api/events": {"get": {
             "summary": "Read the journal",
             "parameters": [

@@ -83,29 +83,27 @@ def by_job(events: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
 
 # -- borgmatic + borg ------------------------------------------------------------------------
 
+def readme_block(after: str, starts: str) -> str:
+    """The README's code block that begins with `starts`, in the section headed `after`:
+    the recipes users copy are the ones these tests run."""
+    text = (REPO / "README.md").read_text()
+    text = text[text.index("## Speaking each tool's language"):]
+    section = text[text.index(after):]
+    begin = section.index("```", section.index(starts) - 20)
+    body = section[section.index("\n", begin) + 1:]
+    return body[:body.index("```")]
+
+
 def borgmatic_config(path: Path, *, source: Path, repository: Path, ping_url: str, hookbus_config: Path) -> Path:
-    emit = " ".join(shlex.quote(a) for a in HOOKBUS) + f" emit --config {shlex.quote(str(hookbus_config))} --from borgmatic --job nightly-commands"
-    path.write_text(f"""\
-source_directories:
-    - {source}
-repositories:
-    - path: {repository}
-      label: local
-healthchecks:
-    ping_url: {ping_url}
-    send_logs: true
-commands:
-    - before: repository
-      run:
-          - {emit} --state start --repository {{repository}}
-    - after: repository
-      states: [finish]
-      run:
-          - {emit} --state finish --repository {{repository}}
-    - after: error
-      run:
-          - {emit} --state fail --repository {{repository}} --error={{error}}
-""")
+    emit = " ".join(shlex.quote(a) for a in HOOKBUS) + f" emit --config {shlex.quote(str(hookbus_config))}"
+    commands = readme_block("### borgmatic's command hooks", "commands:")
+    assert commands.count("hookbus emit --from borgmatic --job nightly ") == 3, commands
+    commands = commands.replace("hookbus emit", emit).replace("--job nightly ", "--job nightly-commands ")
+    healthchecks = readme_block("**borgmatic**", "healthchecks:")
+    assert "send_logs: true" in healthchecks
+    healthchecks = healthchecks.replace("http://127.0.0.1:8765/ping/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc", ping_url)
+    path.write_text(f"source_directories:\n    - {source}\nrepositories:\n    - path: {repository}\n      label: local\n"
+                    + healthchecks + commands)
     return path
 
 
@@ -256,10 +254,6 @@ async def test_borgitory_hooks_report_start_and_finish_of_one_job(site: Site, pr
     assert status == 2 and "BORGITORY_REPOSITORY_ID" in out and "Traceback" not in out
 
 
-BACKREST_HOOK = """hookbus emit --from backrest --config {config} <<'EOF'
-{{"event": "{{{{ .Event }}}}", "task": {{{{ .JsonMarshal .Task }}}}, "repo": {{{{ .JsonMarshal .Repo.Id }}}}, "plan": {{{{ .JsonMarshal .Plan.Id }}}}, "snapshot_id": {{{{ .JsonMarshal .SnapshotId }}}}, "error": {{{{ .JsonMarshal .Error }}}}, "duration_s": {{{{ .Duration.Seconds }}}}, "time": "{{{{ .FormatTime .CurTime }}}}", "stats": {{{{ .JsonMarshal .SnapshotStats }}}}}}
-EOF
-"""
 
 
 def render_backrest(template: str, values: dict[str, Any]) -> str:
@@ -278,7 +272,8 @@ async def test_backrest_command_hook_start_and_success_through_sh(site: Site, pr
     bindir.mkdir()
     (bindir / "hookbus").write_text(f"#!/bin/sh\nexec {' '.join(shlex.quote(a) for a in HOOKBUS)} \"$@\"\n")
     (bindir / "hookbus").chmod(0o755)
-    template = BACKREST_HOOK.format(config=shlex.quote(str(site.config)))
+    template = readme_block("### Backrest", "hookbus emit --from backrest")
+    template = template.replace("hookbus emit --from backrest", f"hookbus emit --from backrest --config {shlex.quote(str(site.config))}")
     stats = json.loads((Path(__file__).parent / "samples" / "backrest-snapshot-success.json").read_text())["stats"]
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     common = {".JsonMarshal .Task": json.dumps('backup for plan "nightly"'), ".JsonMarshal .Repo.Id": '"MyRepository"',
@@ -405,8 +400,15 @@ async def test_real_netcfgbu_with_the_plugin_spools_while_hookbus_is_down_then_d
                                                        "backup.device.succeeded", "backup.report"]
         assert "devpass" not in spool.read_text()
 
-        # 2. hookbus up: the next run sends the spool first, then its own events; vcs save reports too.
+        # 2. hookbus up, but the token is wrong: refused (401), so everything stays in the spool.
         await serve(site, procs)
+        status, out = await run(netcfgbu, "backup", "-C", "netcfgbu.toml", env={**env, "HOOKBUS_TOKEN": "wrong-tok-31337"},
+                                cwd=work)
+        assert status == 0, out
+        assert "401" in out and "HOOKBUS_TOKEN" in out and "wrong-tok-31337" not in out, out
+        assert len(spool.read_text().splitlines()) == 8 and audit(site) == []
+
+        # 3. The right token: the next run sends the spool first, then its own events; vcs save reports too.
         status, out = await run(netcfgbu, "backup", "-C", "netcfgbu.toml", env=env, cwd=work)
         assert status == 0, out
         for args in (["git", "init", "-q"], ["git", "add", "-A"],
@@ -416,15 +418,15 @@ async def test_real_netcfgbu_with_the_plugin_spools_while_hookbus_is_down_then_d
         status, out = await run(netcfgbu, "vcs", "save", "-C", "netcfgbu.toml", env=env, cwd=work)
         assert status == 0, out
 
-        events = await wait_for(lambda: len(audit(site)) >= 9 and audit(site), 30, "both runs' events and the vcs report")
-        assert len(events) == 9, [e["type"] for e in events]
+        events = await wait_for(lambda: len(audit(site)) >= 13 and audit(site), 30, "three runs' events and the vcs report")
+        assert len(events) == 13, [e["type"] for e in events]
         assert not spool.exists() or spool.read_text() == "", "everything sent leaves the spool"
         runs: dict[str, list[dict[str, Any]]] = {}
         for event in events:
             runs.setdefault(event["data"]["job_id"], []).append(event)
-        assert len(runs) == 3, "one job_id per netcfgbu run"
+        assert len(runs) == 4, "one job_id per netcfgbu run"
         backups = [r for r in runs.values() if r[-1]["type"] == "backup.report"]
-        assert len(backups) == 2 and all(len(r) == 4 for r in backups)
+        assert len(backups) == 3 and all(len(r) == 4 for r in backups)
         first = backups[0]  # the spooled run arrived first, in its own order
         assert first[0]["id"] == spooled[0]["id"]
         devices = {e["data"]["host"]: e for e in first if e["type"].startswith("backup.device.")}
@@ -445,10 +447,33 @@ async def test_real_netcfgbu_with_the_plugin_spools_while_hookbus_is_down_then_d
 
         # Every call netcfgbu made into the plugin returned at once.
         calls = [float(x.split()[1]) for x in timings.read_text().splitlines()]
-        assert len(calls) == 9
+        assert len(calls) == 13
         print(f"\nnetcfgbu plugin calls: {len(calls)}, median {statistics.median(calls) * 1e3:.3f} ms, "
               f"max {max(calls) * 1e3:.3f} ms; run with hookbus down took {down_run_s:.2f} s")
         assert max(calls) < 0.010, calls
     finally:
         device.kill()
         await device.wait()
+
+
+# -- hookbus emit --from: what a hook gets wrong is said plainly -----------------------------------
+
+EMIT_ERRORS = [
+    (["--from", "duplicati"], {}, b"", "unknown adapter 'duplicati'; known: borgmatic, borgitory, backrest, restic"),
+    (["--from", "borgmatic", "--repository", "/srv/repo"], {}, b"", "needs --state start, finish or fail"),
+    (["--from", "borgitory"], {"BORGITORY_REPOSITORY_ID": "7", "BORGITORY_TASK_INDEX": "two"}, b"",
+     "BORGITORY_TASK_INDEX must be the hook's task index"),
+    (["--from", "backrest"], {}, b'{"event": "CONDITION_SNAPSHOT_END", "repo": ', "backrest hook JSON: stdin: is not valid JSON"),
+    (["--from", "backrest"], {}, b'{"event": "CONDITION_SNAPSHOT_END"}', "backrest hook JSON: repo: required field is missing"),
+    (["--from", "restic"], {}, b'{"message_type": "summary", "files_new": -1}\n', "--from restic: line 1.files_new: must not be negative"),
+]
+
+
+async def test_emit_from_usage_errors_exit_2_naming_what_is_wrong(site: Site, tmp_path: Path) -> None:
+    configure(site)
+    env = {"HOOKBUS_STATE_DIR": str(tmp_path / "state")}
+    results = await asyncio.gather(*(run(*HOOKBUS, "emit", "--config", str(site.config), "--timeout", "2", *args,
+                                         env={**env, **extra}, stdin=stdin) for args, extra, stdin, _ in EMIT_ERRORS))
+    for (args, _, _, words), (status, out) in zip(EMIT_ERRORS, results):
+        assert status == 2, (args, out)
+        assert words in out and "Traceback" not in out, (args, out)
