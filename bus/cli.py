@@ -246,11 +246,12 @@ def cmd_test(args: argparse.Namespace, config: Config) -> int:
 
     sub_config = config.subscriber(args.name)
     subscriber = create(sub_config)
-    event = sample_for(sub_config.events if sub_config.events is not None else subscriber.default_events, args.type)
+    event = subscriber.sample(
+        sample_for(sub_config.events if sub_config.events is not None else subscriber.default_events, args.type))
     try:
         preview = subscriber.preview(event)
     except DeliveryError as exc:
-        fail(f"{args.name}: cannot render the sample {event.type} event: {exc}", EXIT_FAILED)
+        fail(f"{args.name}: the sample {event.type} event: {exc}", EXIT_FAILED)
     print(f"{args.name} ({sub_config.kind}), sample {event.type}:\n")
     print(scrub(preview))
 

@@ -94,8 +94,13 @@ class Subscriber:
     async def flush(self) -> None:
         """Do now what is held back (send pending digests); raise DeliveryError on failure."""
 
+    def sample(self, event: Event) -> Event:
+        """Adapt a sample event for `hookbus test` (e.g. to a job this subscriber knows)."""
+        return event
+
     def preview(self, event: Event) -> str:
-        """What handle(event) would send, for `hookbus test` (secrets left out)."""
+        """What handle(event) would send, for `hookbus test` (secrets left out); raise
+        DeliveryError when it would send nothing."""
         return orjson.dumps({**event.to_dict(), "seq": event.seq}, option=orjson.OPT_INDENT_2).decode()
 
     @classmethod

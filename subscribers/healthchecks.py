@@ -22,6 +22,7 @@ would say a backup ran now when it did not; a failure is still worth sending.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -37,7 +38,7 @@ from hookbus.bus.config import mark_secret
 from hookbus.bus.event import Event
 from hookbus.bus.messages import cut_front_bytes, render_default
 
-from .base import Subscriber, SubscriberConfig
+from .base import DeliveryError, Subscriber, SubscriberConfig
 
 log = logging.getLogger("hookbus.subscriber.healthchecks")
 
@@ -241,10 +242,17 @@ class HealthchecksSubscriber(Subscriber):
         if value and str(value).strip().isdigit():
             self.body_limits[urlsplit(url).netloc] = max(100, min(int(value), MAX_BODY_LIMIT))
 
+    def sample(self, event: Event) -> Event:
+        """With only `checks`, test the first configured job's check."""
+        data = event.data if isinstance(event.data, dict) else {}
+        if self.config.url is None and data.get("job") not in self.config.checks:
+            event = dataclasses.replace(event, data={**data, "job": next(iter(self.config.checks))})
+        return event
+
     def preview(self, event: Event) -> str:
         plan = self.plan(event)
         if isinstance(plan, str):
-            return f"(nothing to send: {plan})"
+            raise DeliveryError(f"nothing to send: {plan}", permanent=True)
         url, body = plan
         query = urlsplit(url).query
         return f"POST {redact_url(url)}{self.suffix(event) or ''}?{query}\n\n{body.decode()}"

@@ -414,3 +414,25 @@ template = { "backup.job.*" = "{{ data.repository }} {{ data.outcom }}" }
         assert ("subscribers[1] (ops).template.backup.job.*: 'dict object' has no attribute 'outcom' "
                 "(rendering a sample backup.job.finished event)") in result.stderr
         assert "Traceback" not in result.stderr and "secretXYZ123" not in result.stderr
+
+
+async def test_hookbus_test_for_healthchecks_and_a_digest(site: Site, standin: StandIn) -> None:
+    standin.on("/ping/", ok("OK"))
+    standin.on("/services/", ok())
+    site.configure([
+        {"name": "hc", "kind": "healthchecks", "checks": {"weekly": f"{standin.url}/ping/pingkey1234/weekly-backup"}},
+        {"name": "netops", "kind": "slack", "events": ["backup.device.failed", "backup.report"],
+         "webhook_url": f"{standin.url}/services/T0/B0/netopsSECRET1"},
+    ])
+    result = await run_cli("test", "hc", "--config", str(site.config))
+    assert result.returncode == 0, result.stderr
+    (ping,) = standin.to("/ping/")
+    assert ping.path == "/ping/pingkey1234/weekly-backup" and ping.query["create"] == "1"  # the first configured job
+    assert "pingkey1234" not in result.stdout and "POST http://127.0.0.1" in result.stdout
+    nothing = await run_cli("test", "hc", "--type", "backup.vcs.saved", "--config", str(site.config))
+    assert nothing.returncode == 1 and "nothing to send: backup.vcs.saved is not pinged" in nothing.stderr
+    digest = await run_cli("test", "netops", "--config", str(site.config))  # backup.device.failed: a digest type
+    assert digest.returncode == 0, digest.stderr
+    assert "❌ Device backup failed: switch2" in digest.stdout
+    (sent,) = standin.to("/services/")
+    assert sent.json()["text"].startswith("❌ Device backup failed: switch2")
