@@ -20,6 +20,7 @@ import re
 import socket
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -123,7 +124,8 @@ def tail(text: str, limit: int) -> str:
     if len(data) <= limit:
         return text
     kept = data[-limit:].decode(errors="ignore")
-    return TRUNCATION_MARK.format(n=len(data) - len(kept.encode())) + kept
+    mark: str = TRUNCATION_MARK.format(n=len(data) - len(kept.encode()))
+    return mark + kept
 
 
 _ERRORISH = re.compile(r"error|fail|fatal|denied|does not exist|not found|non-zero|exception|refused|timed out", re.I)
@@ -263,6 +265,17 @@ class JournalJobs:
 
     async def close(self, key: str, job_id: str) -> None:
         await self._write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (key, job_id)))
+
+
+_JOURNAL_JOBS: weakref.WeakKeyDictionary[Journal, JournalJobs] = weakref.WeakKeyDictionary()
+
+
+def journal_jobs(journal: Journal) -> JournalJobs:
+    """The open-jobs record of a journal (one per journal, so its table is made once)."""
+    jobs = _JOURNAL_JOBS.get(journal)
+    if jobs is None:
+        jobs = _JOURNAL_JOBS[journal] = JournalJobs(journal)
+    return jobs
 
 
 def state_dir() -> Path:

@@ -27,10 +27,10 @@ from aiohttp import web
 
 from hookbus.bus.broker import Broker
 from hookbus.bus.config import Check, Config
-from hookbus.bus.event import Event, new_id, now_rfc3339
+from hookbus.bus.event import Event, EventError, new_id, now_rfc3339
 from hookbus.bus.webhook import BadRequest
 
-from .common import JournalJobs, OpenJob, job_finished, job_started, error_line, new_job, tail
+from .common import JournalJobs, OpenJob, error_line, job_finished, job_started, journal_jobs, new_job, tail
 
 PING_BODY_LIMIT = 100_000  # what healthchecks.io keeps of a ping body, and what borgmatic sends by default
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -56,7 +56,7 @@ def add_routes(app: web.Application, config: Config, broker: Broker) -> None:
     app[PING] = PingState(
         broker=broker,
         checks={check.key: check for check in config.checks},
-        jobs=JournalJobs(broker.journal),
+        jobs=journal_jobs(broker.journal),
         # Half the largest event, so a full body always fits with the job's other fields.
         body_limit=min(PING_BODY_LIMIT, config.bus.max_event_bytes // 2),
         lock=asyncio.Lock(),
@@ -106,7 +106,10 @@ async def handle(request: web.Request) -> web.Response:
         raise BadRequest(400, "rid must be a UUID", "rid")
     body = await request.read() if request.method == "POST" else b""
     text = tail(body.decode(errors="replace"), state.body_limit) if body else None
-    await record(state, check, Ping(action, exit_status, rid.lower() if rid else None, text))
+    try:
+        await record(state, check, Ping(action, exit_status, rid.lower() if rid else None, text))
+    except EventError as exc:  # cannot happen with the body cut to the limit; answered as a refusal anyway
+        raise BadRequest(413 if "over the limit" in exc.message else 400, str(exc), exc.field) from None
     # Plain "OK" as healthchecks answers; the header tells runitor and others how much body we keep.
     return web.Response(text="OK", headers={"Ping-Body-Limit": str(state.body_limit)})
 
