@@ -65,14 +65,15 @@ else:
 SOURCE = "netcfgbu://" + socket.gethostname()
 # Keys of an inventory record that hold credentials: never leave the host.
 SECRET_WORDS = ("password", "passwd", "secret", "token", "credential", "passphrase", "private_key", "privatekey",
-                "ssh_key", "api_key", "apikey", "community", "enable")
+                "ssh_key", "api_key", "apikey", "community")
+SECRET_NAMES = ("enable", "pass", "pw", "psk", "key")  # whole names only: "enable" is Cisco's enable secret
 BATCH = 200  # events per request
 REFUSED_FOR_GOOD = (400, 413, 415, 422)  # hookbus will never take this event: drop it, say so
 
 
 def is_secret(key: object) -> bool:
     name = str(key).lower()
-    return any(word in name for word in SECRET_WORDS)
+    return name in SECRET_NAMES or any(word in name for word in SECRET_WORDS)
 
 
 def jsonable(value: object) -> object:
