@@ -23,7 +23,7 @@ import zmq.asyncio
 
 from hookbus import __version__
 
-from . import protocol
+from . import protocol, spool
 from .broker import Broker
 from .client import BrokerRefused, BrokerUnavailable, ControlClient
 from .config import Config, ConfigError, find_config_path, load_config, scrub, setup_logging
@@ -64,10 +64,14 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
     broker = Broker(config, journal)
     try:
         await broker.start()
+        # What `hookbus run` could not deliver while the broker was down waits in the spool.
+        spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
         runner = await start_http(config, broker) if with_http and config.webhook.enabled else None
         try:
             yield broker
         finally:
+            spooled.cancel()
+            await asyncio.gather(spooled, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             await broker.stop()
@@ -223,6 +227,12 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from .jobs import cmd_run as run_job
+
+    return run_job(config, args.job, job_type=args.job_type, job_id=args.job_id, publish_timeout=args.timeout)
+
+
 def sample_for(patterns: list[str], wanted: str | None) -> Any:
     """The sample event `hookbus test` sends: --type, else backup.job.finished when the
     subscriber takes it, else the first sample it takes. Fresh id and time, so a receiver
@@ -333,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_seq", type=int, metavar="SEQ", help="deliver to --subscriber again from this seq")
     p.add_argument("--timeout", type=float, default=5.0)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("run", parents=[common], help="run a configured job: pre-hooks, backup, prune, post-hooks, notification")
+    p.add_argument("job", metavar="JOB", help="the name of a [[jobs]] table")
+    p.add_argument("--job-type", choices=["manual", "scheduled"], default="manual",
+                   help="recorded in the events and given to hooks as HOOKBUS_JOB_TYPE (default manual)")
+    p.add_argument("--job-id", help="the job's id (default: a new ULID)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the broker at the end before leaving events in the spool (default 10)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("test", parents=[common], help="render a sample event for one subscriber, show it, send it")
     p.add_argument("name", metavar="NAME", help="the subscriber's name")

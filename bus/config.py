@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .jobconfig import JobConfig, load_jobs
+
 DEFAULT_CONFIG_NAME = "hookbus.toml"
 
 # Every secret value seen while loading configuration; `scrub` replaces them.
@@ -125,7 +127,7 @@ class Config(Strict):
     webhook: WebhookSettings = WebhookSettings()
     # Each subscriber table is validated by its own kind's model (subscribers/).
     subscribers: list[Any] = []
-    jobs: list[dict[str, Any]] = []
+    jobs: list[JobConfig] = []  # validated by load_jobs, whose errors name the job
     checks: list[Check] = []  # the ping API's keys (adapters/ping.py)
     source: str = "<embedded defaults>"
 
@@ -228,6 +230,10 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
 
     resolved = _resolve_tree(raw, "")
     subs_raw = resolved.pop("subscribers", [])
+    try:
+        jobs = load_jobs(resolved.pop("jobs", []))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(subs_raw, list):
         raise ConfigError("subscribers: must be an array of tables ([[subscribers]])")
     try:
@@ -252,7 +258,7 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
             f"webhook.listen: {base.webhook.listen} is not a loopback address and no authentication is "
             "configured; set webhook.tokens or webhook.hmac_secrets"
         )
-    return base.model_copy(update={"subscribers": subscribers})
+    return base.model_copy(update={"subscribers": subscribers, "jobs": jobs})
 
 
 def _check_checks(config: Config) -> None:

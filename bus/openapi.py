@@ -97,6 +97,16 @@ OPENAPI: dict[str, Any] = {
             ],
             "responses": {"200": {"description": "events with their seq", "content": _JSON}, "400": _ERROR, "401": _ERROR},
         }},
+        "/api/jobs": {"get": {
+            "summary": "Job history, newest first: every job seen in backup.job.* / backup.task.* events",
+            "parameters": [{"name": "job", "in": "query", "schema": {"type": "string"}, "description": "job name"},
+                           {"name": "outcome", "in": "query", "schema": {"type": "string", "enum": ["running", "success", "warning", "failed", "cancelled"]}},
+                           {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {"200": {"description": "jobs without their tasks", "content": _JSON}, "400": _ERROR, "401": _ERROR}}},
+        "/api/jobs/{job_id}": {"get": {
+            "summary": "One job with every task and its status",
+            "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "the job", "content": _JSON}, "401": _ERROR, "404": _ERROR}}},
         "/api/subscribers": {"get": {"summary": "Subscribers, cursors, lag", "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}}},
         "/api/dead-letters": {"get": {
             "summary": "Dead letters",

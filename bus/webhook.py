@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import signing
+from . import jobhistory, signing
 from .broker import Broker
 from .config import Config
 from .event import Event, EventError, compile_globs, parse_event
@@ -216,7 +216,6 @@ async def ingest_adapter(request: web.Request) -> web.Response:
     return ok({"accepted": [{"id": a.id, "seq": a.seq, **({"duplicate": True} if a.duplicate else {})} for a in accepted]}, 202)
 
 
-
 # -- reading --------------------------------------------------------------------
 
 def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -311,6 +310,7 @@ def create_app(config: Config, broker: Broker) -> web.Application:
     app.router.add_post("/ingest/{adapter}", ingest_adapter)
     app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/subscribers", get_subscribers)
+    jobhistory.add_routes(app, broker.journal)  # GET /api/jobs, /api/jobs/{job_id}
     app.router.add_get("/api/dead-letters", get_dead_letters)
     app.router.add_post("/api/dead-letters/{id}/retry", retry_dead_letter)
     app.router.add_get("/healthz", healthz)

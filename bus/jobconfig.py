@@ -1,0 +1,139 @@
+"""The `[[jobs]]` tables that `hookbus run JOB` executes, validated once at start-up.
+
+A job: pre-hooks → backup → prune → check → post-hooks → notification. Every
+command (hook, backup, prune, check) takes `timeout`, `shell`, `cwd`, `env`; a
+command that uses `{{ }}` or `{% %}` is a template over the job (see
+`bus/jobs.py`), checked here so a mistake is reported at start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+DEFAULT_SHELL = "/bin/bash"  # what Borgitory runs hooks with, so its hook scripts run unchanged
+DEFAULT_TIMEOUT = 300.0
+
+
+def is_template(command: str) -> bool:
+    """A command is a Jinja2 template only when it uses `{{ }}` or `{% %}`: plain
+    shell text (`${#array[@]}`, awk's `{…}`) runs exactly as written."""
+    return "{{" in command or "{%" in command
+
+
+class _Strict(BaseModel):
+    # The same rules as bus.config.Strict (that module imports this one).
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Command(_Strict):
+    command: str = Field(min_length=1)
+    timeout: float | None = Field(None, gt=0, le=7 * 86400)
+    shell: str | None = None  # default: the job's `shell`, else /bin/bash
+    cwd: Path | None = None
+    env: dict[str, str] = {}
+
+    @field_validator("command")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        check_command_template(value)
+        return value
+
+
+class PreHook(Command):
+    name: str = Field(min_length=1)
+    critical: bool = False
+    timeout: float | None = Field(DEFAULT_TIMEOUT, gt=0, le=7 * 86400)
+
+
+class PostHook(PreHook):
+    run_on_job_failure: bool = False
+
+
+class MainTask(Command):
+    """prune / check: a failure makes the job end with warnings unless `critical`."""
+
+    critical: bool = False
+
+
+class BackupTask(Command):
+    """A failed backup always fails the job."""
+
+    critical: Literal[True] = True
+
+
+def _as_table(value: Any) -> Any:
+    return {"command": value} if isinstance(value, str) else value
+
+
+class JobConfig(_Strict):
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
+    repository: str = Field(min_length=1)
+    backup: BackupTask
+    prune: MainTask | None = None
+    check: MainTask | None = None
+    pre_hooks: list[PreHook] = []
+    post_hooks: list[PostHook] = []
+    shell: str = DEFAULT_SHELL
+    cwd: Path | None = None
+    env: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _commands_as_tables(cls, data: Any) -> Any:
+        # `backup = "borg create …"` is short for `backup = { command = "borg create …" }`.
+        if isinstance(data, dict):
+            data = {**data, **{k: _as_table(data[k]) for k in ("backup", "prune", "check") if k in data}}
+        return data
+
+
+SAMPLE_JOB: dict[str, Any] = {
+    "job_id": "job-abc-123", "name": "nightly", "repository": "MyRepository", "job_type": "manual", "host": "db1",
+    "failed": False, "outcome": "success", "reason": None, "failed_hook": None, "failed_tasks": [], "tasks": [],
+}
+
+
+def check_command_template(command: str) -> None:
+    """Compile and render a templated command against a sample job; raise
+    ValueError saying what is wrong."""
+    if not is_template(command):
+        return
+    from .templates import SAMPLES, TemplateError, render_shell
+
+    task = {"index": 0, "name": "Database Dump", "kind": "hook", "phase": "pre", "status": "running",
+            "critical": True, "run_on_job_failure": False}
+    try:
+        render_shell(command, SAMPLES["backup.task.started"], job=SAMPLE_JOB, task=task)
+    except TemplateError as exc:
+        raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
+
+
+def load_jobs(tables: Any) -> list[JobConfig]:
+    """Validate the `[[jobs]]` tables; raise ValueError whose lines name the key
+    at fault, e.g. `jobs[0] (nightly).pre_hooks[1].command: Field required`."""
+    from .config import describe_errors
+
+    if not isinstance(tables, list):
+        raise ValueError("jobs: must be an array of tables ([[jobs]])")
+    jobs: list[JobConfig] = []
+    seen: set[str] = set()
+    for index, table in enumerate(tables):
+        where = f"jobs[{index}]"
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: must be a table")
+        if isinstance(table.get("name"), str):
+            where += f" ({table['name']})"
+        try:
+            job = JobConfig.model_validate(table)
+        except ValidationError as exc:
+            raise ValueError(describe_errors(exc, where)) from None
+        if job.name in seen:
+            raise ValueError(f"{where}.name: {job.name!r} is used twice; job names must be unique")
+        seen.add(job.name)
+        jobs.append(job)
+    return jobs

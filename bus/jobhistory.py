@@ -1,0 +1,144 @@
+"""Job history for `GET /api/jobs` and `GET /api/jobs/{job_id}`, built from the journal.
+
+Every `backup.job.*` and `backup.task.*` event, from any source (`hookbus
+run`, a Borgitory or borgmatic adapter, `hookbus emit`), updates the job it
+names by `job_id`. The index reads only what is new in the journal on each
+request, so it stays cheap however long the journal is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .event import compile_globs
+from .journal import Journal
+
+MAX_JOBS = 5000  # the newest jobs kept in memory
+_TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match
+
+
+def _problem(status: int, error: str, field: str) -> web.Response:
+    return web.Response(body=orjson.dumps({"error": error, "field": field}), status=status,
+                        content_type="application/json")
+
+
+class JobHistory:
+    def __init__(self, journal: Journal, max_jobs: int = MAX_JOBS) -> None:
+        self.journal = journal
+        self.max_jobs = max_jobs
+        self.jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.scanned = 0
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._catch_up)
+
+    def _catch_up(self) -> None:
+        while True:
+            stored, scanned = self.journal.read(self.scanned, 1000, _TYPES)
+            for event in stored:
+                self.apply(orjson.loads(event.body), event.seq)
+            if scanned <= self.scanned:
+                return
+            self.scanned = scanned
+
+    def _job(self, job_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = {"job_id": job_id, "job": None, "repository": event.get("subject"), "source": event.get("source"),
+                   "job_type": None, "host": None, "status": "running", "outcome": None, "reason": None,
+                   "failed_hook": None, "failed_tasks": [], "counts": None, "error": None, "started_at": None,
+                   "finished_at": None, "duration_s": None, "tasks": [], "first_seq": None, "last_seq": None}
+            self.jobs[job_id] = job
+            while len(self.jobs) > self.max_jobs:
+                self.jobs.popitem(last=False)
+        return job
+
+    def apply(self, event: dict[str, Any], seq: int) -> None:
+        """Fold one event into the job it names."""
+        data = event.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("job_id"), (str, int)) or data.get("job_id") == "":
+            return
+        job = self._job(str(data["job_id"]), event)
+        job["first_seq"] = job["first_seq"] or seq
+        job["last_seq"] = seq
+        for key in ("job", "repository", "job_type", "host"):
+            if data.get(key) is not None:
+                job[key] = data[key]
+        type_ = event.get("type")
+        if type_ == "backup.job.started":
+            job["started_at"] = data.get("started_at") or event.get("time")
+            if isinstance(data.get("tasks"), list) and not job["tasks"]:
+                job["tasks"] = [dict(t) for t in data["tasks"] if isinstance(t, dict)]
+        elif type_ in ("backup.task.started", "backup.task.finished") and isinstance(data.get("task"), dict):
+            self._task(job, data["task"])
+        elif type_ == "backup.job.finished":
+            for key in ("outcome", "reason", "failed_hook", "failed_tasks", "counts", "error", "duration_s", "stats"):
+                if key in data:
+                    job[key] = data[key]
+            job["started_at"] = data.get("started_at") or job["started_at"]
+            job["finished_at"] = data.get("finished_at") or event.get("time")
+            job["status"] = data.get("outcome") or "finished"
+            if isinstance(data.get("tasks"), list) and data["tasks"]:
+                job["tasks"] = [dict(t) for t in data["tasks"] if isinstance(t, dict)]
+
+    @staticmethod
+    def _task(job: dict[str, Any], task: dict[str, Any]) -> None:
+        tasks: list[dict[str, Any]] = job["tasks"]
+        for i, known in enumerate(tasks):
+            same = (known.get("index") == task.get("index")) if task.get("index") is not None else (known.get("name") == task.get("name"))
+            if same:
+                # backup.job.finished keeps a short output tail; the task's own event has the longer one
+                tasks[i] = {**known, **task}
+                return
+        tasks.append(dict(task))
+        tasks.sort(key=lambda t: (t.get("index") is None, t.get("index") or 0))
+
+    def view(self, job: dict[str, Any], with_tasks: bool) -> dict[str, Any]:
+        out = {k: v for k, v in job.items() if k != "tasks"}
+        if with_tasks:
+            # `task_type` as Borgitory names it, so `jq '.tasks[] | select(.task_type=="hook")'` works here too
+            out["tasks"] = [{**t, "task_type": t.get("kind")} for t in job["tasks"]]
+        else:
+            out["tasks_total"] = len(job["tasks"])
+        return out
+
+
+HISTORY = web.AppKey("job_history", JobHistory)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    history = request.app[HISTORY]
+    raw_limit = request.query.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        return _problem(400, "limit must be an integer between 1 and 1000", "limit")
+    await history.refresh()
+    name, outcome = request.query.get("job"), request.query.get("outcome")
+    if outcome is not None and outcome not in ("running", "success", "warning", "failed", "cancelled"):
+        return _problem(400, "outcome must be running, success, warning, failed or cancelled", "outcome")
+    jobs = [j for j in reversed(history.jobs.values())
+            if (name is None or j["job"] == name) and (outcome is None or j["status"] == outcome)]
+    return web.Response(body=orjson.dumps({"jobs": [history.view(j, False) for j in jobs[:int(raw_limit)]]}),
+                        content_type="application/json")
+
+
+async def get_job(request: web.Request) -> web.Response:
+    history = request.app[HISTORY]
+    job_id = request.match_info["job_id"]
+    await history.refresh()
+    job = history.jobs.get(job_id)
+    if job is None:
+        return _problem(404, f"no job {job_id!r} in the journal", "job_id")
+    return web.Response(body=orjson.dumps(history.view(job, True)), content_type="application/json")
+
+
+def add_routes(app: web.Application, journal: Journal) -> None:
+    app[HISTORY] = JobHistory(journal)
+    app.router.add_get("/api/jobs", list_jobs)
+    app.router.add_get("/api/jobs/{job_id}", get_job)

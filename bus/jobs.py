@@ -1,0 +1,423 @@
+"""`hookbus run JOB`: run a configured job the way Borgitory does.
+
+Order: pre-hooks → backup → prune → check → post-hooks → notification (the
+notification publishes `backup.job.finished`). A failed critical pre-hook or a
+failed backup fails the job: every later task is skipped with Borgitory's
+message, except post-hooks with `run_on_job_failure`, which run. A failed
+non-critical task lets the job go on and end "completed with warnings".
+
+Every task publishes `backup.task.started` when it starts (a skipped task never
+starts) and `backup.task.finished`; the job publishes `backup.job.started` and,
+last, `backup.job.finished` with every task and the counts. Publishing never
+holds the job up: events go through the spool (bus/spool.py), so a job runs
+the same with the broker down, and its events arrive once the broker is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .config import Config, scrub
+from .event import Event, new_event, new_id, now_rfc3339
+from .hooks import HookResult, run_command
+from .jobconfig import NAME_PATTERN, Command, JobConfig, is_template
+from .spool import SpoolingPublisher
+
+HOST = socket.gethostname()
+
+# Borgitory's words, verbatim (DESIGN §7).
+SKIP_CRITICAL_HOOK = "Task skipped due to critical hook failure"
+SKIP_CRITICAL_TASK = "Task skipped due to critical task failure"
+SKIP_CRITICAL_EXCEPTION = "Task skipped due to critical task exception"
+SKIP_CANCELLED = "Task skipped because the job was cancelled"
+
+JOB_OUTPUT_LIMIT = 4096  # per task in backup.job.finished; backup.task.finished carries the whole kept tail
+
+ICONS = {"completed": "✅", "failed": "❌", "skipped": "⏭️ ", "pending": "⏸️ ", "running": "▶️ "}
+
+
+def result_line(outcome: str, reason: str | None) -> str:
+    """The seed's `Result:` words for an outcome."""
+    if outcome == "success":
+        return "✅ Job Completed Successfully"
+    if outcome == "warning":
+        return "⚠️  Job Completed with Warnings"
+    if outcome == "cancelled":
+        return "⏹️  Job Cancelled"
+    return {"critical_hook": "❌ Job Failed - Critical Hook Error", "backup_error": "❌ Job Failed - Backup Error"}.get(
+        reason or "", "❌ Job Failed - Task Error")
+
+
+@dataclass
+class Task:
+    index: int
+    name: str
+    kind: str  # hook / backup / prune / check / notification
+    phase: str  # pre / main / post
+    critical: bool = False
+    run_on_job_failure: bool = False
+    command: Command | None = None  # None: the notification
+    status: str = "pending"
+    message: str = ""
+    exit_code: int | None = None
+    duration_s: float | None = None
+    output_tail: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def as_dict(self, output_limit: int | None = None) -> dict[str, Any]:
+        output = self.output_tail
+        if output_limit is not None and len(output) > output_limit:
+            output = "…" + output[-output_limit:]
+        return {"index": self.index, "name": self.name, "kind": self.kind, "phase": self.phase, "status": self.status,
+                "critical": self.critical, "run_on_job_failure": self.run_on_job_failure, "message": self.message,
+                "exit_code": self.exit_code, "duration_s": self.duration_s, "output_tail": output,
+                "started_at": self.started_at, "finished_at": self.finished_at}
+
+
+def plan(job: JobConfig) -> list[Task]:
+    """Given a job, return its tasks in the order they run, all pending."""
+    tasks: list[Task] = []
+
+    def add(name: str, kind: str, phase: str, command: Command | None, critical: bool = False, on_failure: bool = False) -> None:
+        tasks.append(Task(len(tasks), name, kind, phase, critical, on_failure, command))
+
+    for pre in job.pre_hooks:
+        add(pre.name, "hook", "pre", pre, pre.critical)
+    add("backup", "backup", "main", job.backup, True)
+    if job.prune is not None:
+        add("prune", "prune", "main", job.prune, job.prune.critical)
+    if job.check is not None:
+        add("check", "check", "main", job.check, job.check.critical)
+    for post in job.post_hooks:
+        add(post.name, "hook", "post", post, post.critical, post.run_on_job_failure)
+    add("notification", "notification", "post", None)
+    return tasks
+
+
+class Gate(Protocol):
+    """A shell subscriber that a job runs itself before a start event (ON_ERROR_CANCEL / ON_ERROR_FATAL)."""
+
+    name: str
+    behavior: str
+
+    def gates(self, event: Event) -> bool: ...
+
+    async def run_gate(self, event: Event) -> HookResult: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event) -> None: ...
+
+
+class JobRun:
+    """One run of one job. `run()` returns the `backup.job.finished` data."""
+
+    def __init__(self, job: JobConfig, publisher: Publisher, *, job_type: str = "manual", job_id: str | None = None,
+                 gates: Sequence[Gate] = (), out: Callable[[str], None] | None = None) -> None:
+        self.job = job
+        self.publisher = publisher
+        self.job_type = job_type
+        self.job_id = job_id or new_id()
+        self.gates = list(gates)
+        self.out = out or (lambda line: None)
+        self.source = f"hookbus://{HOST}/jobs/{job.name}"
+        self.tasks = plan(job)
+        self.reason: str | None = None  # critical_hook / backup_error / task_failed / cancelled
+        self.failed_hook: str | None = None
+        self.skip_message = ""
+        self.error: str | None = None
+        self.cancel_pending = False  # a cancel asked for while the job is still going
+        self.abort = False  # asked again once the job had already failed: skip the cleanup hooks too
+        self._stop: asyncio.Event | None = None
+
+    # -- cancelling ------------------------------------------------------------
+
+    def request_cancel(self) -> None:
+        """SIGTERM/SIGINT: stop the running task and cancel the job; post-hooks
+        with run_on_job_failure still run. Asked again, those are stopped too."""
+        if self.reason is None:
+            self.cancel_pending = True
+        else:
+            self.abort = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def _cancelled(self, error: str) -> None:
+        self.reason, self.skip_message, self.error = "cancelled", SKIP_CANCELLED, error
+
+    # -- events ------------------------------------------------------------------
+
+    def event(self, type_: str, data: dict[str, Any]) -> Event:
+        return new_event(type_, data, source=self.source, subject=self.job.repository)
+
+    def _task_data(self, task: Task, output_limit: int | None = None) -> dict[str, Any]:
+        return {"job_id": self.job_id, "job": self.job.name, "repository": self.job.repository,
+                "task": task.as_dict(output_limit)}
+
+    def context(self) -> dict[str, Any]:
+        """The job so far, as command templates see it (`job.failed`, `job.outcome`, …)."""
+        outcome, reason = self._outcome()
+        return {"job_id": self.job_id, "name": self.job.name, "repository": self.job.repository,
+                "job_type": self.job_type, "host": HOST, "failed": self.reason is not None, "outcome": outcome,
+                "reason": reason, "failed_hook": self.failed_hook, "failed_tasks": self._failed_kinds(),
+                "tasks": [t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks]}
+
+    async def _gate(self, event: Event) -> tuple[Gate, HookResult] | None:
+        """Run the gates this start event has; record them in `gated_by` so the
+        subscribers do not run them again; return the first that failed."""
+        for gate in self.gates:
+            if not gate.gates(event):
+                continue
+            assert isinstance(event.data, dict)
+            event.data.setdefault("gated_by", []).append(gate.name)
+            result = await gate.run_gate(event)
+            self.out(f"   shell hook {gate.name} ({gate.behavior}): {result.describe()}")
+            if not result.ok:
+                return gate, result
+        return None
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        self.started_at, started = now_rfc3339(), time.monotonic()
+        self.out(f"job {self.job.name} ({self.job_id}) for '{self.job.repository}': {len(self.tasks)} tasks")
+        start = self.event("backup.job.started", {
+            "job_id": self.job_id, "job": self.job.name, "repository": self.job.repository, "job_type": self.job_type,
+            "host": HOST, "tasks": [t.as_dict() for t in self.tasks]})
+        failed_gate = await self._gate(start)
+        await self.publisher.publish(start)
+        if failed_gate is not None:
+            self._gate_failed(*failed_gate, task=None)
+        for task in self.tasks[:-1]:
+            await self._step(task)
+        return await self._notify(started)
+
+    def _gate_failed(self, gate: Gate, result: HookResult, task: Task | None) -> None:
+        what = f"shell hook {gate.name!r} {result.describe()}"
+        if gate.behavior == "ON_ERROR_CANCEL":
+            self._cancelled(f"cancelled by {what}")
+            if task is not None:
+                task.status, task.message = "skipped", f"Cancelled by {what}"
+        else:  # ON_ERROR_FATAL: treated as a failure of what it guards
+            if task is None:
+                self.reason, self.failed_hook, self.skip_message = "critical_hook", gate.name, SKIP_CRITICAL_HOOK
+                self.error = f"{what} (ON_ERROR_FATAL)"
+            else:
+                task.status, task.message = "failed", f"{what} (ON_ERROR_FATAL)"
+                self._failed(task, could_not_start=False)
+
+    def _should_skip(self, task: Task) -> bool:
+        if self.cancel_pending and self.reason is None:
+            self._cancelled("cancelled by a signal")
+        if self.reason is None:
+            return False
+        return self.abort or not (task.phase == "post" and task.run_on_job_failure)
+
+    async def _step(self, task: Task) -> None:
+        if self._should_skip(task):
+            task.status, task.message = "skipped", SKIP_CANCELLED if self.abort else self.skip_message
+            task.finished_at = now_rfc3339()
+            await self._finished(task)
+            return
+        task.status, task.started_at = "running", now_rfc3339()
+        started = self.event("backup.task.started", self._task_data(task))
+        failed_gate = await self._gate(started)
+        if failed_gate is not None:
+            self._gate_failed(*failed_gate, task=task)
+            task.finished_at = now_rfc3339()
+            await self._finished(task)
+            return
+        await self.publisher.publish(started)
+        ran_on_failure = self.reason is not None
+        result = await self._execute(task, started)
+        task.exit_code, task.duration_s, task.output_tail = result.exit_code, round(result.duration_s, 3), result.output
+        task.finished_at = now_rfc3339()
+        assert task.command is not None
+        if result.ok:
+            task.status, task.message = "completed", "exit status 0" + (" (run on job failure)" if ran_on_failure else "")
+        else:
+            task.status, task.message = "failed", result.describe(task.command.timeout)
+            if result.cancelled and self.reason is None:
+                self._cancelled("cancelled by a signal")
+            elif not result.cancelled:
+                self._failed(task, could_not_start=result.could_not_start)
+        await self._finished(task)
+
+    def _failed(self, task: Task, could_not_start: bool) -> None:
+        """A task failed: a critical one fails the job (the first such decides why)."""
+        if not task.critical or self.reason is not None:
+            return
+        what = f"hook {task.name!r}" if task.kind == "hook" else task.kind
+        self.error = f"{'critical ' if task.kind == 'hook' else ''}{what} failed: {task.message}"
+        if task.kind == "hook":
+            self.reason, self.failed_hook, self.skip_message = "critical_hook", task.name, SKIP_CRITICAL_HOOK
+        else:
+            self.reason = "backup_error" if task.kind == "backup" else "task_failed"
+            self.skip_message = SKIP_CRITICAL_EXCEPTION if could_not_start else SKIP_CRITICAL_TASK
+
+    def _env(self, task: Task) -> dict[str, str]:
+        assert task.command is not None
+        env = dict(os.environ)
+        index = str(task.index)
+        env.update({
+            "HOOKBUS_JOB_ID": self.job_id, "HOOKBUS_JOB": self.job.name, "HOOKBUS_REPOSITORY": self.job.repository,
+            "HOOKBUS_TASK_INDEX": index, "HOOKBUS_JOB_TYPE": self.job_type, "HOOKBUS_TASK_NAME": task.name,
+            "HOOKBUS_JOB_FAILED": "1" if self.reason is not None else "0",
+            # Borgitory's names, so its hook scripts run unchanged:
+            "BORGITORY_REPOSITORY_ID": self.job.repository, "BORGITORY_TASK_INDEX": index,
+            "BORGITORY_JOB_TYPE": self.job_type,
+        })
+        env.update(self.job.env)
+        env.update(task.command.env)  # the hook's own settings win, e.g. a numeric BORGITORY_REPOSITORY_ID
+        return env
+
+    async def _execute(self, task: Task, started: Event) -> HookResult:
+        command = task.command
+        assert command is not None
+        text = command.command
+        if is_template(text):
+            from .templates import TemplateError, render_shell
+
+            try:
+                text = render_shell(text, started, job=self.context(), task=task.as_dict())
+            except TemplateError as exc:
+                return HookResult(None, "", 0.0, error=f"command template: {getattr(exc, 'message', None) or exc}")
+        self._stop = asyncio.Event()
+        if self.cancel_pending or self.abort:
+            self._stop.set()
+        try:
+            return await run_command(text, shell=command.shell or self.job.shell, cwd=command.cwd or self.job.cwd,
+                                     env=self._env(task), timeout=command.timeout, stop=self._stop)
+        finally:
+            self._stop = None
+
+    async def _finished(self, task: Task) -> None:
+        icon = ICONS.get(task.status, "")
+        self.out(f"{task.index + 1:>3}. {task.name:<30} {icon} {task.status}" + (f": {task.message}" if task.message else ""))
+        if task.status == "failed" and task.output_tail.strip():
+            for line in task.output_tail.rstrip().splitlines()[-10:]:
+                self.out(f"       | {line}")
+        await self.publisher.publish(self.event("backup.task.finished", self._task_data(task)))
+
+    # -- the end -------------------------------------------------------------------
+
+    def _failed_kinds(self) -> list[str]:
+        kinds: list[str] = []
+        for task in self.tasks:
+            if task.status == "failed" and task.kind not in kinds:
+                kinds.append(task.kind)
+        return kinds
+
+    def _outcome(self) -> tuple[str, str | None]:
+        if self.reason == "cancelled":
+            return "cancelled", "cancelled"
+        if self.reason is not None:
+            return "failed", self.reason
+        if any(t.status == "failed" for t in self.tasks):
+            return "warning", "task_failed"
+        return "success", None
+
+    def counts(self) -> dict[str, int]:
+        statuses = [t.status for t in self.tasks]
+        return {"completed": statuses.count("completed"), "failed": statuses.count("failed"),
+                "skipped": statuses.count("skipped"), "total": len(statuses)}
+
+    async def _notify(self, started: float) -> dict[str, Any]:
+        task = self.tasks[-1]
+        task.status, task.started_at = "running", now_rfc3339()
+        await self.publisher.publish(self.event("backup.task.started", self._task_data(task)))
+        # The notification is the one being sent: it counts as completed (DESIGN §6).
+        task.status, task.message = "completed", "backup.job.finished published"
+        task.finished_at = now_rfc3339()
+        task.duration_s = 0.0
+        await self._finished(task)
+        outcome, reason = self._outcome()
+        if outcome == "warning":
+            self.error = "; ".join(
+                f"{'hook ' + repr(t.name) if t.kind == 'hook' else t.kind} failed: {t.message}"
+                for t in self.tasks if t.status == "failed")
+        duration = time.monotonic() - started
+        finished = {
+            "job_id": self.job_id, "job": self.job.name, "repository": self.job.repository, "job_type": self.job_type,
+            "host": HOST, "outcome": outcome, "reason": reason, "failed_hook": self.failed_hook,
+            "failed_tasks": self._failed_kinds(), "counts": self.counts(),
+            "tasks": [t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks], "error": scrub(self.error) if self.error else None,
+            "started_at": self.started_at, "finished_at": now_rfc3339(), "duration_s": round(duration, 3), "stats": {},
+        }
+        await self.publisher.publish(self.event("backup.job.finished", finished))
+        counts = finished["counts"]
+        self.out(f"Result: {result_line(outcome, reason)}")
+        self.out(f"Tasks Completed: {counts['completed']}, Failed: {counts['failed']}, Skipped: {counts['skipped']}, "
+                 f"Total: {counts['total']}")
+        return finished
+
+
+# -- the command ------------------------------------------------------------------------
+
+def _gates(config: Config) -> list[Gate]:
+    from hookbus.subscribers import create
+
+    return [sub for sub in (create(cfg) for cfg in config.subscribers if cfg.kind == "shell")
+            if getattr(sub, "is_gate", False)]
+
+
+async def run_job(config: Config, job: JobConfig, *, job_type: str, job_id: str | None, publish_timeout: float,
+                  out: Callable[[str], None]) -> tuple[dict[str, Any], int, SpoolingPublisher]:
+    """Run one job, publishing through the spool; return its result, how many
+    events are left in the spool, and the publisher."""
+    job_id = job_id or new_id()
+    publisher = SpoolingPublisher(config.bus, f"{job_id}-{job.name}")
+    await publisher.start()
+    earlier = asyncio.create_task(publisher.flush_earlier(publish_timeout))
+    run = JobRun(job, publisher, job_type=job_type, job_id=job_id, gates=_gates(config), out=out)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, run.request_cancel)
+    try:
+        result = await run.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    try:
+        async with asyncio.timeout(publish_timeout + 1):
+            await earlier
+    except TimeoutError:
+        earlier.cancel()
+    left = await publisher.close(publish_timeout)
+    return result, left, publisher
+
+
+def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, publish_timeout: float) -> int:
+    """`hookbus run JOB`: 0 for success or warnings, 1 for failed or cancelled, 2 for a bad job name."""
+    import re
+
+    for job in config.jobs:
+        if job.name == name:
+            break
+    else:
+        known = ", ".join(j.name for j in config.jobs) or "none configured"
+        print(f"hookbus: no job named {name!r} in {config.source} (jobs: {known})", file=sys.stderr)
+        return 2
+    if job_id is not None and not re.fullmatch(NAME_PATTERN, job_id):
+        print("hookbus: --job-id may hold only letters, digits, '_', '.' and '-'", file=sys.stderr)
+        return 2
+
+    def out(line: str) -> None:
+        print(scrub(line), flush=True)
+
+    result, left, publisher = asyncio.run(run_job(config, job, job_type=job_type, job_id=job_id,
+                                                  publish_timeout=publish_timeout, out=out))
+    if left:
+        print(f"hookbus: the broker at {config.bus.control} could not be reached; {left} event(s) of this job are "
+              f"kept in {publisher.path} and will be delivered when the broker starts (it reads "
+              f"{publisher.path.parent}) or by the next `hookbus run`", file=sys.stderr)
+    return 0 if result["outcome"] in ("success", "warning") else 1

@@ -1,0 +1,244 @@
+"""shell: run a command when an event comes, with Backrest's conditions and error behaviours.
+
+`on = ["CONDITION_SNAPSHOT_ERROR", …]` takes Backrest's conditions as they
+are (or use `events` globs). `command` is run by `shell -c` (or the
+interpreter of its `#!` line) in its own process group, with the event's JSON
+on stdin and `HOOKBUS_*` variables; a command that uses `{{ }}` / `{% %}` is a
+template over the event, and every value it substitutes is shell-quoted, so
+event data can never inject shell syntax.
+
+When the command fails, `error_behavior` decides: ON_ERROR_IGNORE logs it;
+ON_ERROR_FATAL dead-letters the event at once, which publishes
+`hookbus.delivery.failed` for notifications to see; the three retries try it
+again after 1 minute, after 10 minutes, or with exponential backoff. With
+ON_ERROR_CANCEL (start conditions only) and ON_ERROR_FATAL on a start
+condition, `hookbus run` runs the hook itself before the task starts and
+cancels (or fails) the job when it fails; the event it then publishes names
+the hook in `gated_by`, and this subscriber does not run it a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from hookbus.bus.event import Event, compile_globs
+from hookbus.bus.hooks import DRAIN, GRACE, HookResult, run_command
+from hookbus.bus.jobconfig import DEFAULT_SHELL, is_template
+
+from .base import DeliveryError, Subscriber, SubscriberConfig, wants
+
+log = logging.getLogger("hookbus.subscriber.shell")
+
+Behavior = Literal["ON_ERROR_IGNORE", "ON_ERROR_FATAL", "ON_ERROR_CANCEL", "ON_ERROR_RETRY_1MINUTE",
+                   "ON_ERROR_RETRY_10MINUTES", "ON_ERROR_RETRY_EXPONENTIAL_BACKOFF"]
+
+START_TYPES = ("backup.job.started", "backup.task.started")
+
+# Backrest's operation words → hookbus task kinds.
+_OPERATIONS = {"SNAPSHOT": "backup", "PRUNE": "prune", "CHECK": "check", "FORGET": "forget"}
+# Backrest's outcome words → task statuses (None: any).
+_STATUSES: dict[str, str | None] = {"END": None, "SUCCESS": "completed", "ERROR": "failed", "WARNING": "warning",
+                                    "SKIPPED": "skipped"}
+
+Predicate = Callable[[Event], bool]
+
+
+def _task(event: Event) -> dict[str, Any]:
+    data = event.data if isinstance(event.data, dict) else {}
+    task = data.get("task")
+    return task if isinstance(task, dict) else {}
+
+
+def _task_condition(type_: str, kind: str, status: str | None) -> Predicate:
+    def matches(event: Event) -> bool:
+        task = _task(event)
+        return event.type == type_ and task.get("kind") == kind and (status is None or task.get("status") == status)
+    return matches
+
+
+def _any_error(event: Event) -> bool:
+    data = event.data if isinstance(event.data, dict) else {}
+    return ((event.type == "backup.task.finished" and _task(event).get("status") == "failed")
+            or (event.type == "backup.job.finished" and data.get("outcome") == "failed"))
+
+
+def _conditions() -> dict[str, tuple[str, Predicate]]:
+    table: dict[str, tuple[str, Predicate]] = {"CONDITION_ANY_ERROR": ("backup.*.finished", _any_error)}
+    for word, kind in _OPERATIONS.items():
+        table[f"CONDITION_{word}_START"] = ("backup.task.started", _task_condition("backup.task.started", kind, None))
+        for outcome, status in _STATUSES.items():
+            table[f"CONDITION_{word}_{outcome}"] = (
+                "backup.task.finished", _task_condition("backup.task.finished", kind, status))
+    return table
+
+
+CONDITIONS = _conditions()
+
+
+class ShellConfig(SubscriberConfig):
+    on: list[str] | None = None
+    error_behavior: Behavior = "ON_ERROR_IGNORE"
+    command: str = Field(min_length=1)
+    shell: str = DEFAULT_SHELL
+    cwd: Path | None = None
+    env: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        on = data.get("on")
+        if on is not None:
+            if data.get("events") is not None:
+                raise ValueError("give either `on` (Backrest conditions) or `events`, not both")
+            if isinstance(on, list):  # the event types those conditions need; `on` itself is checked below
+                data["events"] = sorted({CONDITIONS[c][0] for c in on if isinstance(c, str) and c in CONDITIONS})
+        # The retry behaviours set the pace unless `retry` says otherwise.
+        pace = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}.get(str(data.get("error_behavior")))
+        if pace is not None and "retry" not in data:
+            data["retry"] = {"initial_delay": pace, "max_delay": pace}
+        return data
+
+    @field_validator("on")
+    @classmethod
+    def _on(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("name at least one condition, e.g. CONDITION_SNAPSHOT_ERROR")
+        for i, name in enumerate(value):
+            if name not in CONDITIONS:
+                raise ValueError(f"on[{i}]: unknown condition {name!r}; known: {', '.join(sorted(CONDITIONS))}")
+        return value
+
+    @field_validator("error_behavior")
+    @classmethod
+    def _cancel_needs_start(cls, value: str, info: ValidationInfo) -> str:
+        if value != "ON_ERROR_CANCEL":
+            return value
+        on, events = info.data.get("on"), info.data.get("events")
+        starts = (all(c.endswith("_START") for c in on) if on else
+                  bool(events) and all(e in START_TYPES for e in events))
+        if not starts:
+            raise ValueError("ON_ERROR_CANCEL cancels a job before something starts: use it with start conditions "
+                             "(CONDITION_SNAPSHOT_START, CONDITION_PRUNE_START, …) or events = "
+                             "[\"backup.job.started\"] / [\"backup.task.started\"]")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _template(cls, value: str, info: ValidationInfo) -> str:
+        if is_template(value):
+            check_template(value, info.data.get("events") or ["*"])
+        return value
+
+
+def check_template(command: str, patterns: list[str]) -> None:
+    """Render a command template against the sample events it could see; raise ValueError."""
+    from hookbus.bus.templates import SAMPLES, TemplateError, render_shell
+
+    match = compile_globs(patterns).match
+    samples = [e for t, e in SAMPLES.items() if match(t)] or [SAMPLES["backup.job.finished"]]
+    for sample in samples:
+        try:
+            render_shell(command, sample)
+        except TemplateError as exc:
+            raise ValueError(f"template error: {getattr(exc, 'message', None) or exc} "
+                             f"(rendering a sample {sample.type} event)") from None
+
+
+def event_env(event: Event) -> dict[str, str]:
+    """The event as HOOKBUS_* variables (and Borgitory's names where they apply)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    task = _task(event)
+    env = {"HOOKBUS_EVENT_TYPE": event.type, "HOOKBUS_EVENT_ID": event.id, "HOOKBUS_EVENT_SOURCE": event.source,
+           "HOOKBUS_EVENT_SEQ": str(event.seq or ""), "HOOKBUS_SUBJECT": event.subject or ""}
+    fields = {"HOOKBUS_JOB_ID": data.get("job_id"), "HOOKBUS_JOB": data.get("job"),
+              "HOOKBUS_REPOSITORY": data.get("repository") or event.subject, "HOOKBUS_JOB_TYPE": data.get("job_type"),
+              "HOOKBUS_OUTCOME": data.get("outcome"), "HOOKBUS_TASK_INDEX": task.get("index"),
+              "HOOKBUS_TASK_NAME": task.get("name"), "HOOKBUS_TASK_STATUS": task.get("status")}
+    env.update({k: str(v) for k, v in fields.items() if v is not None})
+    for ours, theirs in (("HOOKBUS_REPOSITORY", "BORGITORY_REPOSITORY_ID"), ("HOOKBUS_TASK_INDEX", "BORGITORY_TASK_INDEX"),
+                         ("HOOKBUS_JOB_TYPE", "BORGITORY_JOB_TYPE")):
+        if ours in env:
+            env[theirs] = env[ours]
+    return env
+
+
+class ShellSubscriber(Subscriber):
+    Config = ShellConfig
+    default_events = ["*"]
+    config: ShellConfig
+
+    def __init__(self, config: ShellConfig) -> None:
+        super().__init__(config)
+        self.predicates = [CONDITIONS[c][1] for c in config.on or []]
+        patterns = config.events if config.events is not None else self.default_events
+        self.match_type = compile_globs(patterns).match
+        self.behavior: str = config.error_behavior
+        self.is_gate = self.behavior in ("ON_ERROR_CANCEL", "ON_ERROR_FATAL")
+
+    def handler_timeout(self) -> float:
+        # `timeout` limits the command; stopping its process group takes up to GRACE more.
+        return float(self.config.timeout) + GRACE + DRAIN + 5.0
+
+    def matches(self, event: Event) -> bool:
+        """Whether this hook is for the event: its types, `when`, and its conditions."""
+        if not self.match_type(event.type) or not wants(self.config, event):
+            return False
+        return not self.predicates or any(p(event) for p in self.predicates)
+
+    def gates(self, event: Event) -> bool:
+        """For `hookbus run`: whether to run this hook itself, before the start event goes out."""
+        return self.is_gate and event.type in START_TYPES and self.matches(event)
+
+    async def execute(self, event: Event) -> HookResult:
+        command = self.config.command
+        if is_template(command):
+            from hookbus.bus.templates import TemplateError, render_shell
+
+            try:
+                command = render_shell(command, event)
+            except TemplateError as exc:
+                return HookResult(None, "", 0.0, error=f"command template: {getattr(exc, 'message', None) or exc}")
+        env = {**os.environ, **event_env(event), **self.config.env}
+        stdin = orjson.dumps({**event.to_dict(), "seq": event.seq})
+        return await run_command(command, shell=self.config.shell, cwd=self.config.cwd, env=env,
+                                 timeout=self.config.timeout, stdin=stdin)
+
+    async def run_gate(self, event: Event) -> HookResult:
+        return await self.execute(event)
+
+    async def handle(self, event: Event) -> None:
+        data = event.data if isinstance(event.data, dict) else {}
+        if self.name in (data.get("gated_by") or []):
+            return  # `hookbus run` ran it before the task started
+        if self.predicates and not any(p(event) for p in self.predicates):
+            return
+        result = await self.execute(event)
+        if result.ok:
+            log.debug("shell %s: seq %s: exit status 0", self.name, event.seq)
+            return
+        output = " ".join(result.output.strip().splitlines()[-3:])[-500:]
+        message = f"command {result.describe(self.config.timeout)}" + (f": {output}" if output else "")
+        if self.behavior == "ON_ERROR_IGNORE":
+            log.warning("shell %s: seq %s: %s (ignored: ON_ERROR_IGNORE)", self.name, event.seq, message)
+            return
+        if self.behavior in ("ON_ERROR_FATAL", "ON_ERROR_CANCEL"):
+            # Nothing to cancel here (an outside tool's job, or an end event): the failure goes to the
+            # dead letters and out as hookbus.delivery.failed.
+            raise DeliveryError(message, permanent=True)
+        pace = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}.get(self.behavior)
+        raise DeliveryError(message, retry_after=pace)
+
+
+SUBSCRIBER = ShellSubscriber
