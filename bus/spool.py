@@ -221,13 +221,15 @@ class SpoolingPublisher:
         self._closing = True
         self._wake.set()
         if self._sender is not None:
-            self.attempt_timeout = max(0.5, final_timeout)
+            self.attempt_timeout = max(0.1, final_timeout)
             try:
-                async with asyncio.timeout(final_timeout + self.attempt_timeout + 1):
-                    await self._sender
+                async with asyncio.timeout(final_timeout):
+                    await asyncio.shield(self._sender)
             except TimeoutError:
                 pass
-            if not self._sender.done():
+            except Exception as exc:  # the events are safe in the spool whatever went wrong here
+                log.error("sending to the broker failed: %s", exc)
+            if not self._sender.done():  # an answer lost now only means a duplicate later, which ingest drops
                 self._sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._sender

@@ -23,10 +23,10 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.bus.event import Event, compile_globs
 from hookbus.bus.hooks import DRAIN, GRACE, HookResult, run_command
@@ -82,8 +82,14 @@ def _conditions() -> dict[str, tuple[str, Predicate]]:
 CONDITIONS = _conditions()
 
 
+def _known_condition(name: str) -> str:
+    if name not in CONDITIONS:
+        raise ValueError(f"unknown condition {name!r}; known: {', '.join(sorted(CONDITIONS))}")
+    return name
+
+
 class ShellConfig(SubscriberConfig):
-    on: list[str] | None = None
+    on: list[Annotated[str, AfterValidator(_known_condition)]] | None = None
     error_behavior: Behavior = "ON_ERROR_IGNORE"
     command: str = Field(min_length=1)
     shell: str = DEFAULT_SHELL
@@ -115,9 +121,6 @@ class ShellConfig(SubscriberConfig):
             return value
         if not value:
             raise ValueError("name at least one condition, e.g. CONDITION_SNAPSHOT_ERROR")
-        for i, name in enumerate(value):
-            if name not in CONDITIONS:
-                raise ValueError(f"on[{i}]: unknown condition {name!r}; known: {', '.join(sorted(CONDITIONS))}")
         return value
 
     @field_validator("error_behavior")
