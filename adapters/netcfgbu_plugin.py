@@ -393,7 +393,7 @@ _forwarder_lock = threading.Lock()
 
 
 def forwarder() -> Forwarder:
-    """Started on the first call, so importing this file does nothing by itself."""
+    """The one forwarder of this netcfgbu run (made when netcfgbu loads this file)."""
     global _forwarder
     if _forwarder is None:
         with _forwarder_lock:
@@ -441,3 +441,12 @@ class Hookbus(Plugin):  # type: ignore[misc,valid-type]
     def git_report(success, tag_name):  # noqa: N805
         fwd = forwarder()
         fwd.emit("backup.vcs.saved", {"job_id": fwd.job_id, "success": bool(success), "tag_name": tag_name})
+
+
+if Plugin is not object:
+    # Loaded by netcfgbu: start now, not in the first hook call (starting a thread is
+    # the slow part), and send what an earlier run left in the spool.
+    try:
+        forwarder()
+    except Exception as exc:  # noqa: BLE001 - a bad setting must not stop netcfgbu
+        warn("not started: %s: %s" % (type(exc).__name__, exc))

@@ -450,7 +450,8 @@ async def test_real_netcfgbu_with_the_plugin_spools_while_hookbus_is_down_then_d
         assert len(calls) == 13
         print(f"\nnetcfgbu plugin calls: {len(calls)}, median {statistics.median(calls) * 1e3:.3f} ms, "
               f"max {max(calls) * 1e3:.3f} ms; run with hookbus down took {down_run_s:.2f} s")
-        assert max(calls) < 0.010, calls
+        # A few ms at most; the bound leaves room for a loaded CI machine descheduling netcfgbu.
+        assert statistics.median(calls) < 0.001 and max(calls) < 0.025, calls
     finally:
         device.kill()
         await device.wait()
