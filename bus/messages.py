@@ -179,6 +179,13 @@ VALIDATION = """\
 {% if d.get("validator") %} ({{ d.get("validator") }}){% endif %}
 
 {% if d.get("summary") %}{{ d.get("summary") if d.get("summary") is string else json(d.get("summary")) }}
+{% endif %}{% if not ok and d.get("reason") %}Reason: {{ d.get("reason") }}
+{% endif %}{%- set f = d.get("findings") if d.get("findings") is sequence and d.get("findings") is not string else [] -%}
+{% if f %}
+Findings:
+{% for line in f %}- {{ line }}
+{% endfor %}{% if (d.get("findings_total") or 0) > f | length %}… and {{ d.get("findings_total") - f | length }} more
+{% endif %}
 {% endif %}{% if d.get("job_id") is not none %}Job ID: {{ d.get("job_id") }}{% endif %}"""
 
 DELIVERY_FAILED = """\

@@ -196,8 +196,15 @@ SAMPLES: dict[str, Event] = {e.type: e for e in [
                               "failures": [{"host": "switch2", "error": "timeout connecting"}]}, None),
     _sample("backup.vcs.saved", {"success": True, "tag_name": "20261121_030100"}, None),
     _sample("backup.log", {"job_id": "job-abc-123", "message": "borg: 1.2 GiB deduplicated"}),
-    _sample("backup.validation.finished", {"job_id": "run-1", "validator": "ansible", "outcome": "success",
-                                           "summary": "all checks passed"}, None),
+    _sample("backup.validation.finished", {
+        "job_id": "run-1", "validator": "ansible", "subscriber": "validate-configs", "outcome": "failed",
+        "reason": "task_failed", "summary": "validate-configs.yml failed on 1 of 1 host(s) (ok 3, changed 0, failed 1, unreachable 0)",
+        "findings": ["localhost: No config is empty (switch2.cfg): switch2.cfg is empty"], "findings_total": 1,
+        "details": {"playbook": "/etc/hookbus/validate-configs.yml", "inventory": "localhost,", "exit_code": 2,
+                    "duration_s": 4.2, "hosts": {"localhost": {"ok": 3, "changed": 0, "failed": 1, "unreachable": 0,
+                                                              "skipped": 0, "rescued": 0, "ignored": 0}},
+                    "totals": {"ok": 3, "changed": 0, "failed": 1, "unreachable": 0, "skipped": 0}, "output_tail": "…"},
+        "trigger": {"type": "backup.report", "id": "report-run-1", "source": "netcfgbu://lab", "seq": 41}}, None),
     _sample("hookbus.delivery.failed", {"subscriber": "ops", "event_id": "e-1", "event_type": "backup.job.finished",
                                         "event_seq": 7, "attempts": 10, "error": "timed out"}, None),
 ]}

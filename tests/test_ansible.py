@@ -15,6 +15,8 @@ import pytest
 
 from hookbus.adapters import process_tree
 from hookbus.bus.config import ConfigError, build_config
+from hookbus.bus.event import parse_event
+from hookbus.bus.messages import render_default
 from hookbus.bus.templates import is_error
 from hookbus.subscribers import create
 
@@ -164,6 +166,13 @@ async def test_a_failing_task_gives_outcome_failed_with_its_findings(site: Site,
     assert data["details"]["hosts"]["localhost"]["failed"] == 1 and data["details"]["exit_code"] == 2
     assert data["findings"] == ["localhost: Every device was backed up: 1 device(s) failed in job run-8"]
     assert data["summary"] == "check.yml failed on 1 of 1 host(s) (ok 0, changed 0, failed 1, unreachable 0)"
+    # What a notifier sends by default: a failure, with its findings.
+    assert render_default(parse_event(result)) == (
+        "❌ Validation failed (ansible)\n\n"
+        "check.yml failed on 1 of 1 host(s) (ok 0, changed 0, failed 1, unreachable 0)\n"
+        "Reason: task_failed\n\n"
+        "Findings:\n- localhost: Every device was backed up: 1 device(s) failed in job run-8\n\n"
+        "Job ID: run-8")
 
 
 async def test_a_hanging_playbook_is_stopped_at_its_timeout(site: Site, procs: Any, tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import pytest
 from aiohttp import web
 
 from hookbus.bus.config import ConfigError, build_config
-from hookbus.bus.event import new_event
+from hookbus.bus.event import new_event, parse_event
+from hookbus.bus.messages import render_default
 from hookbus.bus.templates import is_error
 from hookbus.subscribers import DeliveryError, create
 from hookbus.subscribers.batfish import BatfishSubscriber, pack_snapshot, target
@@ -127,6 +128,10 @@ async def test_end_to_end_in_hookbus_serve(site: Site, procs: Any, batfish: Batf
     assert "configs/r2.cfg:4: parse warning: bogus stanza (This syntax is unrecognized)" in data["findings"]
     assert data["details"]["counts"]["undefinedReferences"] == {"errors": 1, "warnings": 0}
     assert data["details"]["rows"]["undefinedReferences"][0]["Ref_Name"] == "MISSING"
+    message = render_default(parse_event(second))
+    assert message.startswith("❌ Validation failed (batfish)\n\nBatfish found 2 error(s)")
+    assert "Reason: findings\n\nFindings:\n- configs/r3.cfg: parse status EMPTY\n" in message
+    assert message.endswith("\nJob ID: run-2")
     # The second run replaced the snapshot: list, delete, upload again.
     assert batfish.requests[len(ONE_RUN):len(ONE_RUN) + 5] == [
         "GET /v2/question_templates", "GET /v2/networks/{network}", "GET /v2/networks/{network}/snapshots",
