@@ -56,10 +56,20 @@ def _task(event: Event) -> dict[str, Any]:
     return task if isinstance(task, dict) else {}
 
 
+def _status_is(task: dict[str, Any], status: str | None) -> bool:
+    # A task that completed with a warning (Backrest's partial backup) says so in `warning`.
+    warned = task.get("status") == "warning" or task.get("warning") is True
+    if status == "warning":
+        return warned
+    if status == "completed":
+        return task.get("status") == "completed" and not warned
+    return status is None or task.get("status") == status
+
+
 def _task_condition(type_: str, kind: str, status: str | None) -> Predicate:
     def matches(event: Event) -> bool:
         task = _task(event)
-        return event.type == type_ and task.get("kind") == kind and (status is None or task.get("status") == status)
+        return event.type == type_ and task.get("kind") == kind and _status_is(task, status)
     return matches
 
 

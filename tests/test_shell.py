@@ -22,8 +22,9 @@ from .test_jobs import add_jobs, spooled_events
 from .test_process import jsonl_sub, run_cli
 
 
-def task_event(type_: str, kind: str, status: str, **data: Any) -> Event:
-    return Event(id="e", source="test://shell", type=type_, data={"job_id": "j", "task": {"kind": kind, "status": status}, **data})
+def task_event(type_: str, kind: str, status: str, warning: bool | None = None, **data: Any) -> Event:
+    task = {"kind": kind, "status": status, **({"warning": warning} if warning is not None else {})}
+    return Event(id="e", source="test://shell", type=type_, data={"job_id": "j", "task": task, **data})
 
 
 @pytest.mark.parametrize(("condition", "event", "matches"), [
@@ -36,6 +37,9 @@ def task_event(type_: str, kind: str, status: str, **data: Any) -> Event:
     ("CONDITION_SNAPSHOT_SUCCESS", task_event("backup.task.finished", "backup", "failed"), False),
     ("CONDITION_SNAPSHOT_ERROR", task_event("backup.task.finished", "backup", "failed"), True),
     ("CONDITION_SNAPSHOT_WARNING", task_event("backup.task.finished", "backup", "warning"), True),
+    ("CONDITION_SNAPSHOT_WARNING", task_event("backup.task.finished", "backup", "completed", warning=True), True),
+    ("CONDITION_SNAPSHOT_SUCCESS", task_event("backup.task.finished", "backup", "completed", warning=True), False),
+    ("CONDITION_SNAPSHOT_WARNING", task_event("backup.task.finished", "backup", "completed"), False),
     ("CONDITION_SNAPSHOT_SKIPPED", task_event("backup.task.finished", "backup", "skipped"), True),
     ("CONDITION_PRUNE_ERROR", task_event("backup.task.finished", "prune", "failed"), True),
     ("CONDITION_PRUNE_ERROR", task_event("backup.task.finished", "backup", "failed"), False),

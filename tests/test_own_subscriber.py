@@ -1,0 +1,100 @@
+"""The README's walk-through "Your own subscriber kind, in ten minutes", followed
+as written: its files are taken from the README itself, pip builds and installs
+the package, hookbus finds the kind by its entry point, and the message arrives
+at a real local HTTP server standing in for Mattermost."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Receiver, Site, http_ready, wait_for
+from .test_process import run_cli
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def walkthrough() -> str:
+    text = README.read_text()
+    section = text.split("### Your own subscriber kind, in ten minutes", 1)[1]
+    return section.split("\nHow this is tested", 1)[0]
+
+
+def blocks(section: str) -> list[tuple[str, str]]:
+    return re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+
+
+def test_the_walkthrough_has_its_files_and_commands() -> None:
+    found = blocks(walkthrough())
+    named = [body.splitlines()[0] for _, body in found if body.startswith("# ")]
+    assert named == ["# hookbus-mattermost/hookbus_mattermost.py", "# hookbus-mattermost/pyproject.toml", "# hookbus.toml"]
+    commands = [line for lang, body in found if lang == "sh" for line in body.splitlines()]
+    assert "pip install ./hookbus-mattermost" in commands
+    assert any(c.startswith("hookbus emit ") for c in commands)
+
+
+async def test_following_the_walkthrough_delivers_a_message(site: Site, procs: Any, receiver: Receiver, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    section = walkthrough()
+    found = blocks(section)
+    # 1. the two files, exactly as the README shows them
+    for _, body in found:
+        first = body.splitlines()[0]
+        if first.startswith("# hookbus-mattermost/"):
+            path = tmp_path / first[2:]
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(body)
+
+    # 2. `pip install ./hookbus-mattermost`, into a folder of its own rather than the shared
+    # test environment (and with the build tools already installed, so it works offline)
+    target = tmp_path / "site-packages"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--target", str(target),
+         "./hookbus-mattermost"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert (target / "hookbus_mattermost-0.1.0.dist-info" / "entry_points.txt").read_text().count("mattermost = ") == 1
+    monkeypatch.setenv("PYTHONPATH", str(target))  # that folder is now part of the environment hookbus runs in
+
+    # 3. the subscriber table from the README, after this test's own [bus] and [webhook]
+    config_block = next(body for _, body in found if body.startswith("# hookbus.toml"))
+    site.configure([])
+    site.config.write_text(site.config.read_text() + "\n" + config_block)
+
+    # 4. check it, run it, send it an event (the README's emit line)
+    monkeypatch.setenv("MATTERMOST_WEBHOOK_URL", receiver.url)
+    check = await run_cli("check-config", "--config", str(site.config))
+    assert check.returncode == 0, check.stderr
+    assert "team-chat (mattermost)" in check.stdout
+    serve = procs("serve", "--config", str(site.config))
+    await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")
+    emit_line = next(line for lang, body in found if lang == "sh" for line in body.splitlines()
+                     if line.startswith("hookbus emit "))
+    sent = await run_cli(*shlex.split(emit_line)[1:], "--config", str(site.config))
+    assert sent.returncode == 0, sent.stderr
+    await wait_for(lambda: receiver.received, 15, "the message at the Mattermost stand-in")
+    assert receiver.received[0]["body"] == {"text": "nightly: backup.job.finished failed"}
+    assert "secret-token-123" not in serve.output()  # the webhook URL's path is a secret
+
+
+async def test_a_mistake_in_the_new_kinds_config_names_the_key(site: Site, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the walk-through promises about errors, for a kind found by entry point."""
+    section = walkthrough()
+    for _, body in blocks(section):
+        first = body.splitlines()[0]
+        if first.startswith("# hookbus-mattermost/"):
+            (tmp_path / first[2:]).parent.mkdir(exist_ok=True)
+            (tmp_path / first[2:]).write_text(body)
+    target = tmp_path / "site-packages"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--target",
+                    str(target), "./hookbus-mattermost"], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    monkeypatch.setenv("PYTHONPATH", str(target))
+    site.configure([{"name": "team-chat", "kind": "mattermost", "url": "https://chat.example.com/hooks/k", "colour": "red"}])
+    check = await run_cli("check-config", "--config", str(site.config))
+    assert check.returncode == 2 and "subscribers[0] (team-chat).colour: unknown key" in check.stderr
