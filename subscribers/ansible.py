@@ -216,7 +216,7 @@ class AnsibleSubscriber(Subscriber):
 
     def handler_timeout(self) -> float:
         # The playbook's own timeout, then time to stop its tree and publish the result.
-        return self.config.timeout + STOP_GRACE + 35.0
+        return float(self.config.timeout) + STOP_GRACE + 35.0
 
     async def handle(self, event: Event) -> None:
         await self.reporter.report(event, lambda: self.run_playbook(event), self.publish)

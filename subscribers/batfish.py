@@ -264,7 +264,7 @@ class BatfishSubscriber(Subscriber):
 
     def handler_timeout(self) -> float:
         # Our own timeout first, then time to publish the result.
-        return self.config.timeout + CONNECT_TIMEOUT + 35.0
+        return float(self.config.timeout) + CONNECT_TIMEOUT + 35.0
 
     async def handle(self, event: Event) -> None:
         await self.reporter.report(event, self.run_checks, self.publish)
