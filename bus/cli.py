@@ -291,6 +291,9 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         create(sub)
     print(f"{config.source}: OK — {len(config.subscribers)} subscriber(s): "
           + ", ".join(f"{s.name} ({s.kind})" for s in config.subscribers))
+    if config.jobs:
+        print(f"{len(config.jobs)} job(s) for `hookbus run`: " + ", ".join(
+            f"{j.name} ({len(j.pre_hooks)} pre-hook(s), {len(j.post_hooks)} post-hook(s))" for j in config.jobs))
     print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
           f"http {'http://' + config.webhook.listen if config.webhook.enabled else 'off'}")
     return 0

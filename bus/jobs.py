@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .config import Config, scrub
 from .event import Event, new_event, new_id, now_rfc3339
@@ -346,15 +346,15 @@ class JobRun:
                 f"{'hook ' + repr(t.name) if t.kind == 'hook' else t.kind} failed: {t.message}"
                 for t in self.tasks if t.status == "failed")
         duration = time.monotonic() - started
+        counts = self.counts()
         finished = {
             "job_id": self.job_id, "job": self.job.name, "repository": self.job.repository, "job_type": self.job_type,
             "host": HOST, "outcome": outcome, "reason": reason, "failed_hook": self.failed_hook,
-            "failed_tasks": self._failed_kinds(), "counts": self.counts(),
+            "failed_tasks": self._failed_kinds(), "counts": counts,
             "tasks": [t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks], "error": scrub(self.error) if self.error else None,
             "started_at": self.started_at, "finished_at": now_rfc3339(), "duration_s": round(duration, 3), "stats": {},
         }
         await self.publisher.publish(self.event("backup.job.finished", finished))
-        counts = finished["counts"]
         self.out(f"Result: {result_line(outcome, reason)}")
         self.out(f"Tasks Completed: {counts['completed']}, Failed: {counts['failed']}, Skipped: {counts['skipped']}, "
                  f"Total: {counts['total']}")
@@ -366,8 +366,8 @@ class JobRun:
 def _gates(config: Config) -> list[Gate]:
     from hookbus.subscribers import create
 
-    return [sub for sub in (create(cfg) for cfg in config.subscribers if cfg.kind == "shell")
-            if getattr(sub, "is_gate", False)]
+    subs = [create(cfg) for cfg in config.subscribers if cfg.kind == "shell"]
+    return [cast(Gate, sub) for sub in subs if getattr(sub, "is_gate", False)]
 
 
 async def run_job(config: Config, job: JobConfig, *, job_type: str, job_id: str | None, publish_timeout: float,

@@ -78,16 +78,17 @@ class Plugin:
 
     name: str | None = None
 
-    def report(report):  # type: ignore[no-untyped-def]  # noqa: N805 - netcfgbu's own signature
+    # netcfgbu's own signatures: no self, as netcfgbu calls them on the class.
+    def report(report):  # type: ignore[no-untyped-def]
         pass
 
-    def backup_success(rec: dict, res: bool):  # type: ignore[no-untyped-def,type-arg]  # noqa: N805
+    def backup_success(rec: dict, res: bool):  # type: ignore[no-untyped-def,type-arg,misc]
         pass
 
-    def backup_failed(rec: dict, exc: str):  # type: ignore[no-untyped-def,type-arg]  # noqa: N805
+    def backup_failed(rec: dict, exc: str):  # type: ignore[no-untyped-def,type-arg,misc]
         pass
 
-    def git_report(success: bool, tag_name: str):  # type: ignore[no-untyped-def]  # noqa: N805
+    def git_report(success: bool, tag_name: str):  # type: ignore[no-untyped-def,misc]
         pass
 
 

@@ -138,9 +138,9 @@ class ShellConfig(SubscriberConfig):
     def _cancel_needs_start(cls, value: str, info: ValidationInfo) -> str:
         if value != "ON_ERROR_CANCEL":
             return value
-        on, events = info.data.get("on"), info.data.get("events")
-        starts = (all(c.endswith("_START") for c in on) if on else
-                  bool(events) and all(e in START_TYPES for e in events))
+        on: list[str] = info.data.get("on") or []
+        events: list[str] = info.data.get("events") or []
+        starts = all(c.endswith("_START") for c in on) if on else bool(events) and all(e in START_TYPES for e in events)
         if not starts:
             raise ValueError("ON_ERROR_CANCEL cancels a job before something starts: use it with start conditions "
                              "(CONDITION_SNAPSHOT_START, CONDITION_PRUNE_START, …) or events = "
