@@ -135,18 +135,18 @@ class JobRun:
         self.failed_hook: str | None = None
         self.skip_message = ""
         self.error: str | None = None
-        self.cancel_pending = False  # a cancel asked for while the job is still going
-        self.abort = False  # asked again once the job had already failed: skip the cleanup hooks too
+        self.cancel_requests = 0  # SIGTERM / SIGINT received
+        self.abort = False  # stop everything, run_on_job_failure post-hooks included
         self._stop: asyncio.Event | None = None
 
     # -- cancelling ------------------------------------------------------------
 
     def request_cancel(self) -> None:
         """SIGTERM/SIGINT: stop the running task and cancel the job; post-hooks
-        with run_on_job_failure still run. Asked again, those are stopped too."""
-        if self.reason is None:
-            self.cancel_pending = True
-        else:
+        with run_on_job_failure still run. Asked again, or once the job has
+        failed already, those are stopped too."""
+        self.cancel_requests += 1
+        if self.cancel_requests > 1 or self.reason not in (None, "cancelled"):
             self.abort = True
         if self._stop is not None:
             self._stop.set()
@@ -216,7 +216,7 @@ class JobRun:
                 self._failed(task, could_not_start=False)
 
     def _should_skip(self, task: Task) -> bool:
-        if self.cancel_pending and self.reason is None:
+        if self.cancel_requests and self.reason is None:
             self._cancelled("cancelled by a signal")
         if self.reason is None:
             return False
@@ -292,8 +292,8 @@ class JobRun:
             except TemplateError as exc:
                 return HookResult(None, "", 0.0, error=f"command template: {getattr(exc, 'message', None) or exc}")
         self._stop = asyncio.Event()
-        if self.cancel_pending or self.abort:
-            self._stop.set()
+        if self.abort or (self.cancel_requests and self.reason is None):
+            self._stop.set()  # asked to stop between the task's start event and here
         try:
             return await run_command(text, shell=command.shell or self.job.shell, cwd=command.cwd or self.job.cwd,
                                      env=self._env(task), timeout=command.timeout, stop=self._stop)
