@@ -397,3 +397,39 @@ def test_group_alive_ignores_zombies() -> None:
         time.sleep(0.02)  # the child exits at once; unreaped, it is a zombie, which counts as gone
     assert not group_alive(proc.pid)
     proc.wait()
+
+
+class Recorder:
+    """A publisher that keeps the events, for in-process runs."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def publish(self, event: Any) -> None:
+        self.events.append(event)
+
+    def started(self, name: str) -> bool:
+        return any(e.type == "backup.task.started" and e.data["task"]["name"] == name for e in self.events)
+
+
+async def test_a_second_signal_stops_the_cleanup_hooks_too() -> None:
+    from hookbus.bus.jobconfig import JobConfig
+    from hookbus.bus.jobs import SKIP_CANCELLED, JobRun
+
+    job = JobConfig.model_validate({"name": "j", "repository": "R", "backup": "sleep 600", "post_hooks": [
+        {"name": "slow cleanup", "command": "sleep 600", "run_on_job_failure": True},
+        {"name": "last cleanup", "command": "true", "run_on_job_failure": True}]})
+    recorder = Recorder()
+    run = JobRun(job, recorder)
+    task = asyncio.create_task(run.run())
+    await wait_for(lambda: recorder.started("backup"), 10, "the backup to start")
+    run.request_cancel()
+    await wait_for(lambda: recorder.started("slow cleanup"), 10, "the cleanup hook to start")
+    run.request_cancel()
+    result = await asyncio.wait_for(task, 30)
+    assert [(t["name"], t["status"], t["message"]) for t in result["tasks"]] == [
+        ("backup", "failed", "cancelled; its process group was stopped"),
+        ("slow cleanup", "failed", "cancelled; its process group was stopped"),
+        ("last cleanup", "skipped", SKIP_CANCELLED),
+        ("notification", "completed", "backup.job.finished published")]
+    assert result["outcome"] == "cancelled"
