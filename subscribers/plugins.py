@@ -329,6 +329,12 @@ class PluginsSubscriber(Subscriber):
         log.info("plugins %s: %d plugin(s) from %s: %s", self.name, len(names), self.config.plugins_dir,
                  ", ".join(names) or "none")
 
+    def preview(self, event: Event) -> str:
+        hooks = [hook for hook, _ in calls_for(event)]
+        if not hooks:
+            raise DeliveryError(f"plugins have no hook for {event.type}: nothing would be called")
+        return f"would call {', '.join(hooks)} of every Plugin subclass in {self.config.plugins_dir}"
+
     async def _call(self, call: Call, args: tuple[Any, ...]) -> str | None:
         """Make one call; return None, or what went wrong, naming the plugin."""
         try:

@@ -19,6 +19,7 @@ the hook in `gated_by`, and this subscriber does not run it a second time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -90,6 +91,16 @@ def _conditions() -> dict[str, tuple[str, Predicate]]:
 
 
 CONDITIONS = _conditions()
+
+
+def _example(condition: str) -> tuple[str, str, str]:
+    """(event type, task kind, task status) of an event that meets a condition, for `hookbus test`."""
+    if condition == "CONDITION_ANY_ERROR":
+        return "backup.task.finished", "backup", "failed"
+    _, word, outcome = condition.split("_", 2)
+    if outcome == "START":
+        return "backup.task.started", _OPERATIONS[word], "running"
+    return "backup.task.finished", _OPERATIONS[word], _STATUSES[outcome] or "completed"
 
 
 def _known_condition(name: str) -> str:
@@ -227,6 +238,31 @@ class ShellSubscriber(Subscriber):
         stdin = orjson.dumps({**event.to_dict(), "seq": event.seq})
         return await run_command(command, shell=self.config.shell, cwd=self.config.cwd, env=env,
                                  timeout=self.config.timeout, stdin=stdin)
+
+    def sample(self, event: Event) -> Event:
+        """For `hookbus test`: a sample that meets the first condition."""
+        if not self.config.on:
+            return event
+        from hookbus.bus.templates import SAMPLES
+
+        type_, kind, status = _example(self.config.on[0])
+        base = SAMPLES[type_]
+        data = dict(base.data) if isinstance(base.data, dict) else {}
+        data["task"] = {**data.get("task", {}), "kind": kind, "name": kind, "status": status}
+        return dataclasses.replace(base, id=event.id, time=event.time, data=data)
+
+    def preview(self, event: Event) -> str:
+        if not self.matches(event):
+            raise DeliveryError("it does not meet this hook's conditions (`on`, `events`, `when`): nothing would run")
+        command = self.config.command
+        if is_template(command):
+            from hookbus.bus.templates import TemplateError, render_shell
+
+            try:
+                command = render_shell(command, event)
+            except TemplateError as exc:
+                raise DeliveryError(f"command template: {getattr(exc, 'message', None) or exc}", permanent=True) from None
+        return f"would run, with {self.config.shell} and the event's JSON on stdin:\n{command}"
 
     async def run_gate(self, event: Event) -> HookResult:
         return await self.execute(event)

@@ -261,3 +261,21 @@ def test_check_config_accepts_the_backrest_examples(tmp_path: Path) -> None:
                     "curl -fsS https://hc-ping.com/uuid\n{% endif -%}"},
     ]}, "test")
     assert [s.kind for s in config.subscribers] == ["shell", "shell"]
+
+
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+def test_hookbus_test_gets_a_sample_that_meets_each_condition(condition: str) -> None:
+    from hookbus.bus.templates import SAMPLES
+
+    sub = ShellSubscriber(shell_config(on=[condition], command="echo {{ type }}"))
+    sample = sub.sample(SAMPLES["backup.job.finished"])
+    assert sub.matches(sample)
+    assert sub.preview(sample).splitlines()[-1] == f"echo {sample.type}"
+
+
+def test_preview_says_when_nothing_would_run() -> None:
+    from hookbus.bus.templates import SAMPLES
+
+    sub = ShellSubscriber(shell_config(on=["CONDITION_PRUNE_ERROR"]))
+    with pytest.raises(DeliveryError, match="does not meet this hook's conditions"):
+        sub.preview(SAMPLES["backup.task.finished"])
