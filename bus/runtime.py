@@ -278,6 +278,17 @@ class SubscriberRunner:
                      self.name, seq, before + state.attempt_number, last_error, wait)
             await save(before + state.attempt_number, time.time() + wait)
 
+        first_error: Exception | None = None
+        if not before:  # most events succeed at once: spare them the retry machinery
+            try:
+                await self._call_handler(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # handed to the retry loop below as its first attempt
+                first_error = exc
+            else:
+                self.stats["delivered"] += 1
+                return True
         attempts = before
         try:
             async for attempt in AsyncRetrying(
@@ -290,6 +301,9 @@ class SubscriberRunner:
             ):
                 with attempt:
                     attempts = before + attempt.retry_state.attempt_number
+                    if first_error is not None:  # the fast path's failed attempt: let tenacity judge it
+                        error, first_error = first_error, None
+                        raise error
                     await self._call_handler(event)
         except asyncio.CancelledError:
             raise
