@@ -23,9 +23,6 @@ from hookbus.subscribers import create
 from .conftest import Site, http_ready, read_jsonl, wait_for
 from .test_process import run_cli
 
-pytestmark = pytest.mark.skipif(
-    not (Path(sys.executable).parent / "ansible-playbook").exists(), reason="ansible-core is in the test extra")
-
 VALIDATION = "backup.validation.finished"
 
 

@@ -26,8 +26,6 @@ from hookbus.subscribers.batfish import BatfishSubscriber, pack_snapshot, target
 from .batfish_standin import BatfishStandIn
 from .conftest import Site, free_port, http_ready, read_jsonl, wait_for
 
-pytest.importorskip("pybatfish", reason="pybatfish is in the test extra")
-
 VALIDATION = "backup.validation.finished"
 
 # What pybatfish asks the service, in order, for one run of the subscriber (a
