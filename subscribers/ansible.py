@@ -5,7 +5,7 @@ ok/changed/failed/unreachable counts, first failures, output tail).
 Why the `ansible-playbook` command rather than ansible-runner: hookbus must
 stop a playbook at its timeout from its asyncio loop, whole process tree and
 all, and keep its output; a child process in a session of its own gives
-exactly that (adapters/process_tree.py). ansible-runner would add pexpect,
+exactly that (bus/process.py). ansible-runner would add pexpect,
 python-daemon and an artifacts directory per run, and its blocking API would
 need a thread that cannot be stopped from outside; what it adds on top
 (per-task events) is covered for our needs by a 60-line callback plugin
@@ -37,7 +37,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from hookbus.adapters import process_tree
+import hookbus.adapters
+from hookbus.bus import process
 from hookbus.bus.config import ConfigError
 from hookbus.bus.event import Event
 from hookbus.bus.validation import Reporter, Result
@@ -46,7 +47,7 @@ from .base import DeliveryError, Subscriber, SubscriberConfig
 
 log = logging.getLogger("hookbus.subscriber.ansible")
 
-CALLBACK_DIR = Path(process_tree.__file__).resolve().parent / "ansible_callbacks"
+CALLBACK_DIR = Path(hookbus.adapters.__file__).resolve().parent / "ansible_callbacks"
 EVENT_VAR = "hookbus_event"
 # Names Ansible gives a meaning of its own: an event must not set them.
 RESERVED = frozenset({
@@ -55,7 +56,7 @@ RESERVED = frozenset({
     "environment", "ansible_play_batch", "ansible_play_hosts", EVENT_VAR,
 })
 OUTPUT_IN_EVENT = 16 * 1024  # bytes of output tail carried by the result event
-STOP_GRACE = process_tree.GRACE
+STOP_GRACE = process.GRACE
 
 
 class AnsibleConfig(SubscriberConfig):
@@ -170,7 +171,7 @@ def _last_error_lines(output: str, limit: int = 3) -> list[str]:
     return (errors or lines)[-limit:]
 
 
-def judge(name: str, finished: process_tree.Finished, stats: dict[str, Any] | None, timeout: float) -> Result:
+def judge(name: str, finished: process.Finished, stats: dict[str, Any] | None, timeout: float) -> Result:
     """Given how ansible-playbook ended and what the callback wrote, return the result."""
     hosts, totals = _counts(stats or {})
     failures = [_finding(f) for f in (stats or {}).get("failures", []) if isinstance(f, dict)]
@@ -242,7 +243,7 @@ class AnsibleSubscriber(Subscriber):
             argv.append(str(cfg.playbook))
             log.info("subscriber %s: running %s for %s %s", self.name, cfg.playbook.name, event.type, event.id)
             try:
-                finished = await process_tree.run(argv, env=self.environment(stats_path), cwd=cfg.playbook.parent,
+                finished = await process.run(argv, env=self.environment(stats_path), cwd=cfg.playbook.parent,
                                                   timeout=cfg.timeout, grace=STOP_GRACE, output_limit=OUTPUT_IN_EVENT)
             except OSError as exc:
                 raise DeliveryError(f"cannot start {self.executable}: {exc.strerror or exc}") from None

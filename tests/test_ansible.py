@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from hookbus.adapters import process_tree
+from hookbus.bus import process
 from hookbus.bus.config import ConfigError, build_config
 from hookbus.bus.event import parse_event
 from hookbus.bus.messages import render_default
@@ -94,7 +94,7 @@ async def one_result(site: Site, timeout: float = 30) -> dict[str, Any]:
 def live_processes_with(marker: str) -> list[str]:
     """Command lines of live (not zombie) processes that mention marker."""
     found = []
-    for pid, (state, _, _) in process_tree._processes().items():
+    for pid, (state, _, _, _) in process._processes().items():
         if state == "Z":
             continue
         try:
@@ -189,7 +189,7 @@ async def test_a_hanging_playbook_is_stopped_at_its_timeout(site: Site, procs: A
     data = result["data"]
     assert data["outcome"] == "failed" and data["reason"] == "timeout" and is_error(result)
     assert data["summary"] == "hang.yml timed out after 3s and was stopped"
-    assert data["details"]["exit_code"] is None and data["details"]["duration_s"] < 3 + process_tree.GRACE + 1
+    assert data["details"]["exit_code"] is None and data["details"]["duration_s"] < 3 + process.GRACE + 1
     assert "validating run-9" in data["details"]["output_tail"]  # the output so far is kept
     assert live_processes_with(f"sleep {marker}") == [] and live_processes_with(str(book)) == []
 
@@ -259,7 +259,7 @@ STUBBORN = textwrap.dedent("""\
 
 async def test_process_tree_stops_every_session_at_timeout_and_keeps_the_output(tmp_path: Path) -> None:
     marker = f"tree-{os.getpid()}-timeout"
-    finished = await process_tree.run([sys.executable, "-c", STUBBORN, marker], timeout=1.0, grace=0.5)
+    finished = await process.run([sys.executable, "-c", STUBBORN, marker], timeout=1.0, grace=0.5)
     assert finished.timed_out and finished.exit_code is None
     assert finished.output == "started\n"
     assert 1.0 <= finished.duration_s < 5
@@ -268,7 +268,7 @@ async def test_process_tree_stops_every_session_at_timeout_and_keeps_the_output(
 
 async def test_process_tree_is_killed_when_cancelled(tmp_path: Path) -> None:
     marker = f"tree-{os.getpid()}-cancel"
-    task = asyncio.create_task(process_tree.run([sys.executable, "-c", STUBBORN, marker], timeout=60))
+    task = asyncio.create_task(process.run([sys.executable, "-c", STUBBORN, marker], timeout=60))
     await wait_for(lambda: len(live_processes_with(marker)) == 2, 10, "the command and its child")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -278,6 +278,6 @@ async def test_process_tree_is_killed_when_cancelled(tmp_path: Path) -> None:
 
 async def test_process_tree_reports_exit_status_and_output_tail() -> None:
     script = "import sys; sys.stdout.write('x' * 5000 + 'END'); sys.exit(3)"
-    finished = await process_tree.run([sys.executable, "-c", script], timeout=10, output_limit=100)
+    finished = await process.run([sys.executable, "-c", script], timeout=10, output_limit=100)
     assert finished.exit_code == 3 and not finished.timed_out
     assert finished.output.endswith("x" * 97 + "END") and finished.output.startswith("…[cut: 4903 bytes")
