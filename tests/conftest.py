@@ -196,6 +196,17 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Loading a config remembers its secrets process-wide for scrubbing; keep each test's to itself."""
+    from hookbus.bus import config
+
+    saved = set(config._SECRETS)
+    yield
+    config._SECRETS.clear()
+    config._SECRETS.update(saved)
+
+
+@pytest.fixture(autouse=True)
 def _no_inherited_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOOKBUS_CONFIG", raising=False)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

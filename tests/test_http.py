@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ import pytest
 import zmq.asyncio
 from aiohttp.test_utils import TestClient
 
-from hookbus.bus import config as config_module
 from hookbus.bus import signing
 from hookbus.bus.broker import Broker
 from hookbus.bus.config import Config, build_config
@@ -66,15 +65,6 @@ def make_config(data_dir: Path, **webhook: Any) -> Config:
                 "max_event_bytes": MAX_EVENT, "synchronous": "NORMAL"},
         "webhook": {"max_body_bytes": MAX_BODY, **webhook},
     }, "test")
-
-
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> Iterator[None]:
-    # Tokens in a config are remembered process-wide for scrubbing; don't leak ours.
-    saved = set(config_module._SECRETS)
-    yield
-    config_module._SECRETS.clear()
-    config_module._SECRETS.update(saved)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import aiohttp
 import orjson
 import pytest
 
-from hookbus.bus import config as config_module
 from hookbus.bus.config import build_config
 from hookbus.bus.event import Event
 from hookbus.subscribers.apprise import AppriseSubscriber
@@ -27,14 +25,6 @@ from .test_notify_units import OUTCOMES, finished
 from .test_process import run_cli
 
 UUID = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"
-
-
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> Iterator[None]:
-    saved = set(config_module._SECRETS)
-    yield
-    config_module._SECRETS.clear()
-    config_module._SECRETS.update(saved)
 
 
 def now(offset: float = 0.0) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from apprise.plugins.discord import NotifyDiscord
 from apprise.plugins.growl import NotifyGrowl
 from apprise.plugins.telegram import NotifyTelegram
 
-from hookbus.bus import config as config_module
 from hookbus.bus.config import ConfigError, RetrySettings, build_config, scrub
 from hookbus.bus.digest import Digest
 from hookbus.bus.event import Event
@@ -82,14 +80,6 @@ def job_event(data: dict[str, Any], type_: str = "backup.job.finished", seq: int
     return Event(id=f"e-{data.get('outcome')}-{seq}", source="borgitory://host1", type=type_,
                  time=attrs.pop("time", "2026-11-21T03:38:00Z"), subject=attrs.pop("subject", "MyRepository"),
                  data=data, seq=seq)
-
-
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> Iterator[None]:
-    saved = set(config_module._SECRETS)
-    yield
-    config_module._SECRETS.clear()
-    config_module._SECRETS.update(saved)
 
 
 # -- the documented texts ---------------------------------------------------------------------------

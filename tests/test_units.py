@@ -8,7 +8,7 @@ import email.utils
 import logging
 import inspect
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +19,6 @@ import pytest
 from aioresponses import aioresponses
 
 from hookbus.adapters.http import USER_AGENT, HttpClient, classify, parse_retry_after, redact_url
-from hookbus.bus import config as config_module
 from hookbus.bus import event as event_module
 from hookbus.bus import signing
 from hookbus.bus.config import ConfigError, ScrubFilter, build_config, scrub
@@ -27,15 +26,6 @@ from hookbus.bus.event import (TRUNCATION_MARK, Event, EventError, compile_globs
                                parse_event)
 from hookbus.bus.journal import Journal
 from hookbus.subscribers.base import DeliveryError
-
-
-@pytest.fixture(autouse=True)
-def _forget_secrets() -> Iterator[None]:
-    # Loading a config remembers its secrets process-wide; don't leak ours into other tests.
-    saved = set(config_module._SECRETS)
-    yield
-    config_module._SECRETS.clear()
-    config_module._SECRETS.update(saved)
 
 
 # -- events ---------------------------------------------------------------------------------------
