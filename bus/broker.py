@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -159,8 +160,8 @@ class Broker:
         except EventError as exc:
             self.counters["rejected"] += 1
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "field": exc.field, **getattr(exc, "extra", {})})]
-        except JournalError as exc:
-            reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "retry": True})]
+        except (JournalError, sqlite3.Error) as exc:  # the journal's trouble, not the request's: try again
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"journal: {exc}", "retry": True})]
         except (ValueError, KeyError, TypeError, ArithmeticError, orjson.JSONDecodeError) as exc:
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"bad request: {exc}"})]
         except Exception as exc:  # answer anyway: a client waiting on a reply must not hang

@@ -93,6 +93,7 @@ class ControlClient:
         frames = [command, req, orjson.dumps(payload if payload is not None else {}), *(bodies or [])]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        busy = ""
         try:
             while True:
                 future: asyncio.Future[list[bytes]] = loop.create_future()
@@ -109,11 +110,18 @@ class ControlClient:
                 except TimeoutError:
                     continue
                 info = orjson.loads(reply[2])
+                if reply[0] == protocol.ERR and info.get("retry"):
+                    # The broker is up but its journal could not commit (e.g. disk full): wait and resend.
+                    busy = str(info.get("error", "journal error"))
+                    await asyncio.sleep(min(0.5, max(deadline - loop.time(), 0)))
+                    continue
                 if reply[0] == protocol.ERR:
                     raise BrokerRefused(info)
                 return info, reply[3:]
         finally:
             self._waiting.pop(req, None)
+        if busy:
+            raise BrokerUnavailable(f"broker at {self.bus.control} could not commit within {timeout:.0f}s: {busy}")
         raise BrokerUnavailable(f"broker at {self.bus.control} did not answer within {timeout:.0f}s")
 
     async def publish(self, bodies: list[bytes], *, timeout: float = 30.0) -> list[dict[str, Any]]:
