@@ -336,10 +336,12 @@ class Broker:
                     log.debug("xpub %s %r", "subscribe" if frame[0] == 1 else "unsubscribe", frame[1:])
 
     async def _prune_loop(self) -> None:
+        retention_s = self.bus.retention_days * 86400
         while True:
-            await asyncio.sleep(3600)
+            # Often enough that the journal stays near its retention, never more than hourly.
+            await asyncio.sleep(min(3600.0, max(1.0, retention_s / 10)))
             try:
-                removed = await self.journal.prune(self.bus.retention_days * 86400)
+                removed = await self.journal.prune(retention_s)
                 if removed:
                     log.info("journal: pruned %d delivered event(s) older than %g days", removed, self.bus.retention_days)
             except JournalError as exc:
