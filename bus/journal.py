@@ -149,8 +149,7 @@ class Journal:
             except Exception as exc:  # the one writer must outlive any batch, or every write hangs
                 log.exception("journal writer: batch failed")
                 error = JournalError(f"journal write failed: {exc}")
-                for _, done in batch:
-                    done(None, error)
+                _finish([(done, None, error) for _, done in batch])
             if stop:
                 break
         conn.close()
@@ -183,11 +182,9 @@ class Journal:
                 pass
             self.last_seq = saved_seq
             error = JournalError(f"journal commit failed: {exc}")
-            for _, done in batch:
-                done(None, error)
+            _finish([(done, None, error) for _, done in batch])
             return
-        for (_, done), (result, refusal) in zip(batch, results, strict=True):
-            done(result, refusal)
+        _finish([(done, result, refusal) for (_, done), (result, refusal) in zip(batch, results, strict=True)])
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) inside the next group commit; return its result once on disk."""
@@ -195,11 +192,7 @@ class Journal:
             raise JournalError("journal is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, exc)
-
-        self._ops.put((fn, done))
+        self._ops.put((fn, _Waiter(loop, future)))
         return await future
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -431,6 +424,39 @@ class Journal:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+class _Waiter:
+    """The `done` of an async write: settles its future on its event loop."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop, self.future = loop, future
+
+    def __call__(self, result: Any, exc: BaseException | None) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, result, exc)
+
+
+def _finish(outcomes: list[tuple[Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
+    """Report a batch's outcomes: one wake-up per event loop for all its
+    waiters (not one per write), and blocking writers directly."""
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for done, result, exc in outcomes:
+        if isinstance(done, _Waiter):
+            per_loop.setdefault(done.loop, []).append((done.future, result, exc))
+        else:
+            done(result, exc)
+    for loop, items in per_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, items)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in items:
+        _settle(future, result, exc)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
