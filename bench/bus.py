@@ -1,0 +1,274 @@
+"""Bus benchmark: publish → subscriber handler, events per second.
+
+hookbus: `hookbus broker --no-http` (its own process, temp config, journal in
+a temp dir, synchronous=FULL). This process publishes N CloudEvents with
+`ControlClient.publish` (batches of --batch bodies, --inflight calls in flight;
+each call returns once the batch is durable), and runs a `SubscriberRunner`
+with a tiny counting Subscriber; the clock stops when it has handled all N.
+
+Baseline: a plain pyzmq XSUB/XPUB `zmq.proxy` (its own process, SNDHWM/RCVHWM
+= 0, i.e. off), a PUB socket sending `[type, seq, body]` with the same bodies,
+and a SUB socket counting N messages (publisher and receiver are two threads
+of this process, as the hookbus publisher and subscriber share this process).
+
+    python -m bench.bus [--events 100000] [--size 512] [--batch 100] [--inflight 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from hookbus.bus.client import ControlClient
+from hookbus.bus.config import BusSettings
+from hookbus.bus.event import Event
+from hookbus.bus.runtime import SubscriberRunner
+from hookbus.subscribers import Subscriber, SubscriberConfig
+
+from ._common import (
+    HOST,
+    CpuWindow,
+    Processes,
+    add_quiet_options,
+    banner,
+    describe_cpu,
+    event_body,
+    free_ports,
+    handle_sigterm,
+    hookbus_command,
+    quiet_enough,
+    quietest,
+    wait_port,
+    write_config,
+)
+
+TOPIC = b"backup.task.finished"
+WARM_TOPIC = b"warm"
+
+
+class CountingSubscriber(Subscriber):
+    """Counts the distinct seqs it was handed; wakes the benchmark at a target."""
+
+    def __init__(self, config: Any, ordered: bool) -> None:
+        super().__init__(config)
+        self.ordered = ordered  # type: ignore[misc]
+        self.seen: set[int] = set()
+        self.target = 0
+        self.reached = asyncio.Event()
+
+    async def handle(self, event: Event) -> None:
+        self.seen.add(event.seq or 0)
+        if len(self.seen) >= self.target:
+            self.reached.set()
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        self.target = count
+        self.reached.clear()
+        if len(self.seen) >= count:
+            return
+        await asyncio.wait_for(self.reached.wait(), timeout)
+
+
+async def publish_all(client: ControlClient, bodies: list[bytes], batch: int, inflight: int) -> int:
+    """Publish bodies in batches, `inflight` calls at a time; return how many were new."""
+    slots = asyncio.Semaphore(inflight)
+    new = 0
+
+    async def one(chunk: list[bytes]) -> None:
+        nonlocal new
+        async with slots:
+            accepted = await client.publish(chunk, timeout=60.0)
+        new += sum(1 for a in accepted if not a["duplicate"])
+
+    await asyncio.gather(*(one(bodies[i:i + batch]) for i in range(0, len(bodies), batch)))
+    return new
+
+
+async def hookbus_side(args: argparse.Namespace, procs: Processes, tmp: Path, warm: list[bytes],
+                       bodies: list[bytes]) -> dict[str, Any]:
+    tmp.mkdir()
+    control_port, publish_port = free_ports(2)
+    config = write_config(tmp / "hookbus.toml", data_dir=tmp / "var", control_port=control_port,
+                          publish_port=publish_port, http_port=None, bus={"synchronous": args.synchronous})
+    broker = procs.start("hookbus-broker", [*hookbus_command(), "broker", "--no-http", "--config", str(config),
+                                            "--log-level", "WARNING"])
+    wait_port(control_port, broker, procs, "hookbus broker")
+    wait_port(publish_port, broker, procs, "hookbus broker")
+
+    bus = BusSettings(data_dir=tmp / "var", control=f"tcp://{HOST}:{control_port}", publish=f"tcp://{HOST}:{publish_port}")
+    ctx = zmq.asyncio.Context()
+    sub_config = SubscriberConfig(name="bench-counter", kind="counter")
+    counter = CountingSubscriber(sub_config, ordered=args.ordered)
+    runner = SubscriberRunner(sub_config, counter, bus, ctx)
+    client = ControlClient(bus, ctx)
+    run_task = asyncio.create_task(runner.run(), name="bench-subscriber")
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 20)
+        # warm-up: the whole path once, so that connections and subscriptions are live
+        await publish_all(client, warm, args.batch, args.inflight)
+        await counter.wait_for(len(warm), 60)
+
+        window = CpuWindow({"broker": broker.pid})
+        t0 = time.perf_counter()
+        publishing = asyncio.create_task(publish_all(client, bodies, args.batch, args.inflight))
+        acked: list[float] = []
+        publishing.add_done_callback(lambda _: acked.append(time.perf_counter()))
+        await counter.wait_for(len(warm) + len(bodies), args.timeout)
+        t1 = time.perf_counter()
+        new = await publishing
+        cpu = window.stop()
+        procs.check_alive(broker, "hookbus broker")
+    finally:
+        run_task.cancel()
+        await asyncio.gather(run_task, return_exceptions=True)
+        client.close()
+        ctx.destroy(linger=0)
+        procs.stop(broker)
+    if new != len(bodies):
+        raise RuntimeError(f"the broker took {new} of {len(bodies)} events as new")
+    return {"events": len(bodies), "seconds": t1 - t0, "rate": len(bodies) / (t1 - t0),
+            "ack_rate": len(bodies) / (acked[0] - t0), "cpu": cpu}
+
+
+def baseline_side(args: argparse.Namespace, procs: Processes, bodies: list[bytes]) -> dict[str, Any]:
+    xsub_port, xpub_port = free_ports(2)
+    proxy = procs.start("zmq-proxy", [sys.executable, "-m", "bench._baseline", "proxy",
+                                      "--xsub", str(xsub_port), "--xpub", str(xpub_port)])
+    wait_port(xsub_port, proxy, procs, "zmq proxy")
+    wait_port(xpub_port, proxy, procs, "zmq proxy")
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    pub = ctx.socket(zmq.PUB)
+    try:
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.linger = 0
+        sub.subscribe(b"")
+        sub.connect(f"tcp://{HOST}:{xpub_port}")
+        pub.setsockopt(zmq.SNDHWM, 0)
+        pub.linger = 0
+        pub.connect(f"tcp://{HOST}:{xsub_port}")
+        # PUB/SUB joins late: send warm-up messages until one comes through
+        deadline = time.monotonic() + 20
+        while not sub.poll(20):
+            if time.monotonic() > deadline:
+                raise RuntimeError("no message came through the zmq proxy within 20 s")
+            pub.send_multipart([WARM_TOPIC, b"", b""])
+
+        n = len(bodies)
+        finished: list[float] = []
+        received = [0]
+
+        def receive() -> None:
+            count = 0
+            poller_deadline = time.monotonic() + args.timeout
+            while count < n and time.monotonic() < poller_deadline:
+                if not sub.poll(200):
+                    continue
+                frames = sub.recv_multipart()
+                if frames[0] != WARM_TOPIC:
+                    count += 1
+            received[0] = count
+            finished.append(time.perf_counter())
+
+        for i in range(min(n, 10_000)):  # warm-up of the send/receive loops, ignored by the receiver
+            pub.send_multipart([WARM_TOPIC, i.to_bytes(8, "big"), bodies[i]])
+        window = CpuWindow({"proxy": proxy.pid})
+        receiver = threading.Thread(target=receive, name="bench-receiver")
+        t0 = time.perf_counter()
+        receiver.start()
+        for i, body in enumerate(bodies):
+            pub.send_multipart([TOPIC, i.to_bytes(8, "big"), body])
+        t_sent = time.perf_counter()
+        receiver.join(args.timeout + 5)
+        cpu = window.stop()
+        procs.check_alive(proxy, "zmq proxy")
+    finally:
+        sub.close(0)
+        pub.close(0)
+        ctx.term()
+        procs.stop(proxy)
+    if received[0] != n:
+        raise RuntimeError(f"the baseline receiver got {received[0]} of {n} messages")
+    seconds = finished[0] - t0
+    return {"events": n, "seconds": seconds, "rate": n / seconds, "send_rate": n / (t_sent - t0), "cpu": cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.bus", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events to publish and handle (default 100000)")
+    parser.add_argument("--size", type=int, default=512, help="event JSON size in bytes (default 512)")
+    parser.add_argument("--batch", type=int, default=100, help="bodies per ControlClient.publish call (default 100)")
+    parser.add_argument("--inflight", type=int, default=8, help="publish calls in flight (default 8)")
+    parser.add_argument("--jobs", type=int, default=64, help="distinct data.job_id values (default 64)")
+    parser.add_argument("--ordered", action="store_true",
+                        help="counting subscriber handles one event at a time in journal order (like jsonl); "
+                             "default: per-job lanes, as most kinds")
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="[bus] synchronous (default FULL)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds per side")
+    add_quiet_options(parser)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, journal)")
+    args = parser.parse_args()
+    if not 1 <= args.events <= 5_000_000 or not 1 <= args.batch <= 5000 or not 1 <= args.inflight <= 1000:
+        parser.error("--events in [1, 5e6], --batch in [1, 5000], --inflight in [1, 1000]")
+    handle_sigterm()
+
+    run = f"b{os.getpid()}"
+    bodies = [event_body(run, i, args.size, args.jobs) for i in range(args.events)]
+    warm = [event_body(f"{run}w", i, args.size, args.jobs) for i in range(2000)]
+    tmp = Path(tempfile.mkdtemp(prefix="hookbus-bench-bus-"))
+    print(f"bus: {args.events} events of {len(bodies[0])} B, publish batches of {args.batch} with {args.inflight} in flight, "
+          f"subscriber {'ordered' if args.ordered else f'per-job lanes ({args.jobs} jobs)'}, "
+          f"synchronous={args.synchronous}, {os.cpu_count()} CPUs", flush=True)
+    try:
+        with Processes(tmp) as procs:
+            banner("baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
+            runs = []
+            for attempt in range(args.attempts):
+                r = baseline_side(args, procs, bodies)
+                print(f"baseline: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                      f"sent at {r['send_rate']:.0f}/s)", flush=True)
+                print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                runs.append(r)
+                if quiet_enough(r, attempt, args):
+                    break
+            base = quietest(runs)
+
+            banner("hookbus: ControlClient.publish (durable ack) → broker → SubscriberRunner → handler")
+            runs = []
+            for attempt in range(args.attempts):
+                r = asyncio.run(hookbus_side(args, procs, tmp / f"run{attempt}", warm, bodies))
+                print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                      f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
+                print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                runs.append(r)
+                if quiet_enough(r, attempt, args):
+                    break
+            hook = quietest(runs)
+
+        ratio = hook["rate"] / base["rate"]
+        banner("result")
+        print(f"baseline {base['rate']:.0f} events/s   hookbus {hook['rate']:.0f} events/s   ratio hookbus/baseline "
+              f"{ratio:.3f}   (goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted; every process this benchmark started was stopped", file=sys.stderr)
+        sys.exit(130)
