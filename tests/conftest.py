@@ -21,10 +21,20 @@ from aiohttp import web
 HOOKBUS = [sys.executable, "-m", "hookbus.bus.cli"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free a moment ago, and never handed out before in this
+    test run: a port freed and picked again would let two servers of one test
+    (hookbus and a stand-in, or two hookbus sockets) race for it."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def toml_value(value: Any) -> str:
