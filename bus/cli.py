@@ -248,7 +248,21 @@ def sample_for(patterns: list[str], wanted: str | None) -> Any:
     types = [wanted] if wanted else [t for t in ["backup.job.finished", *SAMPLES] if takes(t)]
     if not types:
         fail(f"no sample event matches this subscriber's events ({', '.join(patterns)}); pass --type TYPE", EXIT_USAGE)
-    return dataclasses.replace(SAMPLES[types[0]], id=f"test-{new_id()}", time=now_rfc3339(), seq=None)
+    sample = SAMPLES[types[0]]
+    return dataclasses.replace(sample, id=f"test-{new_id()}", time=now_rfc3339(), seq=None, data=_as_of_now(sample.data))
+
+
+def _as_of_now(data: Any) -> Any:
+    """The sample's own times (finished_at, stop, …) moved to now, keeping its duration:
+    a receiver that refuses stale results (healthchecks' max_age) must not refuse a test."""
+    from datetime import datetime, timedelta, timezone
+
+    if not isinstance(data, dict):
+        return data
+    now = datetime.now(timezone.utc)
+    duration = timedelta(seconds=float(data.get("duration_s") or 0))
+    stamp = {"finished_at": now, "stop": now, "started_at": now - duration, "start": now - duration}
+    return {**data, **{k: v.isoformat(timespec="seconds").replace("+00:00", "Z") for k, v in stamp.items() if k in data}}
 
 
 def cmd_test(args: argparse.Namespace, config: Config) -> int:
