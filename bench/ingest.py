@@ -196,15 +196,17 @@ def main() -> None:
             if head < hookbus["accepted_total"]:
                 raise RuntimeError("the journal holds fewer events than wrk saw accepted")
             if args.subscriber == "jsonl":
+                time.sleep(0.5)  # requests still in flight when wrk stopped may commit now
                 t0 = time.monotonic()
                 while True:
+                    lines = count_lines(data_dir / "events.jsonl")  # before the head: lines <= head
                     head = get_json(f"http://{HOST}:{http_port}/healthz")["head"]
-                    lines = count_lines(data_dir / "events.jsonl")
                     if lines >= head or time.monotonic() - t0 > 60:
                         break
                     time.sleep(0.1)
                 print(f"          jsonl subscriber: {lines} lines for journal head {head}, "
-                      f"caught up {time.monotonic() - t0:.1f} s after the load ended")
+                      f"caught up {time.monotonic() - t0:.1f} s after the load ended"
+                      + ("" if lines == head else "  (MISMATCH)"), flush=True)
             procs.check_alive(serve, "hookbus serve")
 
         ratio = hookbus["rps"] / baseline["rps"]
