@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -109,6 +110,10 @@ def stop_event() -> asyncio.Event:
 
 async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> None:
     stop = stop_event()
+    # Everything imported and configured so far lives as long as the process: keep it out
+    # of the collector, whose full passes over it were ~20 ms pauses in delivery latency.
+    gc.collect()
+    gc.freeze()
     if broker:
         async with running_broker(config, http):
             await run_subscribers(config, subscribers, stop) if subscribers else await stop.wait()
