@@ -435,7 +435,7 @@ class _Waiter:
         self.loop, self.future = loop, future
 
     def __call__(self, result: Any, exc: BaseException | None) -> None:
-        self.loop.call_soon_threadsafe(_settle, self.future, result, exc)
+        self.loop.call_soon_threadsafe(settle_future, self.future, result, exc)
 
 
 def _finish(outcomes: list[tuple[Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
@@ -456,10 +456,11 @@ def _finish(outcomes: list[tuple[Callable[[Any, BaseException | None], None], An
 
 def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, exc in items:
-        _settle(future, result, exc)
+        settle_future(future, result, exc)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+def settle_future(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Give a future its result or exception, unless it is already done (cancelled)."""
     if future.done():
         return
     if exc is not None:

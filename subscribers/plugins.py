@@ -43,6 +43,7 @@ from pydantic import model_validator
 
 from hookbus.bus.config import ConfigError
 from hookbus.bus.event import Event
+from hookbus.bus.journal import settle_future
 
 from .base import DeliveryError, Subscriber, SubscriberConfig
 
@@ -285,21 +286,13 @@ def _in_thread(fn: Any, args: tuple[Any, ...]) -> asyncio.Future[Any]:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
-    def settle(result: Any, exc: BaseException | None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
     def work() -> None:
         try:
             result, exc = fn(*args), None
         except BaseException as error:  # reported to the caller, whatever it is
             result, exc = None, error
         with contextlib.suppress(RuntimeError):  # the loop may be gone by the time a hung call returns
-            loop.call_soon_threadsafe(settle, result, exc)
+            loop.call_soon_threadsafe(settle_future, future, result, exc)
 
     threading.Thread(target=work, name="hookbus-plugin", daemon=True).start()
     return future
