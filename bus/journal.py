@@ -361,12 +361,14 @@ class Journal:
     def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000) -> tuple[list[StoredEvent], int]:
         """Return up to `limit` events with seq > after whose type passes `types`,
         and the seq up to which the journal was scanned."""
+        # Unfiltered, the first `limit` rows are the answer; filtered, look further for matches.
+        rows_wanted = limit if types is None else max(scan, limit)
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for both reads
         try:
             meta = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             rows = conn.execute(
-                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, max(scan, limit))
+                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, rows_wanted)
             ).fetchall()
         finally:
             conn.execute("COMMIT")

@@ -356,6 +356,8 @@ async def test_read_filters_and_reports_scan(journal: Journal) -> None:
     assert [e.seq for e in stored] == [2, 4] and scanned == 4
     stored, scanned = journal.read(4, 10, compile_globs(["backup.log"]).match)
     assert [e.seq for e in stored] == [6] and scanned == 6
+    stored, scanned = journal.read(1, 3)  # unfiltered: exactly the next `limit` events
+    assert [e.seq for e in stored] == [2, 3, 4] and scanned == 4
     assert journal.get(3) is not None and journal.get(99) is None
 
 
