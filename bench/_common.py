@@ -6,6 +6,7 @@ Everything listens on and talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -14,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -257,6 +259,30 @@ def handle_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's main; Ctrl-C or SIGTERM stops it through its cleanup and exits 130."""
+    handle_sigterm()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted; every process this benchmark started was stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def bench_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A fresh temp dir for one benchmark's configs, logs and journals: removed
+    afterwards, or kept (and its path printed) with --keep."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def require(program: str) -> str:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,13 +39,14 @@ from ._common import (
     Processes,
     add_quiet_options,
     banner,
+    bench_dir,
     describe_cpu,
     event_body,
     free_ports,
-    handle_sigterm,
     hookbus_command,
     quiet_enough,
     quietest,
+    run_main,
     wait_port,
     write_config,
 )
@@ -220,16 +219,14 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.events <= 5_000_000 or not 1 <= args.batch <= 5000 or not 1 <= args.inflight <= 1000:
         parser.error("--events in [1, 5e6], --batch in [1, 5000], --inflight in [1, 1000]")
-    handle_sigterm()
 
     run = f"b{os.getpid()}"
     bodies = [event_body(run, i, args.size, args.jobs) for i in range(args.events)]
     warm = [event_body(f"{run}w", i, args.size, args.jobs) for i in range(2000)]
-    tmp = Path(tempfile.mkdtemp(prefix="hookbus-bench-bus-"))
     print(f"bus: {args.events} events of {len(bodies[0])} B, publish batches of {args.batch} with {args.inflight} in flight, "
           f"subscriber {'ordered' if args.ordered else f'per-job lanes ({args.jobs} jobs)'}, "
           f"synchronous={args.synchronous}, {os.cpu_count()} CPUs", flush=True)
-    try:
+    with bench_dir("hookbus-bench-bus-", args.keep) as tmp:
         with Processes(tmp) as procs:
             banner("baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
             runs = []
@@ -259,16 +256,7 @@ def main() -> None:
         banner("result")
         print(f"baseline {base['rate']:.0f} events/s   hookbus {hook['rate']:.0f} events/s   ratio hookbus/baseline "
               f"{ratio:.3f}   (goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})", flush=True)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted; every process this benchmark started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -18,10 +18,8 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -33,14 +31,15 @@ from ._common import (
     Processes,
     add_quiet_options,
     banner,
+    bench_dir,
     describe_cpu,
     event_dict,
     free_ports,
-    handle_sigterm,
     hookbus_command,
     quiet_enough,
     quietest,
     require,
+    run_main,
     wait_port,
     write_config,
 )
@@ -164,10 +163,8 @@ def main() -> None:
     if args.threads < 1 or args.connections < args.threads:
         parser.error("need --threads >= 1 and --connections >= --threads")
     require("wrk")
-    handle_sigterm()
 
-    tmp = Path(tempfile.mkdtemp(prefix="hookbus-bench-ingest-"))
-    try:
+    with bench_dir("hookbus-bench-ingest-", args.keep) as tmp:
         script = tmp / "post_event.lua"
         script.write_text(lua_script(args.size, args.jobs))
         print(f"ingest: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s (+{args.warmup:g}s warm-up), "
@@ -213,16 +210,7 @@ def main() -> None:
         banner("result")
         print(f"baseline {baseline['rps']:.0f} req/s   hookbus {hookbus['rps']:.0f} req/s   "
               f"ratio hookbus/baseline {ratio:.2f}   (goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})", flush=True)
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted; every process this benchmark started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

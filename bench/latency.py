@@ -24,10 +24,8 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +39,14 @@ from ._common import (
     Processes,
     add_quiet_options,
     banner,
+    bench_dir,
     describe_cpu,
     free_ports,
-    handle_sigterm,
     hookbus_command,
     percentile,
     quiet_enough,
     quietest,
+    run_main,
     wait_port,
     write_config,
 )
@@ -201,22 +200,11 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.rate <= 20_000 or not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
         parser.error("--rate in [1, 20000], --duration in (0, 600], --warmup in [0, 60]")
-    handle_sigterm()
-    tmp = Path(tempfile.mkdtemp(prefix="hookbus-bench-latency-"))
     print(f"latency: {args.rate:g} events/s for {args.duration:g} s (+{args.warmup:g} s warm-up), event ~{args.size} B, "
           f"synchronous={args.synchronous}, {os.cpu_count()} CPUs", flush=True)
-    try:
+    with bench_dir("hookbus-bench-latency-", args.keep) as tmp:
         asyncio.run(run(args, tmp))
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("interrupted; every process this benchmark started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)
