@@ -97,7 +97,7 @@ def parse_condition(value: Any) -> str:
 def kind_of_task(task: str | None) -> str:
     """For CONDITION_ANY_ERROR: Backrest's task names begin with what the task does."""
     first = (task or "").strip().lower().split(" ", 1)[0]
-    return {"backup": "backup", "prune": "prune", "check": "check", "forget": "forget"}.get(first, "other")
+    return first if first in KINDS.values() else "other"
 
 
 def parse_hook(obj: Any) -> Hook:

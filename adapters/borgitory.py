@@ -37,7 +37,6 @@ FINAL = ("completed", "failed", "cancelled", "stopped")
 TASK_STATUSES = ("pending", "queued", "running", "completed", "failed", "skipped", "stopped")
 # Borgitory's statuses in hookbus's words (DESIGN §1: pending/running/completed/failed/skipped).
 TASK_STATUS = {"queued": "pending", "stopped": "failed"}
-TASK_KINDS = {"backup": "backup", "prune": "prune", "check": "check", "hook": "hook", "notification": "notification"}
 
 
 # -- the job status JSON ------------------------------------------------------------
@@ -54,7 +53,7 @@ def parse_task(index: int, raw: Any, backup_index: int | None) -> dict[str, Any]
     started = timestamp(raw, "started_at", where=where)
     completed = timestamp(raw, "completed_at", where=where)
     error = get(raw, "error", str, where=where)
-    kind = TASK_KINDS.get(task_type, task_type)  # compact, cloud_sync…: kept in Borgitory's words
+    kind = task_type  # Borgitory's words are hookbus's (backup, prune, check, hook…); compact, cloud_sync… kept as they are
     hook_type = params.get("hook_type") if isinstance(params.get("hook_type"), str) else None
     if kind == "hook":
         phase = hook_type if hook_type in ("pre", "post") else ("pre" if backup_index is None or index < backup_index else "post")
