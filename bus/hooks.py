@@ -19,11 +19,10 @@ from pathlib import Path
 
 from . import process
 from .config import scrub
-from .jobconfig import DEFAULT_SHELL, DEFAULT_TIMEOUT, is_template
-from .process import DRAIN, GRACE, OUTPUT_LIMIT, group_alive
+from .jobconfig import DEFAULT_SHELL, DEFAULT_TIMEOUT
+from .process import GRACE, OUTPUT_LIMIT
 
-__all__ = ["HookResult", "run_command", "is_template", "group_alive", "DEFAULT_SHELL", "DEFAULT_TIMEOUT",
-           "DRAIN", "GRACE", "OUTPUT_LIMIT"]
+__all__ = ["HookResult", "run_command"]
 
 
 @dataclass(slots=True)

@@ -30,8 +30,9 @@ import orjson
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.bus.event import Event, compile_globs
-from hookbus.bus.hooks import DRAIN, GRACE, HookResult, run_command
+from hookbus.bus.hooks import HookResult, run_command
 from hookbus.bus.jobconfig import DEFAULT_SHELL, is_template
+from hookbus.bus.process import DRAIN, GRACE
 
 from .base import DeliveryError, Subscriber, SubscriberConfig, wants
 

@@ -16,8 +16,9 @@ import aiohttp
 import orjson
 import pytest
 
-from hookbus.bus.hooks import group_alive, run_command
+from hookbus.bus.hooks import run_command
 from hookbus.bus.jobs import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
+from hookbus.bus.process import group_alive
 
 from .conftest import HOOKBUS, Site, http_ready, read_jsonl, toml_value, wait_for
 from .test_process import jsonl_sub, run_cli
