@@ -42,6 +42,8 @@ Behavior = Literal["ON_ERROR_IGNORE", "ON_ERROR_FATAL", "ON_ERROR_CANCEL", "ON_E
                    "ON_ERROR_RETRY_10MINUTES", "ON_ERROR_RETRY_EXPONENTIAL_BACKOFF"]
 
 START_TYPES = ("backup.job.started", "backup.task.started")
+# The fixed-pace retry behaviours: seconds between attempts.
+_PACE = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}
 
 # Backrest's operation words → hookbus task kinds.
 _OPERATIONS = {"SNAPSHOT": "backup", "PRUNE": "prune", "CHECK": "check", "FORGET": "forget"}
@@ -131,7 +133,7 @@ class ShellConfig(SubscriberConfig):
             if isinstance(on, list):  # the event types those conditions need; `on` itself is checked below
                 data["events"] = sorted({CONDITIONS[c][0] for c in on if isinstance(c, str) and c in CONDITIONS})
         # The retry behaviours set the pace unless `retry` says otherwise.
-        pace = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}.get(str(data.get("error_behavior")))
+        pace = _PACE.get(str(data.get("error_behavior")))
         if pace is not None and "retry" not in data:
             data["retry"] = {"initial_delay": pace, "max_delay": pace}
         return data
@@ -226,15 +228,24 @@ class ShellSubscriber(Subscriber):
         """For `hookbus run`: whether to run this hook itself, before the start event goes out."""
         return self.is_gate and event.type in START_TYPES and self.matches(event)
 
-    async def execute(self, event: Event) -> HookResult:
+    def command_for(self, event: Event) -> str:
+        """The command to run for an event, its template rendered; raise a permanent DeliveryError
+        naming a template error."""
         command = self.config.command
-        if is_template(command):
-            from hookbus.bus.templates import TemplateError, render_shell
+        if not is_template(command):
+            return command
+        from hookbus.bus.templates import TemplateError, render_shell
 
-            try:
-                command = render_shell(command, event)
-            except TemplateError as exc:
-                return HookResult(None, "", 0.0, error=f"command template: {getattr(exc, 'message', None) or exc}")
+        try:
+            return render_shell(command, event)
+        except TemplateError as exc:
+            raise DeliveryError(f"command template: {getattr(exc, 'message', None) or exc}", permanent=True) from None
+
+    async def execute(self, event: Event) -> HookResult:
+        try:
+            command = self.command_for(event)
+        except DeliveryError as exc:
+            return HookResult(None, "", 0.0, error=str(exc))
         env = {**os.environ, **event_env(event), **self.config.env}
         stdin = orjson.dumps({**event.to_dict(), "seq": event.seq})
         return await run_command(command, shell=self.config.shell, cwd=self.config.cwd, env=env,
@@ -255,14 +266,7 @@ class ShellSubscriber(Subscriber):
     def preview(self, event: Event) -> str:
         if not self.matches(event):
             raise DeliveryError("it does not meet this hook's conditions (`on`, `events`, `when`): nothing would run")
-        command = self.config.command
-        if is_template(command):
-            from hookbus.bus.templates import TemplateError, render_shell
-
-            try:
-                command = render_shell(command, event)
-            except TemplateError as exc:
-                raise DeliveryError(f"command template: {getattr(exc, 'message', None) or exc}", permanent=True) from None
+        command = self.command_for(event)
         return f"would run, with {self.config.shell} and the event's JSON on stdin:\n{command}"
 
     async def run_gate(self, event: Event) -> HookResult:
@@ -287,8 +291,7 @@ class ShellSubscriber(Subscriber):
             # Nothing to cancel here (an outside tool's job, or an end event): the failure goes to the
             # dead letters and out as hookbus.delivery.failed.
             raise DeliveryError(message, permanent=True)
-        pace = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}.get(self.behavior)
-        raise DeliveryError(message, retry_after=pace)
+        raise DeliveryError(message, retry_after=_PACE.get(self.behavior))
 
 
 SUBSCRIBER = ShellSubscriber
