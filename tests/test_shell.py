@@ -22,6 +22,10 @@ from .test_jobs import add_jobs, spooled_events
 from .test_process import jsonl_sub, run_cli
 
 
+def shell_config(**keys: Any) -> Any:
+    return load_subscriber_config({"name": "hook", "kind": "shell", "command": "true", **keys}, 0)
+
+
 def task_event(type_: str, kind: str, status: str, warning: bool | None = None, **data: Any) -> Event:
     task = {"kind": kind, "status": status, **({"warning": warning} if warning is not None else {})}
     return Event(id="e", source="test://shell", type=type_, data={"job_id": "j", "task": task, **data})
@@ -51,14 +55,9 @@ def task_event(type_: str, kind: str, status: str, warning: bool | None = None, 
     ("CONDITION_ANY_ERROR", Event(id="e", source="s", type="backup.job.finished", data={"outcome": "warning"}), False),
 ])
 def test_backrest_conditions_map_onto_events(condition: str, event: Event, matches: bool) -> None:
-    glob, predicate = CONDITIONS[condition]
+    _, predicate = CONDITIONS[condition]
     assert predicate(event) is matches
-    sub = ShellSubscriber(load_subscriber_config({"name": "h", "kind": "shell", "on": [condition], "command": "true"}, 0))
-    assert sub.matches(event) is matches
-
-
-def shell_config(**keys: Any) -> Any:
-    return load_subscriber_config({"name": "hook", "kind": "shell", "command": "true", **keys}, 0)
+    assert ShellSubscriber(shell_config(on=[condition])).matches(event) is matches
 
 
 @pytest.mark.parametrize(("keys", "error"), [
