@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -191,18 +192,27 @@ class Receiver:
         return web.Response(status=self.status, text=self.body, headers=self.headers)
 
 
+@contextlib.asynccontextmanager
+async def local_site(app: web.Application) -> AsyncIterator[str]:
+    """Serve app on a fresh loopback port until the block ends; yield its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/{tail:.*}", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    rec.url = f"http://127.0.0.1:{port}/hook/secret-token-123"
-    yield rec
-    await runner.cleanup()
+    async with local_site(app) as base:
+        rec.url = f"{base}/hook/secret-token-123"
+        yield rec
 
 
 @pytest.fixture(autouse=True)

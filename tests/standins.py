@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from .conftest import free_port
+from .conftest import local_site
 
 
 class MockResponse(aiohttp.ClientResponse):
@@ -93,10 +93,6 @@ async def standin() -> AsyncIterator[StandIn]:
     server = StandIn()
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    server.url = f"http://127.0.0.1:{port}"
-    yield server
-    await runner.cleanup()
+    async with local_site(app) as url:
+        server.url = url
+        yield server
