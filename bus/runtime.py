@@ -77,7 +77,8 @@ class SubscriberRunner:
         self.client = ControlClient(bus, self.ctx)
         subscriber.publish = self.publish
         subscriber.give_up = self._give_up
-        self.match_type = compile_globs(config.events if config.events is not None else subscriber.default_events).match
+        self.events = config.events if config.events is not None else subscriber.default_events
+        self.match_type = compile_globs(self.events).match
         self.high = 0  # every seq <= high has been handed out or skipped
         self.target = 0  # the journal head as last heard of
         self.epoch = 0
@@ -179,7 +180,7 @@ class SubscriberRunner:
     async def _fetch(self) -> None:
         try:
             info, bodies = await self.client.request(
-                protocol.FETCH, {"after": self.high, "limit": FETCH_LIMIT, "events": self.config.events if self.config.events is not None else self.sub.default_events},
+                protocol.FETCH, {"after": self.high, "limit": FETCH_LIMIT, "events": self.events},
                 timeout=10.0,
             )
         except BrokerUnavailable as exc:
