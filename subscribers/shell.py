@@ -171,16 +171,14 @@ class ShellConfig(SubscriberConfig):
 
 def check_template(command: str, patterns: list[str]) -> None:
     """Render a command template against the sample events it could see; raise ValueError."""
-    from hookbus.bus.templates import SAMPLES, TemplateError, render_shell
+    from hookbus.bus.templates import SAMPLES, TemplateError, check
 
     match = compile_globs(patterns).match
     samples = [e for t, e in SAMPLES.items() if match(t)] or [SAMPLES["backup.job.finished"]]
-    for sample in samples:
-        try:
-            render_shell(command, sample)
-        except TemplateError as exc:
-            raise ValueError(f"template error: {getattr(exc, 'message', None) or exc} "
-                             f"(rendering a sample {sample.type} event)") from None
+    try:
+        check(command, samples, shell=True)
+    except TemplateError as exc:
+        raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
 
 
 def event_env(event: Event) -> dict[str, str]:
