@@ -304,9 +304,9 @@ def max_per_window(times: list[float], window: float) -> int:
 
 
 async def stalled_target(root: Path, procs: Processes, scale: Scale) -> Row:
-    row, target = await _target_fault(root, procs, scale, "stall",
-                                      f"target accepts, never answers, for {scale.down_s:g}s",
-                                      {"timeout": 2.0, "retry": {"attempts": 1000, "max_delay": 3.0, "initial_delay": 0.5}})
+    row, _ = await _target_fault(root, procs, scale, "stall",
+                                 f"target accepts, never answers, for {scale.down_s:g}s",
+                                 {"timeout": 2.0, "retry": {"attempts": 1000, "max_delay": 3.0, "initial_delay": 0.5}})
     row.note = "each attempt cut at the 2 s handler timeout, then retried"
     return row
 
