@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ._common import HOST, Processes, free_ports, hookbus_command, wait_port, write_config
+from ._common import HOST, Processes, free_ports, hookbus_command, percentile, wait_port, write_config
 
 
 def rss_mib(pid: int) -> float:
@@ -40,13 +40,6 @@ def rss_mib(pid: int) -> float:
 
 def journal_mib(data_dir: Path) -> float:
     return sum(p.stat().st_size for p in data_dir.glob("journal.db*")) / 2**20
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Receiver:
@@ -113,11 +106,11 @@ async def run(rate: int, duration: float, every: float, retention_s: float) -> d
             seen = 0
             while time.monotonic() - started < duration + every:
                 await asyncio.sleep(every)
-                window = receiver.latencies_ms[seen:]
+                window = sorted(receiver.latencies_ms[seen:])
                 seen = len(receiver.latencies_ms)
                 sample = {"t_s": round(time.monotonic() - started), "sent": sent, "delivered": receiver.delivered,
                           "rss_mib": round(rss_mib(serve.pid), 1), "journal_mib": round(journal_mib(data_dir), 1),
-                          "p50_ms": round(pct(window, 0.5), 2), "p99_ms": round(pct(window, 0.99), 2)}
+                          "p50_ms": round(percentile(window, 50), 2), "p99_ms": round(percentile(window, 99), 2)}
                 samples.append(sample)
                 print(" ".join(f"{sample[k]:>{w}}" for k, w in (("t_s", 6), ("sent", 8), ("delivered", 9), ("rss_mib", 8),
                                                                  ("journal_mib", 11), ("p50_ms", 7), ("p99_ms", 7))), flush=True)
@@ -129,13 +122,14 @@ async def run(rate: int, duration: float, every: float, retention_s: float) -> d
             await asyncio.sleep(0.1)
         await runner.cleanup()
         warm = [s for s in samples if s["t_s"] >= min(60, duration / 4)] or samples
-        lat = receiver.latencies_ms
+        lat = sorted(receiver.latencies_ms)
         return {
             "rate": rate, "duration_s": duration, "sent": sent, "delivered": receiver.delivered,
             "rss_mib_after_warmup": [warm[0]["rss_mib"], warm[-1]["rss_mib"]],
             "rss_growth_after_warmup_mib": round(warm[-1]["rss_mib"] - warm[0]["rss_mib"], 1),
             "journal_mib_min_max_after_warmup": [min(s["journal_mib"] for s in warm), max(s["journal_mib"] for s in warm)],
-            "latency_ms": {"p50": round(pct(lat, 0.5), 2), "p99": round(pct(lat, 0.99), 2), "max": round(max(lat, default=0), 2)},
+            "latency_ms": {"p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2),
+                           "max": round(max(lat, default=0), 2)},
         }
 
 
