@@ -47,6 +47,7 @@ from pydantic import Field, field_validator
 
 from hookbus.bus.config import ConfigError
 from hookbus.bus.event import Event
+from hookbus.bus.journal import settle_future
 from hookbus.bus.validation import Reporter, Result
 
 from .base import DeliveryError, Subscriber, SubscriberConfig
@@ -163,21 +164,15 @@ async def in_daemon_thread(fn: Callable[[], T], timeout: float, name: str) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(ok: bool, value: Any) -> None:
-        if future.done():  # the waiter timed out and left
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
     def main() -> None:
+        result: Any = None
+        error: BaseException | None = None
         try:
-            outcome: tuple[bool, Any] = (True, fn())
+            result = fn()
         except BaseException as exc:  # handed to the awaiting task, which decides
-            outcome = (False, exc)
-        try:
-            loop.call_soon_threadsafe(settle, *outcome)
+            error = exc
+        try:  # settle_future leaves a future alone whose waiter timed out and left
+            loop.call_soon_threadsafe(settle_future, future, result, error)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
