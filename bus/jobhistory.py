@@ -36,6 +36,8 @@ class JobHistory:
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> None:
+        if self.scanned >= self.journal.last_seq:
+            return  # nothing appended since the last request: no thread, no read
         async with self._lock:
             await asyncio.to_thread(self._catch_up)
 
