@@ -17,7 +17,7 @@ from hookbus import __version__
 from hookbus.subscribers.base import DeliveryError
 
 USER_AGENT = f"hookbus/{__version__}"
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx
 
 
 def redact_url(url: str) -> str:
