@@ -160,9 +160,7 @@ def output_tail(event: Event) -> str:
 def ping_body(message: str, output: str, limit: int) -> bytes:
     """The message, then the output cut from the front, within `limit` bytes."""
     head = message.encode()
-    if not output:
-        return cut_front_bytes(message, limit).encode()
-    if len(head) + 2 >= limit:
+    if not output or len(head) + 2 >= limit:
         return cut_front_bytes(message, limit).encode()
     return head + b"\n\n" + cut_front_bytes(output, limit - len(head) - 2).encode()
 
