@@ -205,7 +205,7 @@ class AppriseSubscriber(Notifier):
         todo = [i for i in range(len(self.services)) if i not in done]
 
         async def one(i: int) -> tuple[int, bool, list[str]]:
-            label, service = self.services[i]
+            service = self.services[i][1]
             t, b = fit(service, title, body)
             ok, warnings = await asyncio.to_thread(_notify_in_thread, service, body=b, title=t,
                                                    notify_type=notify_type, body_format=self.config.format)
