@@ -56,7 +56,6 @@ RESERVED = frozenset({
     "environment", "ansible_play_batch", "ansible_play_hosts", EVENT_VAR,
 })
 OUTPUT_IN_EVENT = 16 * 1024  # bytes of output tail carried by the result event
-STOP_GRACE = process.GRACE
 
 
 class AnsibleConfig(SubscriberConfig):
@@ -217,7 +216,7 @@ class AnsibleSubscriber(Subscriber):
 
     def handler_timeout(self) -> float:
         # The playbook's own timeout, then time to stop its tree and publish the result.
-        return float(self.config.timeout) + STOP_GRACE + 35.0
+        return float(self.config.timeout) + process.GRACE + 35.0
 
     async def handle(self, event: Event) -> None:
         await self.reporter.report(event, lambda: self.run_playbook(event), self.publish)
@@ -244,7 +243,7 @@ class AnsibleSubscriber(Subscriber):
             log.info("subscriber %s: running %s for %s %s", self.name, cfg.playbook.name, event.type, event.id)
             try:
                 finished = await process.run(argv, env=self.environment(stats_path), cwd=cfg.playbook.parent,
-                                                  timeout=cfg.timeout, grace=STOP_GRACE, output_limit=OUTPUT_IN_EVENT)
+                                             timeout=cfg.timeout, output_limit=OUTPUT_IN_EVENT)
             except OSError as exc:
                 raise DeliveryError(f"cannot start {self.executable}: {exc.strerror or exc}") from None
             stats = None
