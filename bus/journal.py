@@ -70,6 +70,10 @@ class JournalError(RuntimeError):
     """The journal could not commit (disk full, I/O error, closed)."""
 
 
+class _OpRefused(Exception):
+    """An op of a batch failed by its own fault (see Journal._run_ops)."""
+
+
 @dataclass(slots=True, frozen=True)
 class Accepted:
     id: str
@@ -156,24 +160,15 @@ class Journal:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
         saved_seq = self.last_seq
-        results: list[tuple[Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, _ in batch:
-                conn.execute("SAVEPOINT op")
-                op_seq = self.last_seq
-                try:
-                    results.append((fn(conn), None))
-                    conn.execute("RELEASE op")
-                except sqlite3.Error:
-                    raise  # the database itself failed (disk full, I/O): the whole batch fails
-                except Exception as exc:  # the op's own fault (bad argument); the others still commit
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    self.last_seq = op_seq  # its rows are gone: hand their seqs out again, no gap
-                    results.append((None, exc))
-            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)", (self.last_seq,))
-            conn.execute("COMMIT")
+            try:
+                results = self._run_ops(conn, batch, careful=False)
+            except _OpRefused:
+                # One op failed by its own fault: run the batch again, each op in a
+                # savepoint, so that only that op is refused and the others commit.
+                conn.execute("ROLLBACK")
+                self.last_seq = saved_seq
+                results = self._run_ops(conn, batch, careful=True)
         except sqlite3.Error as exc:
             log.error("journal commit failed: %s", exc)
             try:
@@ -185,6 +180,37 @@ class Journal:
             _finish([(done, None, error) for _, done in batch])
             return
         _finish([(done, result, refusal) for (_, done), (result, refusal) in zip(batch, results, strict=True)])
+
+    def _run_ops(self, conn: sqlite3.Connection, batch: list[_Op], careful: bool) -> list[tuple[Any, BaseException | None]]:
+        """Run the ops in one transaction and commit. Without `careful` (the usual
+        case: savepoints cost a statement each, twice per op) an op's own failure
+        raises _OpRefused; with it, that op is rolled back alone and reported."""
+        results: list[tuple[Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, _ in batch:
+            if not careful:
+                try:
+                    results.append((fn(conn), None))
+                except sqlite3.Error:
+                    raise  # the database itself failed (disk full, I/O): the whole batch fails
+                except Exception as exc:
+                    raise _OpRefused from exc
+                continue
+            conn.execute("SAVEPOINT op")
+            op_seq = self.last_seq
+            try:
+                results.append((fn(conn), None))
+                conn.execute("RELEASE op")
+            except sqlite3.Error:
+                raise
+            except Exception as exc:  # the op's own fault (bad argument); the others still commit
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                self.last_seq = op_seq  # its rows are gone: hand their seqs out again, no gap
+                results.append((None, exc))
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)", (self.last_seq,))
+        conn.execute("COMMIT")
+        return results
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) inside the next group commit; return its result once on disk."""
@@ -215,17 +241,17 @@ class Journal:
             out: list[Accepted] = []
             now = time.time()
             for event, body in events:
-                row = conn.execute("SELECT seq FROM events WHERE source=? AND id=?", (event.source, event.id)).fetchone()
-                if row:
-                    out.append(Accepted(event.id, row[0], True))
-                    continue
                 seq = self.last_seq + 1
-                conn.execute(
-                    "INSERT INTO events(seq, source, id, type, at, body) VALUES (?,?,?,?,?,?)",
+                # One statement for the usual new event; a repeat of (source, id) inserts nothing.
+                if conn.execute(
+                    "INSERT INTO events(seq, source, id, type, at, body) VALUES (?,?,?,?,?,?) ON CONFLICT(source, id) DO NOTHING",
                     (seq, event.source, event.id, event.type, now, body),
-                )
-                self.last_seq = seq
-                out.append(Accepted(event.id, seq, False))
+                ).rowcount:
+                    self.last_seq = seq
+                    out.append(Accepted(event.id, seq, False))
+                    continue
+                row = conn.execute("SELECT seq FROM events WHERE source=? AND id=?", (event.source, event.id)).fetchone()
+                out.append(Accepted(event.id, row[0], True))
             return out
 
         return op

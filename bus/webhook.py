@@ -53,10 +53,16 @@ def ok(body: Any, status: int = 200) -> web.Response:
 
 
 @web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every refusal into a JSON 4xx; an unexpected error is logged and
-    answered without internals."""
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request passes here once (one middleware, not one per concern: each
+    is a coroutine layer on every request): read the body within its deadline,
+    authenticate, and turn every refusal into a JSON 4xx; an unexpected error is
+    logged and answered without internals."""
     try:
+        body = await read_body_in_time(request)
+        refusal = authenticate(request, body)
+        if refusal is not None:
+            return refusal
         return await handler(request)
     except BadRequest as exc:
         return problem(exc.status, exc.error, exc.field)
@@ -82,27 +88,28 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return problem(500, "internal error; see the server log")
 
 
-@web.middleware
-async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def read_body_in_time(request: web.Request) -> bytes:
     """Read the whole body first, within a deadline: a client that trickles its
-    body must not hold a connection and its memory open indefinitely."""
-    if request.body_exists and request.content.is_eof():
-        await request.read()  # all of it is here already (the usual small POST): no deadline needed
-    elif request.body_exists:
-        limit = request.app[CONFIG].webhook.body_timeout
-        try:
-            async with asyncio.timeout(limit):
-                await request.read()  # aiohttp keeps it; handlers read it again at no cost
-        except TimeoutError:
-            raise BadRequest(408, f"request body not received within {limit:g}s (webhook.body_timeout)", "body") from None
-    return await handler(request)
+    body must not hold a connection and its memory open indefinitely. aiohttp
+    keeps it; handlers read it again at no cost."""
+    if not request.body_exists:
+        return b""
+    if request.content.is_eof():
+        return await request.read()  # all of it is here already (the usual small POST): no deadline needed
+    limit = request.app[CONFIG].webhook.body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        raise BadRequest(408, f"request body not received within {limit:g}s (webhook.body_timeout)", "body") from None
 
 
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+def authenticate(request: web.Request, body: bytes) -> web.Response | None:
+    """Return a 401 unless the request carries an accepted token or signature over
+    its body, or needs neither."""
     settings = request.app[CONFIG].webhook
-    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES) or not (settings.tokens or settings.hmac_secrets):
-        return await handler(request)
+    if not (settings.tokens or settings.hmac_secrets) or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
+        return None
     reasons = []
     if settings.tokens:
         header = request.headers.get("Authorization", "")
@@ -111,15 +118,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         elif not header.startswith("Bearer "):
             reasons.append("Authorization must be 'Bearer <token>'")
         elif any(hmac.compare_digest(header[7:].strip().encode(), t.encode()) for t in settings.tokens):
-            return await handler(request)
+            return None
         else:
             reasons.append("bearer token not accepted")
     if settings.hmac_secrets and "webhook-signature" in request.headers:
-        body = await request.read()
         try:
             signing.verify(settings.hmac_secrets, request.headers.get("webhook-id"), request.headers.get("webhook-timestamp"),
                            request.headers.get("webhook-signature"), body, settings.hmac_tolerance)
-            return await handler(request)
+            return None
         except signing.SignatureError as exc:
             reasons.append(str(exc))
     elif settings.hmac_secrets:
@@ -305,7 +311,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config, broker: Broker) -> web.Application:
-    app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[errors_as_json, read_body_in_time, authenticate])
+    app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[guard])
     app[CONFIG] = config
     app[BROKER] = broker
     app.router.add_post("/events", post_events)
