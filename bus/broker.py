@@ -45,6 +45,8 @@ class Broker:
         # check per message, a large share of the broker's time per event.
         self._xpub: zmq.Socket[bytes] | None = None
         self._auth: Any = None
+        # Subscribers running in this process: handed what goes out on XPUB (see runtime.LiveFeed).
+        self._listeners: list[Callable[[str | None, int, bytes], None]] = []
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
         self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
         self._handlers: dict[bytes, Callable[[dict[str, Any], list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
@@ -131,6 +133,12 @@ class Broker:
             self._publish(event.type, acc.seq, body)
         return accepted
 
+    def attach(self, listener: Callable[[str | None, int, bytes], None]) -> None:
+        self._listeners.append(listener)
+
+    def detach(self, listener: Callable[[str | None, int, bytes], None]) -> None:
+        self._listeners.remove(listener)
+
     def _publish(self, type_: str, seq: int, body: bytes) -> None:
         assert self._xpub is not None
         try:
@@ -138,6 +146,14 @@ class Broker:
             self.counters["published"] += 1
         except zmq.Again:
             pass  # subscribers catch up from the journal
+        self._tell_listeners(type_, seq, body)
+
+    def _tell_listeners(self, type_: str | None, seq: int, body: bytes) -> None:
+        for listener in self._listeners:
+            try:
+                listener(type_, seq, body)
+            except Exception:  # the event is committed: a subscriber's fault must not fail its ingest
+                log.exception("in-process subscriber failed to take seq %d; it reads it from the journal", seq)
 
     # -- control socket -----------------------------------------------------
 
@@ -316,10 +332,12 @@ class Broker:
     async def _heartbeat(self) -> None:
         assert self._xpub is not None
         while True:
+            head = self.journal.last_seq
             try:
-                self._xpub.send_multipart([protocol.HEARTBEAT_TOPIC, protocol.seq_bytes(self.journal.last_seq)], flags=zmq.NOBLOCK)
+                self._xpub.send_multipart([protocol.HEARTBEAT_TOPIC, protocol.seq_bytes(head)], flags=zmq.NOBLOCK)
             except zmq.Again:
                 pass
+            self._tell_listeners(None, head, b"")
             await asyncio.sleep(self.bus.heartbeat)
 
     async def _drain_subscriptions(self) -> None:

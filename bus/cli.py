@@ -80,10 +80,11 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         journal.close()
 
 
-async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event) -> None:
+async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> None:
+    """Run the named subscribers until `stop`; `feed`: the broker, when in this process."""
     from hookbus.subscribers import create
 
-    runners = [SubscriberRunner(cfg, create(cfg), config.bus) for cfg in (config.subscriber(n) for n in names)]
+    runners = [SubscriberRunner(cfg, create(cfg), config.bus, feed=feed) for cfg in (config.subscriber(n) for n in names)]
     tasks = {asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
     stopper = asyncio.create_task(stop.wait())
     pending = set(tasks)
@@ -115,8 +116,8 @@ async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[s
     gc.collect()
     gc.freeze()
     if broker:
-        async with running_broker(config, http):
-            await run_subscribers(config, subscribers, stop) if subscribers else await stop.wait()
+        async with running_broker(config, http) as in_process:
+            await run_subscribers(config, subscribers, stop, in_process) if subscribers else await stop.wait()
     else:
         await run_subscribers(config, subscribers, stop)
     log.info("stopped")

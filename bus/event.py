@@ -60,6 +60,7 @@ class Event:
     data: Any = None
     extensions: dict[str, Any] = field(default_factory=dict)
     seq: int | None = None
+    stored: bytes | None = field(default=None, repr=False)  # its JSON as in the journal, when read from there
 
     def to_dict(self) -> dict[str, Any]:
         """Return the CloudEvent as a JSON-ready dict (without `seq`)."""
@@ -77,6 +78,12 @@ class Event:
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+    def json_with_seq(self) -> bytes:
+        """The CloudEvent as stored, plus its `seq`: what a receiver is sent."""
+        if self.stored is not None and self.seq is not None and "seq" not in self.extensions:
+            return b"%s,\"seq\":%d}" % (self.stored[:-1], self.seq)  # no decode and encode again
+        return orjson.dumps({**self.to_dict(), "seq": self.seq})
 
     @property
     def job_key(self) -> str:

@@ -15,7 +15,8 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 import zmq
@@ -37,6 +38,15 @@ MAX_INFLIGHT = 1000
 FETCH_LIMIT = 500
 COMMIT_INTERVAL = 0.2
 MAX_RETRY_AFTER = 3600.0
+
+
+class LiveFeed(Protocol):
+    """The broker, to subscribers running in its own process: it calls every
+    attached listener with what it publishes on XPUB, so they skip the socket."""
+
+    def attach(self, listener: Callable[[str | None, int, bytes], None]) -> None: ...
+
+    def detach(self, listener: Callable[[str | None, int, bytes], None]) -> None: ...
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -68,7 +78,7 @@ def describe(exc: BaseException) -> str:
 
 class SubscriberRunner:
     def __init__(self, config: SubscriberConfig, subscriber: Subscriber, bus: BusSettings,
-                 ctx: zmq.asyncio.Context | None = None) -> None:
+                 ctx: zmq.asyncio.Context | None = None, feed: LiveFeed | None = None) -> None:
         self.config = config
         self.sub = subscriber
         self.bus = bus
@@ -88,8 +98,8 @@ class SubscriberRunner:
         self.lanes: dict[str, deque[Event]] = {}
         self.retry_state: dict[int, tuple[int, float]] = {}
         self.slots = asyncio.Semaphore(1 if subscriber.ordered else max(1, subscriber.concurrency))
-        self.room = asyncio.Event()
-        self.room.set()
+        self.feed = feed
+        self._wake = asyncio.Event()  # the target moved while following the feed
         self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0}
         self.ready = asyncio.Event()  # set once caught up with the head seen at start
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -100,19 +110,21 @@ class SubscriberRunner:
     async def run(self) -> None:
         await self.sub.start()
         try:
+            if self.feed is not None:
+                # Listen before saying hello: whatever is published meanwhile raises the target.
+                self.feed.attach(self.on_live)
             await self._hello()
-            sock = self.ctx.socket(zmq.SUB)
-            configure_client_socket(sock, self.bus)
-            sock.setsockopt(zmq.RCVHWM, 100_000)
-            sock.subscribe(b"")  # every seq, so that gaps are visible
-            sock.connect(self.bus.publish)
             background = [asyncio.create_task(self._commit_loop()), asyncio.create_task(self._ping_loop())]
             try:
-                await self._follow(sock)
+                if self.feed is not None:
+                    await self._follow_feed()
+                else:
+                    await self._follow_socket()
             finally:
                 for task in background:
                     task.cancel()
-                sock.close(linger=0)
+                if self.feed is not None:
+                    self.feed.detach(self.on_live)
         finally:
             await self._drain()
             await self.sub.close()
@@ -128,7 +140,7 @@ class SubscriberRunner:
         self.high = int(info["cursor"])
         self.committed = self.high
         self.epoch = int(info["epoch"])
-        self.target = int(info["head"])
+        self.target = max(self.target, int(info["head"]))
         self.retry_state = {int(s): (int(a), float(t)) for s, a, t in info["retries"]}
         log.info("subscriber %s (%s): starting after seq %d, head %d", self.name, self.config.kind, self.high, self.target)
 
@@ -149,33 +161,67 @@ class SubscriberRunner:
     def has_room(self) -> bool:
         return len(self.inflight) < MAX_INFLIGHT
 
-    async def _follow(self, sock: zmq.asyncio.Socket) -> None:
-        silent_for = 3 * self.bus.heartbeat
+    async def _catch_up(self) -> None:
+        """Read from the journal while behind the head and there is room."""
+        while self.high < self.target and self.has_room():
+            await self._fetch()
+        if self.high >= self.target:
+            self.ready.set()
+
+    def on_live(self, type_: str | None, seq: int, body: bytes) -> None:
+        """One message of the live stream: an event (`type_`, `seq`, `body`) or a
+        heartbeat (`type_` None, `seq` the journal head)."""
+        if type_ is None:
+            if seq > self.target:
+                self.target = seq
+                self._wake.set()
+        elif seq <= self.high:
+            return
+        elif seq == self.high + 1 and self.high >= self.target and self.has_room():
+            self.high = self.target = seq
+            self._accept(seq, type_, body)
+        elif seq > self.target:  # a gap, or no room: read it from the journal when there is
+            self.target = seq
+            self._wake.set()
+
+    async def _follow_feed(self) -> None:
+        """In the broker's process, live events are handed over in memory (on_live)."""
         while True:
-            while self.high < self.target and self.has_room():
-                await self._fetch()
-            if self.high >= self.target:
-                self.ready.set()
-            behind = self.high < self.target
+            await self._catch_up()
+            self._wake.clear()
             try:
-                async with asyncio.timeout(0.05 if behind else silent_for):  # not wait_for: see call_handler
-                    frames = await sock.recv_multipart()
+                async with asyncio.timeout(0.05 if self.high < self.target else None):
+                    await self._wake.wait()
             except TimeoutError:
-                if not behind:
-                    log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_for)
-                continue
-            topic = frames[0]
-            seq = protocol.seq_from(frames[1])
-            if topic == protocol.HEARTBEAT_TOPIC:
-                self.target = max(self.target, seq)
-                continue
-            if seq <= self.high:
-                continue
-            if seq == self.high + 1 and self.has_room() and self.high >= self.target:
-                self.high = self.target = seq
-                self._accept(seq, topic.decode(), frames[2])
-            else:
-                self.target = max(self.target, seq)
+                pass
+
+    async def _follow_socket(self) -> None:
+        """In a process of its own, live events come over the broker's XPUB socket."""
+        sock = self.ctx.socket(zmq.SUB)
+        configure_client_socket(sock, self.bus)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.subscribe(b"")  # every seq, so that gaps are visible
+        sock.connect(self.bus.publish)
+        # Once woken, take everything already queued without a future per message.
+        raw = zmq.Socket.shadow(sock.underlying)
+        silent_ms = int(3000 * self.bus.heartbeat)
+        try:
+            while True:
+                await self._catch_up()
+                behind = self.high < self.target
+                if not await sock.poll(50 if behind else silent_ms, zmq.POLLIN):
+                    if not behind:
+                        log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_ms / 1000)
+                    continue
+                for _ in range(MAX_INFLIGHT):
+                    try:
+                        topic, seq, *body = raw.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.on_live(None if topic == protocol.HEARTBEAT_TOPIC else topic.decode(),
+                                 protocol.seq_from(seq), body[0] if body else b"")
+        finally:
+            sock.close(linger=0)
 
     async def _fetch(self) -> None:
         try:
@@ -200,7 +246,7 @@ class SubscriberRunner:
         except (ValueError, orjson.JSONDecodeError) as exc:  # stored events are valid; say so if not
             log.error("subscriber %s: seq %d is not a valid event (%s); skipped", self.name, seq, exc)
             return
-        event.seq = seq
+        event.seq, event.stored = seq, body
         if not wants(self.config, event) or self._is_own_failure(event):
             self.stats["skipped"] += 1
             return
@@ -386,6 +432,7 @@ class SubscriberRunner:
                 lane.pop()
         self.inflight.clear()
         self.high = self.committed = cursor
+        self._wake.set()
 
     async def _replay(self) -> None:
         try:

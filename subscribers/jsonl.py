@@ -62,7 +62,7 @@ class JsonlSubscriber(Subscriber):
         seq = event.seq or 0
         if seq <= self.last_seq:
             return
-        line = orjson.dumps({**event.to_dict(), "seq": seq}) + b"\n"
+        line = event.json_with_seq() + b"\n"
         try:
             self.file.write(line)
             self.file.flush()

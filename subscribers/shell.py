@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.bus.event import Event, compile_globs
@@ -245,7 +244,7 @@ class ShellSubscriber(Subscriber):
         except DeliveryError as exc:
             return HookResult(None, "", 0.0, error=str(exc))
         env = {**os.environ, **event_env(event), **self.config.env}
-        stdin = orjson.dumps({**event.to_dict(), "seq": event.seq})
+        stdin = event.json_with_seq()
         return await run_command(command, shell=self.config.shell, cwd=self.config.cwd, env=env,
                                  timeout=self.config.timeout, stdin=stdin)
 

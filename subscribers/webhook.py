@@ -3,7 +3,6 @@ with Standard Webhooks headers so the receiver can verify it came from us."""
 
 from __future__ import annotations
 
-import orjson
 from pydantic import field_validator
 
 from hookbus.adapters.http import HttpClient
@@ -44,7 +43,7 @@ class WebhookSubscriber(Subscriber):
         self.http = HttpClient(timeout=self.config.timeout)
 
     async def handle(self, event: Event) -> None:
-        body = orjson.dumps({**event.to_dict(), "seq": event.seq})
+        body = event.json_with_seq()
         headers = {"Content-Type": "application/cloudevents+json", **self.config.headers}
         if self.config.secret:
             headers.update(signing.headers(self.config.secret, f"{event.source}#{event.id}", body))
