@@ -23,13 +23,15 @@ import zmq.asyncio
 from . import protocol
 from .config import Config
 from .curve import apply_server, parse_certificate
-from .event import Event, EventError, compile_globs, fit_to_size, new_event, parse_event
+from .event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
 from .journal import Accepted, Journal, JournalError
 
 log = logging.getLogger("hookbus.broker")
 
 HOSTNAME = socket.gethostname()
 DELIVERY_FAILED = "hookbus.delivery.failed"
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_LAST = int(zmq.NOBLOCK)
 
 
 class Broker:
@@ -116,7 +118,11 @@ class Broker:
     # -- ingest --------------------------------------------------------------
 
     def encode(self, event: Event) -> bytes:
-        """Return the event's stored form, within [bus] max_event_bytes."""
+        """Return the event's stored form, within [bus] max_event_bytes: the JSON
+        it arrived as when that fits, else its own encoding with long strings cut."""
+        if event.stored is not None and len(event.stored) <= self.bus.max_event_bytes:
+            return event.stored
+        event.stored = None
         return fit_to_size(event, self.bus.max_event_bytes)
 
     async def ingest(self, events: list[Event]) -> list[Accepted]:
@@ -142,7 +148,10 @@ class Broker:
     def _publish(self, type_: str, seq: int, body: bytes) -> None:
         assert self._xpub is not None
         try:
-            self._xpub.send_multipart([type_.encode(), protocol.seq_bytes(seq), body], flags=zmq.NOBLOCK)
+            # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
+            self._xpub.send(type_.encode(), _MORE)
+            self._xpub.send(protocol.seq_bytes(seq), _MORE)
+            self._xpub.send(body, _LAST)
             self.counters["published"] += 1
         except zmq.Again:
             pass  # subscribers catch up from the journal
@@ -193,7 +202,9 @@ class Broker:
         events = []
         for index, body in enumerate(bodies):
             try:
-                events.append(parse_event(orjson.loads(body)))
+                event = parse_event(orjson.loads(body))
+                event.stored = as_stored(body)
+                events.append(event)
             except orjson.JSONDecodeError:
                 exc = EventError("event", "not valid JSON")
                 exc.extra = {"index": index}  # type: ignore[attr-defined]

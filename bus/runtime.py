@@ -35,6 +35,7 @@ from .event import Event, compile_globs, parse_event
 log = logging.getLogger("hookbus.subscriber")
 
 MAX_INFLIGHT = 1000
+MAX_BATCH = 500  # events per handle_many() call
 FETCH_LIMIT = 500
 COMMIT_INTERVAL = 0.2
 MAX_RETRY_AFTER = 3600.0
@@ -272,6 +273,19 @@ class SubscriberRunner:
     async def _run_lane(self, key: str, generation: int) -> None:
         lane = self.lanes[key]
         while lane:
+            if len(lane) > 1 and self.sub.takes_many and not self.retry_state:
+                batch = [lane[i] for i in range(min(len(lane), MAX_BATCH))]
+                async with self.slots:
+                    handled = await self._deliver_many(batch)
+                if handled:
+                    if generation != self.generation:  # _reset left only the head in the lane
+                        lane.popleft()
+                        continue
+                    for event in batch:
+                        lane.popleft()
+                        self.inflight.discard(event.seq or 0)
+                    continue
+                # Otherwise each event again on its own, with retries (at-least-once).
             event = lane[0]
             async with self.slots:
                 await self._deliver(event)
@@ -288,6 +302,21 @@ class SubscriberRunner:
         # a cancellation that arrives as the inner call completes, and shutdown hangs.
         async with asyncio.timeout(self.sub.handler_timeout()):
             await self.sub.handle(event)
+
+    async def _deliver_many(self, events: list[Event]) -> bool:
+        """One try at handing several queued events to a kind that takes them
+        together (one write for many lines). Return success; on failure the
+        caller delivers them one by one, with retries."""
+        try:
+            async with asyncio.timeout(self.sub.handler_timeout()):
+                await self.sub.handle_many(events)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - judged again, event by event
+            log.debug("subscriber %s: %d events together failed (%s); one by one now", self.name, len(events), describe(exc))
+            return False
+        self.stats["delivered"] += len(events)
+        return True
 
     async def publish(self, events: list[Event]) -> list[dict[str, Any]]:
         """Publish events on behalf of the subscriber; return once they are durable.

@@ -18,7 +18,7 @@ from aiohttp import web
 from . import jobhistory, signing
 from .broker import Broker
 from .config import Config
-from .event import Event, EventError, compile_globs, parse_event
+from .event import Event, EventError, as_stored, compile_globs, parse_event
 from .journal import JournalError
 from .openapi import OPENAPI
 
@@ -191,7 +191,9 @@ async def post_events(request: web.Request) -> web.Response:
         obj = await read_json(request)
         if isinstance(obj, list):
             raise BadRequest(400, "a JSON array is a batch: send it as application/cloudevents-batch+json", "body")
-        events = [_parse(obj)]
+        event = _parse(obj)
+        event.stored = as_stored(await request.read())  # read already: aiohttp keeps the body
+        events = [event]
     elif content_type == "application/cloudevents-batch+json":
         obj = await read_json(request)
         if not isinstance(obj, list):

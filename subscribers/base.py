@@ -58,6 +58,8 @@ class Subscriber:
     # False: one job's events in order, different jobs concurrently.
     ordered: ClassVar[bool] = False
     concurrency: ClassVar[int] = 8
+    # True: handle_many() takes several queued events (of one lane, in order) at once.
+    takes_many: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -78,6 +80,14 @@ class Subscriber:
 
     async def handle(self, event: Event) -> None:
         raise NotImplementedError
+
+    async def handle_many(self, events: list[Event]) -> None:
+        """Handle several events of one lane in order, in one go (with `takes_many`).
+        On any error the runner hands them to handle() one by one, so a kind may
+        have done part of them; handle() must then not do that part twice, or
+        the receiver must deduplicate (by `source` + `id`, or `seq`)."""
+        for event in events:
+            await self.handle(event)
 
     async def close(self) -> None:
         """Release what start() opened."""
