@@ -38,6 +38,7 @@ EVENT_TYPES: dict[str, str] = {
 REQUIRED = ("id", "source", "type", "specversion")
 KNOWN = {"id", "source", "type", "specversion", "time", "subject", "datacontenttype", "dataschema", "data"}
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 
 class EventError(ValueError):
@@ -135,7 +136,7 @@ def parse_event(obj: Any) -> Event:
     if obj["specversion"] != SPECVERSION:
         raise EventError("specversion", f"must be {SPECVERSION!r}, not {obj['specversion']!r}")
     type_ = obj["type"]
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", type_):
+    if not _TYPE.fullmatch(type_):
         raise EventError("type", "must be a dotted name such as backup.job.finished")
     time_ = _require_string(obj, "time", required=False)
     if time_ is not None:

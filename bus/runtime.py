@@ -204,13 +204,13 @@ class SubscriberRunner:
         sock.subscribe(b"")  # every seq, so that gaps are visible
         sock.connect(self.bus.publish)
         # Once woken, take everything already queued without a future per message.
-        raw = zmq.Socket.shadow(sock.underlying)
+        raw: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
         silent_ms = int(3000 * self.bus.heartbeat)
         try:
             while True:
                 await self._catch_up()
                 behind = self.high < self.target
-                if not await sock.poll(50 if behind else silent_ms, zmq.POLLIN):
+                if not await sock.poll(50 if behind else silent_ms):  # POLLIN
                     if not behind:
                         log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_ms / 1000)
                     continue
