@@ -50,6 +50,10 @@ class Broker:
         # Subscribers running in this process: handed what goes out on XPUB (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
+        # The last seq sent on XPUB: what subscribers are told is the head. The journal's
+        # own last_seq runs ahead of it between a commit and its publication, and a
+        # subscriber told of that would read from the journal what is about to come live.
+        self.head = journal.last_seq
         self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
         self._handlers: dict[bytes, Callable[[dict[str, Any], list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
@@ -130,14 +134,16 @@ class Broker:
         EventError for an event over the size limit, JournalError if the
         journal cannot commit."""
         encoded = [(event, self.encode(event)) for event in events]
-        accepted = await self.journal.append(encoded)
+        return await self.journal.append(encoded, lambda accepted: self._fan_out(encoded, accepted))
+
+    def _fan_out(self, encoded: list[tuple[Event, bytes]], accepted: list[Accepted]) -> None:
+        """Publish what was just committed (not repeats), in commit order."""
         for (event, body), acc in zip(encoded, accepted):
             if acc.duplicate:
                 self.counters["duplicates"] += 1
                 continue
             self.counters["accepted"] += 1
             self._publish(event.type, acc.seq, body)
-        return accepted
 
     def attach(self, listener: Callable[[str | None, int, bytes], None]) -> None:
         self._listeners.append(listener)
@@ -147,6 +153,7 @@ class Broker:
 
     def _publish(self, type_: str, seq: int, body: bytes) -> None:
         assert self._xpub is not None
+        self.head = max(self.head, seq)
         try:
             # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
             self._xpub.send(type_.encode(), _MORE)
@@ -220,7 +227,7 @@ class Broker:
         matcher = compile_globs(patterns).match if patterns is not None else None
         limit = max(1, min(int(info.get("limit", 500)), 5000))
         stored, scanned = await asyncio.to_thread(self.journal.read, int(info["after"]), limit, matcher)
-        meta = {"seqs": [e.seq for e in stored], "scanned_to": scanned, "head": self.journal.last_seq}
+        meta = {"seqs": [e.seq for e in stored], "scanned_to": scanned, "head": self.head}
         return meta, [e.body for e in stored]
 
     async def _on_hello(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
@@ -232,7 +239,7 @@ class Broker:
             await self.journal.set_cursor(name, cursor, epoch)
         retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in self.journal.retries(name)]
         self.seen[name] = (time.time(), {})
-        return {"cursor": cursor, "epoch": epoch, "head": self.journal.last_seq, "retries": retries}, []
+        return {"cursor": cursor, "epoch": epoch, "head": self.head, "retries": retries}, []
 
     async def _on_ack(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
         ok = await self.journal.set_cursor(str(info["name"]), int(info["cursor"]), int(info["epoch"]))
@@ -275,7 +282,7 @@ class Broker:
         self.seen[name] = (time.time(), info.get("stats") or {})
         cursor, epoch = self.journal.cursors().get(name, (0, 0))
         replays = len(self.journal.dead_letters(name, "replaying", limit=1000))
-        return {"head": self.journal.last_seq, "epoch": epoch, "cursor": cursor, "replays": replays}, []
+        return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays}, []
 
     async def _on_replays(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
         items, bodies = [], []
@@ -343,7 +350,7 @@ class Broker:
     async def _heartbeat(self) -> None:
         assert self._xpub is not None
         while True:
-            head = self.journal.last_seq
+            head = self.head
             try:
                 self._xpub.send_multipart([protocol.HEARTBEAT_TOPIC, protocol.seq_bytes(head)], flags=zmq.NOBLOCK)
             except zmq.Again:

@@ -212,9 +212,11 @@ class Journal:
         conn.execute("COMMIT")
         return results
 
-    def write(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def write(self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None] | None = None) -> asyncio.Future[T]:
         """Run fn(conn) inside the next group commit; the future has its result once on disk.
 
+        `then(result)` runs on this event loop once the write is on disk, in commit
+        order, even when nobody awaits the future any more (a caller cancelled).
         (A plain function returning the future, not a coroutine: one frame less
         to pass through on every resumption of every ingest.)"""
         loop = asyncio.get_running_loop()
@@ -222,7 +224,7 @@ class Journal:
         if self._closed:
             future.set_exception(JournalError("journal is closed"))
         else:
-            self._ops.put((fn, _Waiter(loop, future)))
+            self._ops.put((fn, _Waiter(loop, future, then)))
         return future
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -260,13 +262,15 @@ class Journal:
 
         return op
 
-    def append(self, events: list[tuple[Event, bytes]]) -> asyncio.Future[list[Accepted]]:
-        """Commit events (with their JSON bodies); the future has their seqs once durable.
+    def append(self, events: list[tuple[Event, bytes]],
+               then: Callable[[list[Accepted]], None] | None = None) -> asyncio.Future[list[Accepted]]:
+        """Commit events (with their JSON bodies); the future has their seqs once
+        durable; `then` as for write().
 
         A (source, id) already in the journal is not stored again: it answers
         with its first seq and duplicate=True.
         """
-        return self.write(self._append_op(events))
+        return self.write(self._append_op(events), then)
 
     def append_sync(self, events: list[tuple[Event, bytes]]) -> list[Accepted]:
         return self.write_sync(self._append_op(events))
@@ -459,24 +463,26 @@ class Journal:
 
 
 class _Waiter:
-    """The `done` of an async write: settles its future on its event loop."""
+    """The `done` of an async write: settles its future on its event loop, after
+    running `then(result)` there when the write succeeded."""
 
-    __slots__ = ("loop", "future")
+    __slots__ = ("loop", "future", "then")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
-        self.loop, self.future = loop, future
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
+                 then: Callable[[Any], None] | None = None) -> None:
+        self.loop, self.future, self.then = loop, future, then
 
     def __call__(self, result: Any, exc: BaseException | None) -> None:
-        self.loop.call_soon_threadsafe(settle_future, self.future, result, exc)
+        self.loop.call_soon_threadsafe(_settle_all, [(self, result, exc)])
 
 
 def _finish(outcomes: list[tuple[Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
     """Report a batch's outcomes: one wake-up per event loop for all its
     waiters (not one per write), and blocking writers directly."""
-    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any, BaseException | None]]] = {}
     for done, result, exc in outcomes:
         if isinstance(done, _Waiter):
-            per_loop.setdefault(done.loop, []).append((done.future, result, exc))
+            per_loop.setdefault(done.loop, []).append((done, result, exc))
         else:
             done(result, exc)
     for loop, items in per_loop.items():
@@ -486,9 +492,14 @@ def _finish(outcomes: list[tuple[Callable[[Any, BaseException | None], None], An
             pass
 
 
-def _settle_all(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, exc in items:
-        settle_future(future, result, exc)
+def _settle_all(items: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
+    for waiter, result, exc in items:
+        if waiter.then is not None and exc is None:
+            try:
+                waiter.then(result)
+            except Exception:  # the write is on disk whatever its follow-up did
+                log.exception("journal: a follow-up of a committed write failed")
+        settle_future(waiter.future, result, exc)
 
 
 def settle_future(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
