@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -36,6 +36,7 @@ log = logging.getLogger("hookbus.subscriber")
 
 MAX_INFLIGHT = 1000
 MAX_BATCH = 500  # events per handle_many() call
+DEADLINE_CHECK = 0.05  # seconds between looks at handler calls past their timeout
 FETCH_LIMIT = 500
 COMMIT_INTERVAL = 0.2
 MAX_RETRY_AFTER = 3600.0
@@ -101,6 +102,7 @@ class SubscriberRunner:
         self.slots = asyncio.Semaphore(1 if subscriber.ordered else max(1, subscriber.concurrency))
         self.feed = feed
         self._wake = asyncio.Event()  # the target moved while following the feed
+        self._deadlines: dict[asyncio.Timeout, float] = {}  # handler calls in progress → when they time out
         self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0}
         self.ready = asyncio.Event()  # set once caught up with the head seen at start
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,7 +117,8 @@ class SubscriberRunner:
                 # Listen before saying hello: whatever is published meanwhile raises the target.
                 self.feed.attach(self.on_live)
             await self._hello()
-            background = [asyncio.create_task(self._commit_loop()), asyncio.create_task(self._ping_loop())]
+            background = [asyncio.create_task(self._commit_loop()), asyncio.create_task(self._ping_loop()),
+                          asyncio.create_task(self._watch_deadlines())]
             try:
                 if self.feed is not None:
                     await self._follow_feed()
@@ -298,18 +301,36 @@ class SubscriberRunner:
     # -- delivery ------------------------------------------------------------
 
     async def _call_handler(self, event: Event) -> None:
-        # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow
-        # a cancellation that arrives as the inner call completes, and shutdown hangs.
-        async with asyncio.timeout(self.sub.handler_timeout()):
-            await self.sub.handle(event)
+        await self._timed(self.sub.handle(event))
+
+    async def _timed(self, call: Awaitable[None]) -> None:
+        """Await a handler call; past the subscriber's timeout it is cancelled and
+        TimeoutError raised. The deadline is kept in a table that one watchdog
+        looks over (a timer per call was a tenth of a busy subscriber's time).
+        asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow
+        a cancellation that arrives as the inner call completes, and shutdown hangs."""
+        async with asyncio.timeout(None) as timeout:
+            self._deadlines[timeout] = time.monotonic() + self.sub.handler_timeout()
+            try:
+                await call
+            finally:
+                del self._deadlines[timeout]
+
+    async def _watch_deadlines(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(DEADLINE_CHECK)
+            now = time.monotonic()
+            for timeout, deadline in list(self._deadlines.items()):
+                if deadline <= now and timeout.when() is None:
+                    timeout.reschedule(loop.time())  # fires at once: the call is cancelled, TimeoutError raised
 
     async def _deliver_many(self, events: list[Event]) -> bool:
         """One try at handing several queued events to a kind that takes them
         together (one write for many lines). Return success; on failure the
         caller delivers them one by one, with retries."""
         try:
-            async with asyncio.timeout(self.sub.handler_timeout()):
-                await self.sub.handle_many(events)
+            await self._timed(self.sub.handle_many(events))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - judged again, event by event
