@@ -30,7 +30,7 @@ from . import protocol
 from .client import BrokerUnavailable, ControlClient, configure_client_socket
 from .config import BusSettings, scrub
 from .broker import DELIVERY_FAILED
-from .event import Event, compile_globs, parse_event
+from .event import Event, compile_globs, from_stored, parse_event
 
 log = logging.getLogger("hookbus.subscriber")
 
@@ -246,11 +246,11 @@ class SubscriberRunner:
         if type_ is not None and not self.match_type(type_):
             return
         try:
-            event = parse_event(orjson.loads(body))
-        except (ValueError, orjson.JSONDecodeError) as exc:  # stored events are valid; say so if not
+            event = from_stored(body)
+        except (ValueError, KeyError, AttributeError) as exc:  # stored events are valid; say so if not
             log.error("subscriber %s: seq %d is not a valid event (%s); skipped", self.name, seq, exc)
             return
-        event.seq, event.stored = seq, body
+        event.seq = seq
         if not wants(self.config, event) or self._is_own_failure(event):
             self.stats["skipped"] += 1
             return
