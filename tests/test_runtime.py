@@ -1,0 +1,142 @@
+"""The subscriber runtime against a real broker and journal in this process, on
+loopback sockets: events handed over in memory (as under `hookbus serve`),
+events taken several at a time, and what the broker tells subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+import pytest
+import zmq.asyncio
+
+from hookbus.bus.broker import Broker
+from hookbus.bus.config import Config, build_config
+from hookbus.bus.event import Event, parse_event
+from hookbus.bus.journal import Journal
+from hookbus.bus.runtime import SubscriberRunner
+from hookbus.subscribers import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.subscribers.jsonl import JsonlConfig, JsonlSubscriber
+
+from .conftest import free_port, wait_for
+
+
+def cloudevent(i: int, job: str = "job-1") -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"ev-{i}", "source": "test://runtime", "type": "backup.task.finished",
+            "data": {"job_id": job, "n": i}}
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
+    config: Config = build_config({"bus": {
+        "data_dir": str(tmp_path / "var"), "synchronous": "NORMAL", "heartbeat": 0.2,
+        "control": f"tcp://127.0.0.1:{free_port()}", "publish": f"tcp://127.0.0.1:{free_port()}"}}, "test")
+    journal = Journal(config.bus.data_dir / "journal.db", synchronous="NORMAL")
+    ctx = zmq.asyncio.Context()
+    broker = Broker(config, journal, ctx)
+    await broker.start()
+    yield broker
+    await broker.stop()
+    journal.close()
+    ctx.term()
+
+
+async def ingest(broker: Broker, *numbers: int, job: str = "job-1") -> None:
+    await broker.ingest([parse_event(cloudevent(i, job)) for i in numbers])
+
+
+class Batches(Subscriber):
+    """Takes many at once, but the first `refuse` handle_many() calls fail."""
+
+    ordered = True
+    takes_many = True
+    refuse: ClassVar[int] = 0
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.calls: list[list[int]] = []
+        self.singles: list[int] = []
+
+    async def handle_many(self, events: list[Event]) -> None:
+        self.calls.append([e.seq or 0 for e in events])
+        if len(self.calls) <= self.refuse:
+            raise DeliveryError("not now")
+        self.singles.extend(e.seq or 0 for e in events)
+
+    async def handle(self, event: Event) -> None:
+        self.singles.append(event.seq or 0)
+
+
+async def running(runner: SubscriberRunner) -> asyncio.Task[None]:
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(runner.ready.wait(), 10)
+    return task
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_events_in_memory_from_the_broker_arrive_in_order_taken_together(broker: Broker) -> None:
+    config = SubscriberConfig(name="many", kind="many")
+    sub = Batches(config)
+    runner = SubscriberRunner(config, sub, broker.bus, broker.ctx, feed=broker)
+    task = await running(runner)
+    try:
+        # One commit of 50 events: the lane holds them all when it runs, so they go in one call.
+        await ingest(broker, *range(1, 51))
+        await wait_for(lambda: len(sub.singles) >= 50, 10, "50 events delivered")
+        assert sub.singles == list(range(1, 51))
+        assert len(sub.calls) < 50 and max(len(c) for c in sub.calls) > 1
+        await wait_for(lambda: broker.journal.cursors().get("many", (0, 0))[0] == 50, 10, "cursor at 50")
+    finally:
+        await stop(task)
+
+
+async def test_a_batch_that_fails_is_delivered_one_by_one(broker: Broker) -> None:
+    config = SubscriberConfig(name="fallback", kind="many")
+    Refusing = type("Refusing", (Batches,), {"refuse": 1})
+    sub = Refusing(config)
+    runner = SubscriberRunner(config, sub, broker.bus, broker.ctx, feed=broker)
+    task = await running(runner)
+    try:
+        await ingest(broker, *range(1, 11))
+        await wait_for(lambda: len(sub.singles) >= 10, 10, "10 events delivered")
+        assert sub.calls[0][:2] == [1, 2]  # the refused batch
+        assert sub.singles == list(range(1, 11))  # then each once, in order
+    finally:
+        await stop(task)
+
+
+async def test_jsonl_writes_a_batch_once_and_skips_what_it_has(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    sub = JsonlSubscriber(JsonlConfig(name="audit", kind="jsonl", path=path))
+    await sub.start()
+    events = []
+    for i in range(1, 6):
+        body = orjson.dumps(cloudevent(i))
+        event = parse_event(orjson.loads(body))
+        event.seq, event.stored = i, body
+        events.append(event)
+    await sub.handle_many(events[:3])
+    await sub.handle_many(events)  # 1-3 again: only 4 and 5 are new
+    await sub.close()
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    assert lines[0] == {**cloudevent(1), "seq": 1}
+
+
+async def test_a_cancelled_ingest_is_still_published_and_the_head_follows_publication(broker: Broker) -> None:
+    heard: list[tuple[str | None, int]] = []
+    broker.attach(lambda type_, seq, body: heard.append((type_, seq)))
+    task = asyncio.create_task(ingest(broker, 1))
+    await asyncio.sleep(0)  # the write is queued; the caller goes away (an HTTP client hung up)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await wait_for(lambda: ("backup.task.finished", 1) in heard, 5, "the committed event published anyway")
+    assert broker.journal.last_seq == 1 and broker.head == 1
+    await wait_for(lambda: (None, 1) in heard, 5, "a heartbeat with the published head")
