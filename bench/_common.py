@@ -253,6 +253,23 @@ def quietest(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return min(runs, key=lambda r: float(r["cpu"]["other_cores"]))
 
 
+def until_quiet(args: Any, runs: list[dict[str, Any]]) -> Iterator[int]:
+    """Yield attempt numbers; the loop body measures and appends its result to
+    `runs`. Stops once a run was quiet (see quiet_enough) or no attempts are left."""
+    for attempt in range(args.attempts):
+        yield attempt
+        if quiet_enough(runs[-1], attempt, args):
+            return
+
+
+def print_ratio(base: float, hook: float, unit: str, digits: int = 2) -> None:
+    """The result line of a throughput benchmark: both rates, their ratio, the goal."""
+    ratio = hook / base
+    banner("result")
+    print(f"baseline {base:.0f} {unit}   hookbus {hook:.0f} {unit}   ratio hookbus/baseline {ratio:.{digits}f}   "
+          f"(goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})", flush=True)
+
+
 def handle_sigterm() -> None:
     """Turn SIGTERM into KeyboardInterrupt so cleanup code runs."""
     def raise_interrupt(signum: int, frame: Any) -> None:

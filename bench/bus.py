@@ -44,11 +44,12 @@ from ._common import (
     event_body,
     free_ports,
     hookbus_command,
-    quiet_enough,
+    print_ratio,
     quietest,
     run_main,
     wait_port,
     write_config,
+    until_quiet,
 )
 
 TOPIC = b"backup.task.finished"
@@ -230,32 +231,25 @@ def main() -> None:
         with Processes(tmp) as procs:
             banner("baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
             runs = []
-            for attempt in range(args.attempts):
+            for attempt in until_quiet(args, runs):
                 r = baseline_side(args, procs, bodies)
                 print(f"baseline: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
                       f"sent at {r['send_rate']:.0f}/s)", flush=True)
                 print(f"          {describe_cpu(r['cpu'])}", flush=True)
                 runs.append(r)
-                if quiet_enough(r, attempt, args):
-                    break
             base = quietest(runs)
 
             banner("hookbus: ControlClient.publish (durable ack) → broker → SubscriberRunner → handler")
             runs = []
-            for attempt in range(args.attempts):
+            for attempt in until_quiet(args, runs):
                 r = asyncio.run(hookbus_side(args, procs, tmp / f"run{attempt}", warm, bodies))
                 print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
                       f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
                 print(f"          {describe_cpu(r['cpu'])}", flush=True)
                 runs.append(r)
-                if quiet_enough(r, attempt, args):
-                    break
             hook = quietest(runs)
 
-        ratio = hook["rate"] / base["rate"]
-        banner("result")
-        print(f"baseline {base['rate']:.0f} events/s   hookbus {hook['rate']:.0f} events/s   ratio hookbus/baseline "
-              f"{ratio:.3f}   (goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})", flush=True)
+        print_ratio(base["rate"], hook["rate"], "events/s", digits=3)
 
 
 if __name__ == "__main__":

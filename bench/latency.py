@@ -44,11 +44,11 @@ from ._common import (
     free_ports,
     hookbus_command,
     percentile,
-    quiet_enough,
     quietest,
     run_main,
     wait_port,
     write_config,
+    until_quiet,
 )
 
 
@@ -147,19 +147,17 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         with Processes(tmp) as procs:
             banner("baseline: aiohttp POST /events → orjson.loads → 202, then POST on to the receiver")
             runs = []
-            for attempt in range(args.attempts):
+            for attempt in until_quiet(args, runs):
                 port = free_ports(1)[0]
                 r = await one_side("baseline", [sys.executable, "-m", "bench._baseline", "forward", "--port", str(port),
                                                 "--to", hook_url], port, args, procs, receiver)
                 report("baseline", r)
                 runs.append(r)
-                if quiet_enough(r, attempt, args):
-                    break
             base = quietest(runs)
 
             banner("hookbus serve: POST /events → journal (fsync) → 202; XPUB → webhook subscriber → receiver")
             runs = []
-            for attempt in range(args.attempts):
+            for attempt in until_quiet(args, runs):
                 work = tmp / f"run{attempt}"
                 work.mkdir()
                 http_port, control_port, publish_port = free_ports(3)
@@ -172,8 +170,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                                                "WARNING"], http_port, args, procs, receiver)
                 report("hookbus", r)
                 runs.append(r)
-                if quiet_enough(r, attempt, args):
-                    break
             hook = quietest(runs)
     finally:
         await runner.cleanup()
