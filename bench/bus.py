@@ -48,8 +48,8 @@ from ._common import (
     quietest,
     run_main,
     wait_port,
-    write_config,
     until_quiet,
+    write_config,
 )
 
 TOPIC = b"backup.task.finished"

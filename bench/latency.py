@@ -47,8 +47,8 @@ from ._common import (
     quietest,
     run_main,
     wait_port,
-    write_config,
     until_quiet,
+    write_config,
 )
 
 
