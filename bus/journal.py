@@ -99,7 +99,8 @@ class DeadLetter:
     state: str
 
 
-_Op = tuple[Callable[[sqlite3.Connection], Any], Callable[[Any, BaseException | None], None]]
+# An op and whom to tell: an async writer's _Waiter, or a blocking writer's callback.
+_Op = tuple[Callable[[sqlite3.Connection], Any], "_Waiter | Callable[[Any, BaseException | None], None]"]
 
 
 class Journal:
@@ -463,8 +464,8 @@ class Journal:
 
 
 class _Waiter:
-    """The `done` of an async write: settles its future on its event loop, after
-    running `then(result)` there when the write succeeded."""
+    """An async write's waiter: _finish settles its future on its event loop,
+    after running `then(result)` there when the write succeeded."""
 
     __slots__ = ("loop", "future", "then")
 
@@ -472,11 +473,8 @@ class _Waiter:
                  then: Callable[[Any], None] | None = None) -> None:
         self.loop, self.future, self.then = loop, future, then
 
-    def __call__(self, result: Any, exc: BaseException | None) -> None:
-        self.loop.call_soon_threadsafe(_settle_all, [(self, result, exc)])
 
-
-def _finish(outcomes: list[tuple[Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
+def _finish(outcomes: list[tuple[_Waiter | Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
     """Report a batch's outcomes: one wake-up per event loop for all its
     waiters (not one per write), and blocking writers directly."""
     per_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any, BaseException | None]]] = {}
