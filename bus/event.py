@@ -50,6 +50,10 @@ class EventError(ValueError):
         self.message = message
 
 
+class EventTooLarge(EventError):
+    """An event over [bus] max_event_bytes even with its long strings cut (HTTP 413)."""
+
+
 @dataclass(slots=True)
 class Event:
     id: str
@@ -265,7 +269,7 @@ def fit_to_size(event: Event, max_bytes: int) -> bytes:
         else:  # data is itself one string (a text/plain body): a long output too
             event.data = _cut_tail(event.data, excess)
         body = event.to_json()
-    raise EventError("data", f"event is {len(body)} bytes, over the limit of {max_bytes} bytes ([bus] max_event_bytes)")
+    raise EventTooLarge("data", f"event is {len(body)} bytes, over the limit of {max_bytes} bytes ([bus] max_event_bytes)")
 
 
 def compile_globs(patterns: list[str]) -> re.Pattern[str]:

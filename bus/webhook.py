@@ -18,7 +18,7 @@ from aiohttp import web
 from . import jobhistory, signing
 from .broker import Broker
 from .config import Config
-from .event import Event, EventError, as_stored, compile_globs, parse_event
+from .event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
 from .journal import JournalError
 from .openapi import OPENAPI
 
@@ -135,8 +135,7 @@ def authenticate(request: web.Request, body: bytes) -> web.Response | None:
 
 # -- ingest -------------------------------------------------------------------
 
-async def read_json(request: web.Request) -> Any:
-    body = await request.read()
+def decode_json(body: bytes) -> Any:
     if not body:
         raise BadRequest(400, "request body is empty", "body")
     try:
@@ -188,14 +187,15 @@ async def post_events(request: web.Request) -> web.Response:
     if "ce-specversion" in request.headers:
         events = [await binary_event(request)]
     elif content_type in ("application/cloudevents+json", "application/json"):
-        obj = await read_json(request)
+        body = await request.read()  # read already by guard(): aiohttp keeps it
+        obj = decode_json(body)
         if isinstance(obj, list):
             raise BadRequest(400, "a JSON array is a batch: send it as application/cloudevents-batch+json", "body")
         event = _parse(obj)
-        event.stored = as_stored(await request.read())  # read already: aiohttp keeps the body
+        event.stored = as_stored(body)
         events = [event]
     elif content_type == "application/cloudevents-batch+json":
-        obj = await read_json(request)
+        obj = decode_json(await request.read())
         if not isinstance(obj, list):
             raise BadRequest(400, "a batch must be a JSON array of events", "body")
         if not obj:
@@ -204,10 +204,15 @@ async def post_events(request: web.Request) -> web.Response:
     else:
         raise BadRequest(415, "Content-Type must be application/cloudevents+json, application/json or "
                               f"application/cloudevents-batch+json (or ce-* headers), not {content_type or 'none'}", "Content-Type")
+    return await accept(request, events)
+
+
+async def accept(request: web.Request, events: list[Event]) -> web.Response:
+    """Commit events; answer 202 with their seqs once they are on disk."""
     try:
         accepted = await request.app[BROKER].ingest(events)
-    except EventError as exc:
-        raise BadRequest(413 if "over the limit" in exc.message else 400, str(exc), exc.field) from None
+    except EventError as exc:  # over max_event_bytes even after cutting, or an adapter's verdict on a field
+        raise BadRequest(413 if isinstance(exc, EventTooLarge) else 400, str(exc), exc.field) from None
     return ok({"accepted": [{"id": a.id, "seq": a.seq, **({"duplicate": True} if a.duplicate else {})} for a in accepted]}, 202)
 
 
@@ -220,10 +225,9 @@ async def ingest_adapter(request: web.Request) -> web.Response:
         raise BadRequest(404, f"unknown adapter {name!r}; known: {', '.join(inbound.names()) or 'none yet'}", "adapter")
     try:
         events = await adapter(request)
-        accepted = await request.app[BROKER].ingest(events)
     except EventError as exc:  # the adapter's verdict on the tool's payload names the field
-        raise BadRequest(413 if "over the limit" in exc.message else 400, str(exc), exc.field) from None
-    return ok({"accepted": [{"id": a.id, "seq": a.seq, **({"duplicate": True} if a.duplicate else {})} for a in accepted]}, 202)
+        raise BadRequest(400, str(exc), exc.field) from None
+    return await accept(request, events)
 
 
 # -- reading --------------------------------------------------------------------
