@@ -5,6 +5,7 @@ events taken several at a time, and what the broker tells subscribers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,46 +71,38 @@ class Batches(Subscriber):
         self.singles.append(event.seq or 0)
 
 
-async def running(runner: SubscriberRunner) -> asyncio.Task[None]:
+@contextlib.asynccontextmanager
+async def following(broker: Broker, sub: Subscriber) -> AsyncIterator[None]:
+    """Run `sub` fed in memory by the broker, as under `hookbus serve`, until the block ends."""
+    runner = SubscriberRunner(sub.config, sub, broker.bus, broker.ctx, feed=broker)
     task = asyncio.create_task(runner.run())
-    await asyncio.wait_for(runner.ready.wait(), 10)
-    return task
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_events_in_memory_from_the_broker_arrive_in_order_taken_together(broker: Broker) -> None:
-    config = SubscriberConfig(name="many", kind="many")
-    sub = Batches(config)
-    runner = SubscriberRunner(config, sub, broker.bus, broker.ctx, feed=broker)
-    task = await running(runner)
-    try:
+    sub = Batches(SubscriberConfig(name="many", kind="many"))
+    async with following(broker, sub):
         # One commit of 50 events: the lane holds them all when it runs, so they go in one call.
         await ingest(broker, *range(1, 51))
         await wait_for(lambda: len(sub.singles) >= 50, 10, "50 events delivered")
         assert sub.singles == list(range(1, 51))
         assert len(sub.calls) < 50 and max(len(c) for c in sub.calls) > 1
         await wait_for(lambda: broker.journal.cursors().get("many", (0, 0))[0] == 50, 10, "cursor at 50")
-    finally:
-        await stop(task)
 
 
 async def test_a_batch_that_fails_is_delivered_one_by_one(broker: Broker) -> None:
-    config = SubscriberConfig(name="fallback", kind="many")
     Refusing = type("Refusing", (Batches,), {"refuse": 1})
-    sub = Refusing(config)
-    runner = SubscriberRunner(config, sub, broker.bus, broker.ctx, feed=broker)
-    task = await running(runner)
-    try:
+    sub = Refusing(SubscriberConfig(name="fallback", kind="many"))
+    async with following(broker, sub):
         await ingest(broker, *range(1, 11))
         await wait_for(lambda: len(sub.singles) >= 10, 10, "10 events delivered")
         assert sub.calls[0][:2] == [1, 2]  # the refused batch
         assert sub.singles == list(range(1, 11))  # then each once, in order
-    finally:
-        await stop(task)
 
 
 async def test_jsonl_writes_a_batch_once_and_skips_what_it_has(tmp_path: Path) -> None:
