@@ -169,7 +169,7 @@ class Broker:
             try:
                 listener(type_, seq, body)
             except Exception:  # the event is committed: a subscriber's fault must not fail its ingest
-                log.exception("in-process subscriber failed to take seq %d; it reads it from the journal", seq)
+                log.exception("an in-process subscriber failed to take seq %d", seq)
 
     # -- control socket -----------------------------------------------------
 

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import orjson
 import zmq
 import zmq.asyncio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -30,7 +29,7 @@ from . import protocol
 from .client import BrokerUnavailable, ControlClient, configure_client_socket
 from .config import BusSettings, scrub
 from .broker import DELIVERY_FAILED
-from .event import Event, compile_globs, from_stored, parse_event
+from .event import Event, compile_globs, from_stored
 
 log = logging.getLogger("hookbus.subscriber")
 
@@ -488,7 +487,7 @@ class SubscriberRunner:
         try:
             info, bodies = await self.client.request(protocol.REPLAYS, {"name": self.name})
             for item, body in zip(info["items"], bodies):
-                event = parse_event(orjson.loads(body))
+                event = from_stored(body)
                 event.seq = int(item["seq"])
                 try:
                     await self._call_handler(event)
