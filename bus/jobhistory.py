@@ -17,14 +17,10 @@ from aiohttp import web
 
 from .event import compile_globs
 from .journal import Journal
+from .webhook import BadRequest, int_param, ok
 
 MAX_JOBS = 5000  # the newest jobs kept in memory
 _TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match
-
-
-def _problem(status: int, error: str, field: str) -> web.Response:
-    return web.Response(body=orjson.dumps({"error": error, "field": field}), status=status,
-                        content_type="application/json")
 
 
 class JobHistory:
@@ -117,17 +113,14 @@ HISTORY = web.AppKey("job_history", JobHistory)
 
 async def list_jobs(request: web.Request) -> web.Response:
     history = request.app[HISTORY]
-    raw_limit = request.query.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        return _problem(400, "limit must be an integer between 1 and 1000", "limit")
-    await history.refresh()
+    limit = int_param(request, "limit", 50, 1, 1000)
     name, outcome = request.query.get("job"), request.query.get("outcome")
     if outcome is not None and outcome not in ("running", "success", "warning", "failed", "cancelled"):
-        return _problem(400, "outcome must be running, success, warning, failed or cancelled", "outcome")
+        raise BadRequest(400, "outcome must be running, success, warning, failed or cancelled", "outcome")
+    await history.refresh()
     jobs = [j for j in reversed(history.jobs.values())
             if (name is None or j["job"] == name) and (outcome is None or j["status"] == outcome)]
-    return web.Response(body=orjson.dumps({"jobs": [history.view(j, False) for j in jobs[:int(raw_limit)]]}),
-                        content_type="application/json")
+    return ok({"jobs": [history.view(j, False) for j in jobs[:limit]]})
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -136,8 +129,8 @@ async def get_job(request: web.Request) -> web.Response:
     await history.refresh()
     job = history.jobs.get(job_id)
     if job is None:
-        return _problem(404, f"no job {job_id!r} in the journal", "job_id")
-    return web.Response(body=orjson.dumps(history.view(job, True)), content_type="application/json")
+        raise BadRequest(404, f"no job {job_id!r} in the journal", "job_id")
+    return ok(history.view(job, True))
 
 
 def add_routes(app: web.Application, journal: Journal) -> None:

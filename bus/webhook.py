@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import jobhistory, signing
+from . import signing
 from .broker import Broker
 from .config import Config
 from .event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
@@ -324,6 +324,8 @@ def create_app(config: Config, broker: Broker) -> web.Application:
     app.router.add_post("/ingest/{adapter}", ingest_adapter)
     app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/subscribers", get_subscribers)
+    from . import jobhistory  # here: it uses this module's answers
+
     jobhistory.add_routes(app, broker.journal)  # GET /api/jobs, /api/jobs/{job_id}
     app.router.add_get("/api/dead-letters", get_dead_letters)
     app.router.add_post("/api/dead-letters/{id}/retry", retry_dead_letter)
