@@ -281,7 +281,7 @@ class Broker:
         name = str(info["name"])
         self.seen[name] = (time.time(), info.get("stats") or {})
         cursor, epoch = self.journal.cursors().get(name, (0, 0))
-        replays = len(self.journal.dead_letters(name, "replaying", limit=1000))
+        replays = self.journal.count_dead("replaying").get(name, 0)
         return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays}, []
 
     async def _on_replays(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:

@@ -444,8 +444,10 @@ class Journal:
         rows = self._reader().execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [DeadLetter(*r) for r in rows]
 
-    def count_dead(self) -> dict[str, int]:
-        rows = self._reader().execute("SELECT subscriber, COUNT(*) FROM dead_letters WHERE state='dead' GROUP BY subscriber").fetchall()
+    def count_dead(self, state: str = "dead") -> dict[str, int]:
+        """Dead letters in `state` (dead, replaying, delivered), per subscriber."""
+        rows = self._reader().execute(
+            "SELECT subscriber, COUNT(*) FROM dead_letters WHERE state=? GROUP BY subscriber", (state,)).fetchall()
         return dict(rows)
 
     def event_count(self) -> int:
