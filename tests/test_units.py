@@ -235,6 +235,49 @@ async def test_refused_append_leaves_no_gap(journal: Journal) -> None:
     assert [e.seq for e in journal.read(0, 10)[0]] == [1, 2]
 
 
+async def test_appends_committed_together_with_repeats_among_them(journal: Journal) -> None:
+    """Appends written in one turn of the loop are inserted together; a repeat
+    among them (of a stored event, or of one in the same commit) still gets its
+    first seq, and no seq is skipped."""
+    [stored] = await journal.append([item("old")])
+    calls = [
+        journal.append([item("a1"), item("a2")]),
+        journal.append([item("old"), item("b1")]),  # a repeat of a stored event
+        journal.append([item("c1"), item("c1")]),  # a repeat within one call
+        journal.write(lambda conn: conn.execute("SELECT 1").fetchone()[0]),  # not an append, between appends
+        journal.append([item(f"d{i}") for i in range(2500)]),  # more rows than one statement takes
+    ]
+    a, b, c, one, d = await asyncio.gather(*calls)
+    assert one == 1
+    assert [(x.seq, x.duplicate) for x in a] == [(2, False), (3, False)]
+    assert [(x.seq, x.duplicate) for x in b] == [(stored.seq, True), (4, False)]
+    assert [(x.seq, x.duplicate) for x in c] == [(5, False), (5, True)]
+    assert [x.seq for x in d] == list(range(6, 2506)) and not any(x.duplicate for x in d)
+    assert journal.last_seq == journal.event_count() == 2505
+    events, _ = journal.read(0, 5000)
+    assert [e.seq for e in events] == list(range(1, 2506))
+
+
+async def test_appends_without_repeats_in_one_commit(journal: Journal) -> None:
+    futures = [journal.append([item(f"{w}-{k}") for k in range(3)]) for w in range(50)]
+    answers = await asyncio.gather(*futures)
+    assert [x.seq for answer in answers for x in answer] == list(range(1, 151))
+    assert [e.body for e in journal.read(0, 200)[0]] == [item(f"{w}-{k}")[1] for w in range(50) for k in range(3)]
+
+
+async def test_close_commits_writes_not_yet_handed_to_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    j = Journal(path)
+    future = j.append([item("last")])  # still waiting for the loop's next turn
+    j.close()
+    assert (await asyncio.wait_for(future, 5))[0].seq == 1
+    reopened = Journal(path)
+    try:
+        assert reopened.last_seq == 1 and reopened.event_count() == 1
+    finally:
+        reopened.close()
+
+
 async def test_seq_survives_reopen_and_prune(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     j = Journal(path)
