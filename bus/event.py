@@ -189,7 +189,8 @@ def from_stored(body: bytes) -> Event:
     """Given an event's JSON as the journal stores it (validated by parse_event
     when it was accepted), return the Event without validating it again."""
     obj = orjson.loads(body)
-    extensions = {k: v for k, v in obj.items() if k not in KNOWN}
+    extra = obj.keys() - KNOWN  # usually none: no dict built for them
+    extensions = {k: v for k, v in obj.items() if k in extra} if extra else {}
     if "dataschema" in obj:
         extensions["dataschema"] = obj["dataschema"]
     return Event(id=obj["id"], source=obj["source"], type=obj["type"], time=obj.get("time"), subject=obj.get("subject"),

@@ -90,6 +90,7 @@ class SubscriberRunner:
         subscriber.give_up = self._give_up
         self.events = config.events if config.events is not None else subscriber.default_events
         self.match_type = compile_globs(self.events).match
+        self.greeted = False  # the broker has told the cursor: live events can be taken
         self.high = 0  # every seq <= high has been handed out or skipped
         self.target = 0  # the journal head as last heard of
         self.epoch = 0
@@ -101,7 +102,8 @@ class SubscriberRunner:
         self.slots = asyncio.Semaphore(1 if subscriber.ordered else max(1, subscriber.concurrency))
         self.feed = feed
         self._wake = asyncio.Event()  # the target moved while following the feed
-        self._deadlines: dict[asyncio.Timeout, float] = {}  # handler calls in progress → when they time out
+        self._deadlines: dict[asyncio.Task[Any], float] = {}  # handler calls in progress → when they time out
+        self._expired: set[asyncio.Task[Any]] = set()  # ... and those the watchdog has cancelled
         self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0}
         self.ready = asyncio.Event()  # set once caught up with the head seen at start
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -145,6 +147,7 @@ class SubscriberRunner:
         self.epoch = int(info["epoch"])
         self.target = max(self.target, int(info["head"]))
         self.retry_state = {int(s): (int(a), float(t)) for s, a, t in info["retries"]}
+        self.greeted = True
         log.info("subscriber %s (%s): starting after seq %d, head %d", self.name, self.config.kind, self.high, self.target)
 
     async def _drain(self, grace: float = 5.0) -> None:
@@ -174,7 +177,7 @@ class SubscriberRunner:
     def on_live(self, type_: str | None, seq: int, body: bytes) -> None:
         """One message of the live stream: an event (`type_`, `seq`, `body`) or a
         heartbeat (`type_` None, `seq` the journal head)."""
-        if type_ is None:
+        if type_ is None or not self.greeted:  # before the cursor is known, an event only says how far to read
             if seq > self.target:
                 self.target = seq
                 self._wake.set()
@@ -299,30 +302,36 @@ class SubscriberRunner:
 
     # -- delivery ------------------------------------------------------------
 
-    async def _call_handler(self, event: Event) -> None:
-        await self._timed(self.sub.handle(event))
-
     async def _timed(self, call: Awaitable[None]) -> None:
         """Await a handler call; past the subscriber's timeout it is cancelled and
-        TimeoutError raised. The deadline is kept in a table that one watchdog
-        looks over (a timer per call was a tenth of a busy subscriber's time).
-        asyncio.timeout rather than wait_for: on Python 3.11 wait_for can swallow
-        a cancellation that arrives as the inner call completes, and shutdown hangs."""
-        async with asyncio.timeout(None) as timeout:
-            self._deadlines[timeout] = time.monotonic() + self.sub.handler_timeout()
-            try:
-                await call
-            finally:
-                del self._deadlines[timeout]
+        TimeoutError raised. One watchdog looks over a table of the calls in
+        progress: an asyncio.timeout (or a timer) per call was a quarter of a busy
+        subscriber's time. As in asyncio.timeout, Task.uncancel tells the
+        watchdog's cancellation from anyone else's (a shutdown is not a timeout)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines[task] = time.monotonic() + self.sub.handler_timeout()
+        try:
+            await call
+        except asyncio.CancelledError:
+            if task in self._expired and task.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            del self._deadlines[task]
+            if task in self._expired:
+                self._expired.discard(task)
+                if task.cancelling():  # cancelled as the call returned: take that back
+                    task.uncancel()
 
     async def _watch_deadlines(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(DEADLINE_CHECK)
             now = time.monotonic()
-            for timeout, deadline in list(self._deadlines.items()):
-                if deadline <= now and timeout.when() is None:
-                    timeout.reschedule(loop.time())  # fires at once: the call is cancelled, TimeoutError raised
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
 
     async def _deliver_many(self, events: list[Event]) -> bool:
         """One try at handing several queued events to a kind that takes them
@@ -345,10 +354,25 @@ class SubscriberRunner:
 
     async def _deliver(self, event: Event) -> bool:
         """Handle one event with retries; dead-letter it when that fails. Return success."""
-        seq = event.seq or 0
-        before, next_at = self.retry_state.pop(seq, (0, 0.0))
+        state = self.retry_state.pop(event.seq or 0, None)
+        if state is None:  # most events succeed at once: spare them the retry machinery
+            try:
+                await self._timed(self.sub.handle(event))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # handed to the retry loop as its first attempt
+                return await self._retry(event, 0, exc)
+            self.stats["delivered"] += 1
+            return True
+        before, next_at = state
         if next_at > time.time():
             await asyncio.sleep(next_at - time.time())
+        return await self._retry(event, before, None)
+
+    async def _retry(self, event: Event, before: int, first_error: Exception | None) -> bool:
+        """Deliver with retries, counting on from `before` attempts made before a
+        restart; `first_error` is an attempt that has just failed."""
+        seq = event.seq or 0
         retry_cfg = self.config.retry
         persisted = False
         last_error = ""
@@ -374,17 +398,6 @@ class SubscriberRunner:
                      self.name, seq, before + state.attempt_number, last_error, wait)
             await save(before + state.attempt_number, time.time() + wait)
 
-        first_error: Exception | None = None
-        if not before:  # most events succeed at once: spare them the retry machinery
-            try:
-                await self._call_handler(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # handed to the retry loop below as its first attempt
-                first_error = exc
-            else:
-                self.stats["delivered"] += 1
-                return True
         attempts = before
         try:
             async for attempt in AsyncRetrying(
@@ -400,7 +413,7 @@ class SubscriberRunner:
                     if first_error is not None:  # the fast path's failed attempt: let tenacity judge it
                         error, first_error = first_error, None
                         raise error
-                    await self._call_handler(event)
+                    await self._timed(self.sub.handle(event))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure of a handler ends here, never in the loop
@@ -490,7 +503,7 @@ class SubscriberRunner:
                 event = from_stored(body)
                 event.seq = int(item["seq"])
                 try:
-                    await self._call_handler(event)
+                    await self._timed(self.sub.handle(event))
                     ok, error = True, ""
                 except Exception as exc:  # a replay that fails goes back to the dead letters
                     ok, error = False, describe(exc)

@@ -133,3 +133,66 @@ async def test_a_cancelled_ingest_is_still_published_and_the_head_follows_public
     await wait_for(lambda: ("backup.task.finished", 1) in heard, 5, "the committed event published anyway")
     assert broker.journal.last_seq == 1 and broker.head == 1
     await wait_for(lambda: (None, 1) in heard, 5, "a heartbeat with the published head")
+
+
+class Hangs(Subscriber):
+    """Never returns from the event of job `stuck`; a handler that swallows one
+    cancellation and returns counts as done (as with asyncio.timeout)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.handled: list[int] = []
+        self.attempts = 0
+
+    async def handle(self, event: Event) -> None:
+        if event.data["job_id"] == "stuck":
+            self.attempts += 1
+            await asyncio.Event().wait()
+        if event.data["job_id"] == "stubborn":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                pass  # swallowed: the call returns normally
+        self.handled.append(event.data["n"])
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_retried_and_dead_lettered(broker: Broker) -> None:
+    config = SubscriberConfig(name="slow", kind="hangs", timeout=0.3, retry={"attempts": 2, "initial_delay": 0.05, "max_delay": 0.1})
+    sub = Hangs(config)
+    async with following(broker, sub):
+        await ingest(broker, 1, job="stuck")
+        await ingest(broker, 2, job="free")
+        await ingest(broker, 3, job="stubborn")
+        await wait_for(lambda: 2 in sub.handled, 5, "the other job's event, not held up")  # numbers are data.n
+        await wait_for(lambda: broker.journal.dead_letters("slow"), 10, "the hanging event dead-lettered")
+        [dead] = broker.journal.dead_letters("slow")
+        assert (dead.seq, dead.attempts, dead.error) == (1, 2, "timed out") and sub.attempts == 2
+        await wait_for(lambda: 3 in sub.handled, 5, "the event whose handler swallowed the cancellation")
+        failed = [e for e in broker.journal.read(0, 100)[0] if e.type == "hookbus.delivery.failed"]
+        assert len(failed) == 1 and orjson.loads(failed[0].body)["data"]["error"] == "timed out"
+        await ingest(broker, 4, job="free")
+        await wait_for(lambda: 4 in sub.handled, 5, "the subscriber goes on")
+
+
+async def test_events_published_while_the_subscriber_says_hello_arrive_once(broker: Broker) -> None:
+    """Under serve a subscriber listens before its hello is answered: what is
+    published in between must come once, not live and again from the cursor."""
+    sub = Batches(SubscriberConfig(name="late", kind="many"))
+    runner = SubscriberRunner(sub.config, sub, broker.bus, broker.ctx, feed=broker)
+    hello = runner._hello
+
+    async def hello_after_events() -> None:
+        await ingest(broker, 1, 2, 3)  # published in memory while this subscriber is attached, before its hello
+        await hello()
+
+    runner._hello = hello_after_events  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: len(sub.singles) >= 3, 10, "the three events")
+        await ingest(broker, 4)
+        await wait_for(lambda: 4 in sub.singles, 10, "the next event")
+        await wait_for(lambda: broker.journal.cursors().get("late", (0, 0))[0] == 4, 10, "cursor at 4")
+        assert sub.singles == [1, 2, 3, 4]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
