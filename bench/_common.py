@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -262,12 +263,27 @@ def until_quiet(args: Any, runs: list[dict[str, Any]]) -> Iterator[int]:
             return
 
 
-def print_ratio(base: float, hook: float, unit: str, digits: int = 2) -> None:
-    """The result line of a throughput benchmark: both rates, their ratio, the goal."""
-    ratio = hook / base
-    banner("result")
-    print(f"baseline {base:.0f} {unit}   hookbus {hook:.0f} {unit}   ratio hookbus/baseline {ratio:.{digits}f}   "
-          f"(goal >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})", flush=True)
+def add_round_options(parser: Any, default: int = 3) -> None:
+    parser.add_argument("--rounds", type=int, default=default,
+                        help="measure baseline and hookbus alternately this many times; the result is the median of "
+                             f"the rounds' ratios (default {default})")
+
+
+def print_rounds(pairs: list[tuple[float, float]], unit: str, what: str, digits: int = 2) -> float:
+    """The result of a throughput benchmark: each round's baseline and hookbus
+    rates (measured one after the other), their ratios, and the median ratio
+    against the goal. Rounds, not one long run each, because this kind of
+    machine drifts by a fifth over minutes: a baseline measured first and
+    hookbus minutes later would compare the machine with itself."""
+    ratios = [hook / base for base, hook in pairs]
+    median = statistics.median(ratios)
+    banner(f"result: {what}")
+    for i, ((base, hook), ratio) in enumerate(zip(pairs, ratios), 1):
+        print(f"round {i}: baseline {base:.0f} {unit}   hookbus {hook:.0f} {unit}   ratio {ratio:.{digits}f}")
+    print(f"median ratio hookbus/baseline {median:.{digits}f} over {len(pairs)} round(s) "
+          f"(range {min(ratios):.{digits}f}-{max(ratios):.{digits}f})   goal >= 0.5: {'met' if median >= 0.5 else 'MISSED'}",
+          flush=True)
+    return median
 
 
 def handle_sigterm() -> None:

@@ -11,7 +11,10 @@ Baseline: a plain pyzmq XSUB/XPUB `zmq.proxy` (its own process, SNDHWM/RCVHWM
 and a SUB socket counting N messages (publisher and receiver are two threads
 of this process, as the hookbus publisher and subscriber share this process).
 
-    python -m bench.bus [--events 100000] [--size 512] [--batch 100] [--inflight 8]
+The two are measured one after the other in each of --rounds rounds; the
+result is the median of the rounds' ratios.
+
+    python -m bench.bus [--rounds 3] [--events 100000] [--size 512] [--batch 100] [--inflight 8]
 """
 
 from __future__ import annotations
@@ -38,13 +41,14 @@ from ._common import (
     CpuWindow,
     Processes,
     add_quiet_options,
+    add_round_options,
     banner,
     bench_dir,
     describe_cpu,
     event_body,
     free_ports,
     hookbus_command,
-    print_ratio,
+    print_rounds,
     quietest,
     run_main,
     wait_port,
@@ -215,11 +219,13 @@ def main() -> None:
                              "default: per-job lanes, as most kinds")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="[bus] synchronous (default FULL)")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds per side")
+    add_round_options(parser)
     add_quiet_options(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, journal)")
     args = parser.parse_args()
-    if not 1 <= args.events <= 5_000_000 or not 1 <= args.batch <= 5000 or not 1 <= args.inflight <= 1000:
-        parser.error("--events in [1, 5e6], --batch in [1, 5000], --inflight in [1, 1000]")
+    if not 1 <= args.events <= 5_000_000 or not 1 <= args.batch <= 5000 or not 1 <= args.inflight <= 1000 \
+            or not 1 <= args.rounds <= 50:
+        parser.error("--events in [1, 5e6], --batch in [1, 5000], --inflight in [1, 1000], --rounds in [1, 50]")
 
     run = f"b{os.getpid()}"
     bodies = [event_body(run, i, args.size, args.jobs) for i in range(args.events)]
@@ -227,29 +233,32 @@ def main() -> None:
     print(f"bus: {args.events} events of {len(bodies[0])} B, publish batches of {args.batch} with {args.inflight} in flight, "
           f"subscriber {'ordered' if args.ordered else f'per-job lanes ({args.jobs} jobs)'}, "
           f"synchronous={args.synchronous}, {os.cpu_count()} CPUs", flush=True)
+    pairs: list[tuple[float, float]] = []
     with bench_dir("hookbus-bench-bus-", args.keep) as tmp:
         with Processes(tmp) as procs:
-            banner("baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
-            runs = []
-            for attempt in until_quiet(args, runs):
-                r = baseline_side(args, procs, bodies)
-                print(f"baseline: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
-                      f"sent at {r['send_rate']:.0f}/s)", flush=True)
-                print(f"          {describe_cpu(r['cpu'])}", flush=True)
-                runs.append(r)
-            base = quietest(runs)
+            for round_ in range(1, args.rounds + 1):
+                banner(f"round {round_} of {args.rounds}, baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
+                runs = []
+                for attempt in until_quiet(args, runs):
+                    r = baseline_side(args, procs, bodies)
+                    print(f"baseline: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                          f"sent at {r['send_rate']:.0f}/s)", flush=True)
+                    print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                    runs.append(r)
+                base = quietest(runs)
 
-            banner("hookbus: ControlClient.publish (durable ack) → broker → SubscriberRunner → handler")
-            runs = []
-            for attempt in until_quiet(args, runs):
-                r = asyncio.run(hookbus_side(args, procs, tmp / f"run{attempt}", warm, bodies))
-                print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
-                      f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
-                print(f"          {describe_cpu(r['cpu'])}", flush=True)
-                runs.append(r)
-            hook = quietest(runs)
+                banner(f"round {round_} of {args.rounds}, hookbus: ControlClient.publish (durable ack) → broker → "
+                       "SubscriberRunner → handler")
+                runs = []
+                for attempt in until_quiet(args, runs):
+                    r = asyncio.run(hookbus_side(args, procs, tmp / f"run{round_}-{attempt}", warm, bodies))
+                    print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                          f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
+                    print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                    runs.append(r)
+                pairs.append((base["rate"], quietest(runs)["rate"]))
 
-        print_ratio(base["rate"], hook["rate"], "events/s", digits=3)
+    print_rounds(pairs, "events/s", "publish → durable ack → subscriber handler", digits=3)
 
 
 if __name__ == "__main__":

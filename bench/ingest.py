@@ -1,15 +1,18 @@
 """Ingest benchmark: HTTP POST of a CloudEvent → durable → 202.
 
 hookbus: `hookbus serve` (its own process, temp config: journal in a temp dir,
-synchronous=FULL, free loopback ports, one `jsonl` subscriber or none).
+synchronous=FULL, free loopback ports), twice: with no subscriber (the issue's
+measure: POST → durable → 202) and with one `jsonl` subscriber (the default
+config's shape: the subscriber runs in the same process, on the same core).
 Baseline: a plain aiohttp server (its own process, `bench._baseline ingest`)
 whose handler parses the same JSON with orjson and answers 202, no disk.
 
-Both are driven by the same wrk command (same threads, connections, duration,
-Lua script that POSTs a CloudEvent with a unique id per request). Prints the
-202s per second of each and the ratio hookbus/baseline.
+All are driven by the same wrk command (same threads, connections, duration,
+Lua script that POSTs a CloudEvent with a unique id per request), one after the
+other in each of --rounds rounds. Prints the 202s per second of each run, each
+round's ratio hookbus/baseline and their median.
 
-    python -m bench.ingest [--duration 10] [--connections 64] [--threads 2] [--size 512] [--subscriber jsonl|none]
+    python -m bench.ingest [--rounds 3] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none]
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from ._common import (
     CpuWindow,
     Processes,
     add_quiet_options,
+    add_round_options,
     banner,
     bench_dir,
     describe_cpu,
     event_dict,
     free_ports,
     hookbus_command,
-    print_ratio,
+    print_rounds,
     quietest,
     require,
     run_main,
@@ -106,20 +110,18 @@ def run_wrk(args: argparse.Namespace, script: Path, url: str, run_id: str, durat
     return result
 
 
-def measure(args: argparse.Namespace, name: str, script: Path, url: str, pid: int) -> dict[str, Any]:
-    """A warm-up run, then the measured run (with CPU accounting), repeated
-    while other processes load the machine; return the quietest."""
-    if args.warmup > 0:
-        run_wrk(args, script, url, f"{name}-warm", args.warmup)
+def measure(args: argparse.Namespace, name: str, script: Path, url: str, pid: int, run: str) -> dict[str, Any]:
+    """One measured run (with CPU accounting), repeated while other processes
+    load the machine; return the quietest."""
     runs = []
     for attempt in until_quiet(args, runs):
         window = CpuWindow({"server": pid})
-        result = run_wrk(args, script, url, f"{name}-run{attempt}", args.duration)
+        result = run_wrk(args, script, url, f"{name}-{run}-{attempt}", args.duration)
         result["cpu"] = window.stop()
-        print(f"{name:>8}: {result['rps']:10.0f} req/s (202)  latency p50 {result['p50_us'] / 1000:.2f} ms  "
+        print(f"{name:>13}: {result['rps']:10.0f} req/s (202)  latency p50 {result['p50_us'] / 1000:.2f} ms  "
               f"p99 {result['p99_us'] / 1000:.2f} ms  max {result['max_us'] / 1000:.1f} ms  "
               f"non-2xx {result['status']}  socket errors {result['socket_errors']}", flush=True)
-        print(f"          {describe_cpu(result['cpu'])}  [bench = wrk]", flush=True)
+        print(f"               {describe_cpu(result['cpu'])}  [bench = wrk]", flush=True)
         if result["status"] or result["socket_errors"]:
             raise RuntimeError(f"{name}: {result['status']} non-2xx answers and {result['socket_errors']} socket "
                                "errors; the run is not valid")
@@ -127,7 +129,7 @@ def measure(args: argparse.Namespace, name: str, script: Path, url: str, pid: in
     best = quietest(runs)
     best["accepted_total"] = sum(r["ok"] for r in runs)
     if len(runs) > 1:
-        print(f"          kept: {best['rps']:.0f} req/s (other load {best['cpu']['other_cores']:.2f})", flush=True)
+        print(f"               kept: {best['rps']:.0f} req/s (other load {best['cpu']['other_cores']:.2f})", flush=True)
     return best
 
 
@@ -143,69 +145,102 @@ def count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
+def start_serve(procs: Processes, tmp: Path, name: str, jsonl: bool, synchronous: str) -> tuple[Any, str, Path]:
+    """Start `hookbus serve` with its own temp config; return the process, its /events URL and data dir."""
+    http_port, control_port, publish_port = free_ports(3)
+    (tmp / name).mkdir()
+    data_dir = tmp / name / "var"
+    subs = [{"name": "audit", "kind": "jsonl", "path": str(data_dir / "events.jsonl")}] if jsonl else []
+    config = write_config(tmp / name / "hookbus.toml", data_dir=data_dir, control_port=control_port,
+                          publish_port=publish_port, http_port=http_port, subscribers=subs, bus={"synchronous": synchronous})
+    serve = procs.start(f"hookbus-{name}", [*hookbus_command(), "serve", "--config", str(config), "--log-level", "WARNING"])
+    wait_port(http_port, serve, procs, f"hookbus serve ({name})")
+    return serve, f"http://{HOST}:{http_port}", data_dir
+
+
+def check_journal(name: str, url: str, accepted: int, jsonl: Path | None) -> None:
+    """Every 202 is in the journal; with jsonl, every journal event is in the file once the load ended."""
+    head = get_json(f"{url}/healthz")["head"]
+    print(f"{name}: journal head seq {head} (wrk counted {accepted} 202s in the measured runs)")
+    if head < accepted:
+        raise RuntimeError(f"{name}: the journal holds fewer events than wrk saw accepted")
+    if jsonl is None:
+        return
+    time.sleep(0.5)  # requests still in flight when wrk stopped may commit now
+    t0 = time.monotonic()
+    while True:
+        lines = count_lines(jsonl)  # read before the head: lines <= head
+        head = get_json(f"{url}/healthz")["head"]
+        if lines >= head or time.monotonic() - t0 > 60:
+            break
+        time.sleep(0.1)
+    print(f"{name}: jsonl subscriber wrote {lines} lines for journal head {head}, "
+          f"caught up {time.monotonic() - t0:.1f} s after the load ended" + ("" if lines == head else "  (MISMATCH)"), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per server (default 10)")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per run (default 5)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per server, not counted (default 2)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--size", type=int, default=512, help="event JSON size in bytes (default 512)")
     parser.add_argument("--jobs", type=int, default=64, help="distinct data.job_id values (default 64)")
-    parser.add_argument("--subscriber", choices=["jsonl", "none"], default="jsonl",
-                        help="subscriber inside `hookbus serve` (default jsonl, as in the default config)")
+    parser.add_argument("--subscriber", choices=["both", "none", "jsonl"], default="both",
+                        help="hookbus serve with no subscriber, with the default config's jsonl subscriber, or both "
+                             "(default both)")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="[bus] synchronous (default FULL)")
+    add_round_options(parser)
     add_quiet_options(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, journal)")
     args = parser.parse_args()
-    if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60:
-        parser.error("--duration must be in (0, 600], --warmup in [0, 60]")
+    if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 50:
+        parser.error("--duration must be in (0, 600], --warmup in [0, 60], --rounds in [1, 50]")
     if args.threads < 1 or args.connections < args.threads:
         parser.error("need --threads >= 1 and --connections >= --threads")
     require("wrk")
+    variants = {"none": ["none"], "jsonl": ["jsonl"], "both": ["none", "jsonl"]}[args.subscriber]
 
     with bench_dir("hookbus-bench-ingest-", args.keep) as tmp:
         script = tmp / "post_event.lua"
         script.write_text(lua_script(args.size, args.jobs))
-        print(f"ingest: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s (+{args.warmup:g}s warm-up), "
-              f"event ~{args.size} B, hookbus subscriber: {args.subscriber}, synchronous={args.synchronous}, "
+        print(f"ingest: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s per run, {args.rounds} round(s), "
+              f"event ~{args.size} B, hookbus subscribers: {' and '.join(variants)}, synchronous={args.synchronous}, "
               f"{os.cpu_count()} CPUs", flush=True)
         with Processes(tmp) as procs:
-            base_port, http_port, control_port, publish_port = free_ports(4)
-
-            banner("baseline: aiohttp + orjson.loads → 202 (no journal)")
+            # Every server runs throughout; only the one under load does any work.
+            base_port, = free_ports(1)
             base = procs.start("baseline", [sys.executable, "-m", "bench._baseline", "ingest", "--port", str(base_port)])
             wait_port(base_port, base, procs, "baseline")
-            baseline = measure(args, "baseline", script, f"http://{HOST}:{base_port}/events", base.pid)
-            procs.stop(base)
+            servers: dict[str, tuple[Any, str]] = {"baseline": (base, f"http://{HOST}:{base_port}")}
+            data_dirs: dict[str, Path] = {}
+            for variant in variants:
+                serve, url, data_dirs[variant] = start_serve(procs, tmp, variant, variant == "jsonl", args.synchronous)
+                servers[f"hookbus-{variant}"] = (serve, url)
+            banner("warm-up: " + ", ".join(servers))
+            for name, (_, url) in servers.items():
+                if args.warmup > 0:
+                    run_wrk(args, script, f"{url}/events", f"{name}-warm", args.warmup)
 
-            banner("hookbus serve: POST /events → journal commit (fsync) → 202")
-            data_dir = tmp / "var"
-            subs = [{"name": "audit", "kind": "jsonl", "path": str(data_dir / "events.jsonl")}] if args.subscriber == "jsonl" else []
-            config = write_config(tmp / "hookbus.toml", data_dir=data_dir, control_port=control_port,
-                                  publish_port=publish_port, http_port=http_port, subscribers=subs,
-                                  bus={"synchronous": args.synchronous})
-            serve = procs.start("hookbus-serve", [*hookbus_command(), "serve", "--config", str(config), "--log-level", "WARNING"])
-            wait_port(http_port, serve, procs, "hookbus serve")
-            hookbus = measure(args, "hookbus", script, f"http://{HOST}:{http_port}/events", serve.pid)
-            head = get_json(f"http://{HOST}:{http_port}/healthz")["head"]
-            print(f"          journal head after the runs: seq {head} (wrk counted {hookbus['accepted_total']} 202s in the measured runs)")
-            if head < hookbus["accepted_total"]:
-                raise RuntimeError("the journal holds fewer events than wrk saw accepted")
-            if args.subscriber == "jsonl":
-                time.sleep(0.5)  # requests still in flight when wrk stopped may commit now
-                t0 = time.monotonic()
-                while True:
-                    lines = count_lines(data_dir / "events.jsonl")  # before the head: lines <= head
-                    head = get_json(f"http://{HOST}:{http_port}/healthz")["head"]
-                    if lines >= head or time.monotonic() - t0 > 60:
-                        break
-                    time.sleep(0.1)
-                print(f"          jsonl subscriber: {lines} lines for journal head {head}, "
-                      f"caught up {time.monotonic() - t0:.1f} s after the load ended"
-                      + ("" if lines == head else "  (MISMATCH)"), flush=True)
-            procs.check_alive(serve, "hookbus serve")
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            for round_ in range(1, args.rounds + 1):
+                banner(f"round {round_} of {args.rounds}: baseline (aiohttp + orjson.loads → 202, no journal), then "
+                       "hookbus serve (POST /events → journal commit, fsync → 202)")
+                for name, (proc, url) in servers.items():
+                    results[name].append(measure(args, name, script, f"{url}/events", proc.pid, f"r{round_}"))
+            banner("checks")
+            for variant in variants:
+                proc, url = servers[f"hookbus-{variant}"]
+                accepted = sum(r["accepted_total"] for r in results[f"hookbus-{variant}"])
+                check_journal(f"hookbus-{variant}", url, accepted,
+                              data_dirs[variant] / "events.jsonl" if variant == "jsonl" else None)
+                procs.check_alive(proc, f"hookbus serve ({variant})")
 
-        print_ratio(baseline["rps"], hookbus["rps"], "req/s")
+        base_rps = [r["rps"] for r in results["baseline"]]
+        titles = {"none": "POST → durable → 202, no subscriber (the issue's measure)",
+                  "jsonl": "the same with the default config's jsonl subscriber in the same process"}
+        for variant in variants:
+            print_rounds(list(zip(base_rps, (r["rps"] for r in results[f"hookbus-{variant}"]))), "req/s", titles[variant])
 
 
 if __name__ == "__main__":
