@@ -18,14 +18,19 @@ that a redelivery of the trigger publishes a duplicate, not a second result.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import orjson
 from pydantic import Field
 
 from hookbus.bus.config import RetrySettings, Strict
 from hookbus.bus.event import Event
+from hookbus.bus.journal import settle_future
+
+T = TypeVar("T")
 
 
 class SubscriberConfig(Strict):
@@ -130,3 +135,28 @@ def wants(config: SubscriberConfig, event: Event) -> bool:
         if value not in options:
             return False
     return True
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any, name: str) -> asyncio.Future[T]:
+    """Run a blocking call (a plugin, a Batfish client) in a daemon thread of its
+    own; the future has its result or exception. Not the default executor: a
+    call that hangs forever would hold up the loop's shutdown there and a shared
+    pool's workers, and no thread can be stopped from outside anyway. Await it
+    within a timeout; a call that returns after its waiter left is dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle_future, future, result, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return future

@@ -36,21 +36,18 @@ import io
 import logging
 import re
 import tempfile
-import threading
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
 from hookbus.bus.config import ConfigError
 from hookbus.bus.event import Event
-from hookbus.bus.journal import settle_future
 from hookbus.bus.validation import Reporter, Result
 
-from .base import DeliveryError, Subscriber, SubscriberConfig
+from .base import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
 
 log = logging.getLogger("hookbus.subscriber.batfish")
 
@@ -63,7 +60,6 @@ ROWS_IN_EVENT = 5  # raw rows kept per question in `details.rows`
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # what Batfish accepts as a network or snapshot name
 PARSE_ERRORS = {"FAILED", "EMPTY"}
 PARSE_WARNINGS = {"PARTIALLY_UNRECOGNIZED", "UNKNOWN", "UNSUPPORTED"}
-T = TypeVar("T")
 
 
 class BatfishConfig(SubscriberConfig):
@@ -153,32 +149,6 @@ def ask_batfish(host: str, network: str, snapshot: str, data: bytes, questions: 
         answer = question().answer(snapshot=snapshot)
         rows[name] = [dict(row) for row in getattr(answer, "rows", [])]
     return rows
-
-
-async def in_daemon_thread(fn: Callable[[], T], timeout: float, name: str) -> T:
-    """Run a blocking call in a daemon thread; raise TimeoutError after `timeout` seconds.
-
-    Not the default executor: a call stuck past its timeout would hold up the
-    loop's shutdown there, and could not be stopped either way.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def main() -> None:
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task, which decides
-            error = exc
-        try:  # settle_future leaves a future alone whose waiter timed out and left
-            loop.call_soon_threadsafe(settle_future, future, result, error)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-    threading.Thread(target=main, name=name, daemon=True).start()
-    async with asyncio.timeout(timeout):
-        return await future
 
 
 def _lines(value: Any) -> str:
@@ -286,9 +256,9 @@ class BatfishSubscriber(Subscriber):
             return Result("failed", f"no configs to validate in {cfg.configs_dir}", reason="no_configs", details=details)
         await self.reachable()
         try:
-            answers = await in_daemon_thread(
-                lambda: ask_batfish(cfg.host, cfg.network, self.snapshot, data, cfg.questions),
-                cfg.timeout, name=f"batfish-{self.name}")
+            async with asyncio.timeout(cfg.timeout):
+                answers = await in_daemon_thread(ask_batfish, cfg.host, cfg.network, self.snapshot, data, cfg.questions,
+                                                 name=f"batfish-{self.name}")
         except TimeoutError:
             return Result("failed", f"Batfish checks did not finish within {cfg.timeout:g}s", reason="timeout",
                           findings=[f"stopped waiting after {cfg.timeout:g}s"], details={**details, "files": files})

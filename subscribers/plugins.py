@@ -43,9 +43,8 @@ from pydantic import model_validator
 
 from hookbus.bus.config import ConfigError
 from hookbus.bus.event import Event
-from hookbus.bus.journal import settle_future
 
-from .base import DeliveryError, Subscriber, SubscriberConfig
+from .base import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
 
 log = logging.getLogger("hookbus.subscriber.plugins")
 
@@ -280,22 +279,6 @@ def calls_for(event: Event) -> list[tuple[str, tuple[Any, ...]]]:
     return []
 
 
-def _in_thread(fn: Any, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-    """Run fn in a daemon thread of its own: a plugin that hangs forever holds
-    neither the event loop, nor a shared pool, nor the process at exit."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def work() -> None:
-        try:
-            result, exc = fn(*args), None
-        except BaseException as error:  # reported to the caller, whatever it is
-            result, exc = None, error
-        with contextlib.suppress(RuntimeError):  # the loop may be gone by the time a hung call returns
-            loop.call_soon_threadsafe(settle_future, future, result, exc)
-
-    threading.Thread(target=work, name="hookbus-plugin", daemon=True).start()
-    return future
 
 
 class PluginsSubscriber(Subscriber):
@@ -335,7 +318,7 @@ class PluginsSubscriber(Subscriber):
                 if call.is_async:
                     await call.target(*args)
                 else:
-                    await _in_thread(call.target, args)
+                    await in_daemon_thread(call.target, *args, name="hookbus-plugin")
         except TimeoutError:
             return f"plugin {call.plugin}: {call.hook} did not return within {self.call_limit:g}s"
         except Exception as exc:
