@@ -22,7 +22,19 @@ from .config import scrub
 from .jobconfig import DEFAULT_SHELL, DEFAULT_TIMEOUT
 from .process import GRACE, OUTPUT_LIMIT
 
-__all__ = ["HookResult", "run_command"]
+__all__ = ["HookResult", "hook_env", "run_command"]
+
+# Borgitory's names for three of ours, so its hook scripts run unchanged.
+BORGITORY_NAMES = {"HOOKBUS_REPOSITORY": "BORGITORY_REPOSITORY_ID", "HOOKBUS_TASK_INDEX": "BORGITORY_TASK_INDEX",
+                   "HOOKBUS_JOB_TYPE": "BORGITORY_JOB_TYPE"}
+
+
+def hook_env(**fields: object) -> dict[str, str]:
+    """HOOKBUS_* variables from fields (job_id= → HOOKBUS_JOB_ID; None leaves one
+    out), plus Borgitory's names where they apply."""
+    env = {f"HOOKBUS_{name.upper()}": str(value) for name, value in fields.items() if value is not None}
+    env.update({theirs: env[ours] for ours, theirs in BORGITORY_NAMES.items() if ours in env})
+    return env
 
 
 @dataclass(slots=True)

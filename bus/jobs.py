@@ -27,7 +27,7 @@ from typing import Any, Protocol, cast
 
 from .config import Config, scrub
 from .event import Event, new_event, new_id, now_rfc3339
-from .hooks import HookResult, run_command
+from .hooks import HookResult, hook_env, run_command
 from .jobconfig import NAME_PATTERN, Command, JobConfig, is_template
 from .spool import SpoolingPublisher
 
@@ -267,15 +267,8 @@ class JobRun:
     def _env(self, task: Task) -> dict[str, str]:
         assert task.command is not None
         env = dict(os.environ)
-        index = str(task.index)
-        env.update({
-            "HOOKBUS_JOB_ID": self.job_id, "HOOKBUS_JOB": self.job.name, "HOOKBUS_REPOSITORY": self.job.repository,
-            "HOOKBUS_TASK_INDEX": index, "HOOKBUS_JOB_TYPE": self.job_type, "HOOKBUS_TASK_NAME": task.name,
-            "HOOKBUS_JOB_FAILED": "1" if self.reason is not None else "0",
-            # Borgitory's names, so its hook scripts run unchanged:
-            "BORGITORY_REPOSITORY_ID": self.job.repository, "BORGITORY_TASK_INDEX": index,
-            "BORGITORY_JOB_TYPE": self.job_type,
-        })
+        env.update(hook_env(job_id=self.job_id, job=self.job.name, repository=self.job.repository, task_index=task.index,
+                            job_type=self.job_type, task_name=task.name, job_failed=int(self.reason is not None)))
         env.update(self.job.env)
         env.update(task.command.env)  # the hook's own settings win, e.g. a numeric BORGITORY_REPOSITORY_ID
         return env

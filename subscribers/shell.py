@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.bus.event import Event, compile_globs
-from hookbus.bus.hooks import HookResult, run_command
+from hookbus.bus.hooks import HookResult, hook_env, run_command
 from hookbus.bus.jobconfig import DEFAULT_SHELL, is_template
 from hookbus.bus.process import DRAIN, GRACE
 
@@ -184,18 +184,11 @@ def event_env(event: Event) -> dict[str, str]:
     """The event as HOOKBUS_* variables (and Borgitory's names where they apply)."""
     data = event.data if isinstance(event.data, dict) else {}
     task = _task(event)
-    env = {"HOOKBUS_EVENT_TYPE": event.type, "HOOKBUS_EVENT_ID": event.id, "HOOKBUS_EVENT_SOURCE": event.source,
-           "HOOKBUS_EVENT_SEQ": str(event.seq or ""), "HOOKBUS_SUBJECT": event.subject or ""}
-    fields = {"HOOKBUS_JOB_ID": data.get("job_id"), "HOOKBUS_JOB": data.get("job"),
-              "HOOKBUS_REPOSITORY": data.get("repository") or event.subject, "HOOKBUS_JOB_TYPE": data.get("job_type"),
-              "HOOKBUS_OUTCOME": data.get("outcome"), "HOOKBUS_TASK_INDEX": task.get("index"),
-              "HOOKBUS_TASK_NAME": task.get("name"), "HOOKBUS_TASK_STATUS": task.get("status")}
-    env.update({k: str(v) for k, v in fields.items() if v is not None})
-    for ours, theirs in (("HOOKBUS_REPOSITORY", "BORGITORY_REPOSITORY_ID"), ("HOOKBUS_TASK_INDEX", "BORGITORY_TASK_INDEX"),
-                         ("HOOKBUS_JOB_TYPE", "BORGITORY_JOB_TYPE")):
-        if ours in env:
-            env[theirs] = env[ours]
-    return env
+    return hook_env(event_type=event.type, event_id=event.id, event_source=event.source, event_seq=event.seq or "",
+                    subject=event.subject or "", job_id=data.get("job_id"), job=data.get("job"),
+                    repository=data.get("repository") or event.subject, job_type=data.get("job_type"),
+                    outcome=data.get("outcome"), task_index=task.get("index"), task_name=task.get("name"),
+                    task_status=task.get("status"))
 
 
 class ShellSubscriber(Subscriber):
