@@ -4,8 +4,12 @@ past events whose side effect succeeded.
 
 The live XPUB stream is a wake-up channel: every seq is seen on it, so a gap
 (a drop at the high-water mark, a broker restart) shows at once and is filled
-from the journal. When the subscriber is busy, live bodies are not kept; it
-notes how far the journal has got and reads from there when it has room.
+from the journal. Live events that arrive while the subscriber is behind (it is
+reading the journal, or has no room) are kept, up to a bound, so that it reads
+from the journal only what it missed and then goes on from what it kept:
+without them, a subscriber that fell behind under steady load would read
+everything after from the journal, one round trip per batch, and never get
+back to the live stream while the load lasted.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ MAX_INFLIGHT = 1000
 MAX_BATCH = 500  # events per handle_many() call
 DEADLINE_CHECK = 0.05  # seconds between looks at handler calls past their timeout
 FETCH_LIMIT = 500
+KEEP_EVENTS = 10_000  # live events kept while behind: at most this many ...
+KEEP_BYTES = 8 << 20  # ... and this many bytes of them
 COMMIT_INTERVAL = 0.2
 MAX_RETRY_AFTER = 3600.0
 
@@ -97,6 +103,9 @@ class SubscriberRunner:
         self.generation = 0
         self.committed = -1
         self.inflight: set[int] = set()
+        self.kept: deque[tuple[int, str, bytes]] = deque()  # live events after `high`, consecutive seqs
+        self.kept_bytes = 0
+        self.kept_full = False  # the bound was reached: keep nothing more until they are taken
         self.lanes: dict[str, deque[Event]] = {}
         self.retry_state: dict[int, tuple[int, float]] = {}
         self.slots = asyncio.Semaphore(1 if subscriber.ordered else max(1, subscriber.concurrency))
@@ -168,11 +177,42 @@ class SubscriberRunner:
         return len(self.inflight) < MAX_INFLIGHT
 
     async def _catch_up(self) -> None:
-        """Read from the journal while behind the head and there is room."""
+        """While behind the head and there is room, go on from the live events
+        kept, else read from the journal."""
         while self.high < self.target and self.has_room():
-            await self._fetch()
+            if self.kept and self.kept[0][0] <= self.high + 1:
+                self._take_kept()
+            else:
+                await self._fetch()
         if self.high >= self.target:
             self.ready.set()
+
+    def _keep(self, seq: int, type_: str, body: bytes) -> None:
+        """Keep a live event that cannot be taken yet, if it follows those kept."""
+        if self.kept and seq != self.kept[-1][0] + 1:
+            if self.kept_full:
+                return  # what follows the kept events will be read from the journal
+            self._drop_kept()  # a gap in the live stream: what comes after it is what will be needed
+        if len(self.kept) < KEEP_EVENTS and self.kept_bytes + len(body) <= KEEP_BYTES:
+            self.kept.append((seq, type_, body))
+            self.kept_bytes += len(body)
+        else:
+            self.kept_full = True
+
+    def _take_kept(self) -> None:
+        while self.kept and self.has_room() and self.kept[0][0] <= self.high + 1:
+            seq, type_, body = self.kept.popleft()
+            self.kept_bytes -= len(body)
+            if seq == self.high + 1:
+                self.high = seq
+                self._accept(seq, type_, body)
+        if not self.kept:
+            self.kept_full = False
+
+    def _drop_kept(self) -> None:
+        self.kept.clear()
+        self.kept_bytes = 0
+        self.kept_full = False
 
     def on_live(self, type_: str | None, seq: int, body: bytes) -> None:
         """One message of the live stream: an event (`type_`, `seq`, `body`) or a
@@ -186,9 +226,11 @@ class SubscriberRunner:
         elif seq == self.high + 1 and self.high >= self.target and self.has_room():
             self.high = self.target = seq
             self._accept(seq, type_, body)
-        elif seq > self.target:  # a gap, or no room: read it from the journal when there is
-            self.target = seq
-            self._wake.set()
+        else:  # behind, a gap, or no room: keep it for when there is, and read what is missing from the journal
+            self._keep(seq, type_, body)
+            if seq > self.target:
+                self.target = seq
+                self._wake.set()
 
     async def _follow_feed(self) -> None:
         """In the broker's process, live events are handed over in memory (on_live)."""
@@ -493,6 +535,7 @@ class SubscriberRunner:
             while len(lane) > 1:  # the head of each lane is being delivered; let it finish
                 lane.pop()
         self.inflight.clear()
+        self._drop_kept()
         self.high = self.committed = cursor
         self._wake.set()
 

@@ -196,3 +196,51 @@ async def test_events_published_while_the_subscriber_says_hello_arrive_once(brok
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class Gate(Subscriber):
+    """Holds every event until the gate opens."""
+
+    ordered = True
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.open = asyncio.Event()
+        self.handled: list[int] = []
+
+    async def handle(self, event: Event) -> None:
+        await self.open.wait()
+        self.handled.append(event.seq or 0)
+
+
+async def test_a_subscriber_behind_goes_on_from_the_live_events_it_kept(broker: Broker,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Events published while a subscriber has no room are kept (up to a bound)
+    and taken from there, not read back from the journal; past the bound, the
+    rest is read from the journal. Each is delivered once, in order."""
+    import hookbus.bus.runtime as runtime
+
+    monkeypatch.setattr(runtime, "MAX_INFLIGHT", 5)
+    monkeypatch.setattr(runtime, "KEEP_EVENTS", 30)
+    fetches: list[int] = []
+    fetch = broker._handlers[b"FETCH"]
+
+    async def counted(info: dict[str, Any], bodies: list[bytes]) -> Any:
+        fetches.append(int(info["after"]))
+        return await fetch(info, bodies)
+
+    broker._handlers[b"FETCH"] = counted
+    sub = Gate(SubscriberConfig(name="gate", kind="gate"))
+    async with following(broker, sub):
+        before = len(fetches)
+        await ingest(broker, *range(1, 31))  # 5 taken, 25 kept while the subscriber has no room
+        sub.open.set()
+        await wait_for(lambda: len(sub.handled) >= 30, 10, "30 events")
+        assert sub.handled == list(range(1, 31)) and fetches[before:] == []  # none read back from the journal
+
+        sub.open.clear()
+        await ingest(broker, *range(31, 91))  # 5 taken, 30 kept, 25 past the bound
+        sub.open.set()
+        await wait_for(lambda: len(sub.handled) >= 90, 10, "90 events")
+        assert sub.handled == list(range(1, 91))
+        assert fetches[before:] == [65]  # only what was past the bound, from the journal
