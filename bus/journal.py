@@ -484,29 +484,38 @@ class Journal:
 
     def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000) -> tuple[list[StoredEvent], int]:
         """Return up to `limit` events with seq > after whose type passes `types`,
-        and the seq up to which the journal was scanned."""
-        # Unfiltered, the first `limit` rows are the answer; filtered, look further for matches.
-        rows_wanted = limit if types is None else max(scan, limit)
+        and the seq up to which the journal was scanned (at most `scan` rows
+        further when filtered)."""
         conn = self._reader()
-        conn.execute("BEGIN")  # one snapshot for both reads
+        conn.execute("BEGIN")  # one snapshot for all reads
         try:
             meta = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-            rows = conn.execute(
-                "SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, rows_wanted)
-            ).fetchall()
+            if types is None:  # the first `limit` rows are the answer
+                rows = conn.execute("SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after, limit)).fetchall()
+                seen = len(rows)
+                scanned = rows[-1][0] if rows else after
+            else:  # look at types first; read only the bodies that match
+                heads = conn.execute("SELECT seq, type FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                     (after, max(scan, limit))).fetchall()
+                seen = len(heads)
+                scanned, wanted = after, []
+                for seq, type_ in heads:
+                    if len(wanted) >= limit:
+                        break
+                    scanned = seq
+                    if types(type_):
+                        wanted.append(seq)
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start:start + 500]
+                    rows += conn.execute(f"SELECT seq, type, body FROM events WHERE seq IN ({','.join('?' * len(chunk))}) "
+                                         "ORDER BY seq", chunk).fetchall()
         finally:
             conn.execute("COMMIT")
-        out: list[StoredEvent] = []
-        scanned = after
-        for seq, type_, body in rows:
-            if len(out) >= limit:
-                break
-            scanned = seq
-            if types is None or types(type_):
-                out.append(StoredEvent(seq, type_, bytes(body)))
-        if not rows and meta:
+        if not seen and meta:
             scanned = max(after, meta[0])  # everything up to the head was pruned
-        return out, scanned
+        return [StoredEvent(seq, type_, bytes(body)) for seq, type_, body in rows], scanned
 
     def get(self, seq: int) -> StoredEvent | None:
         row = self._reader().execute("SELECT seq, type, body FROM events WHERE seq=?", (seq,)).fetchone()

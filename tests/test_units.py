@@ -404,6 +404,17 @@ async def test_read_filters_and_reports_scan(journal: Journal) -> None:
     assert journal.get(3) is not None and journal.get(99) is None
 
 
+async def test_filtered_read_returns_the_bodies_of_matches_only_within_its_scan(journal: Journal) -> None:
+    events = [item(i, type_="backup.log" if i % 3 == 0 else "backup.report") for i in range(3000)]
+    await journal.append(events)
+    logs = compile_globs(["backup.log"]).match
+    stored, scanned = journal.read(0, 1000, logs, scan=2400)  # 800 matches among the first 2,400 rows
+    assert [e.seq for e in stored] == list(range(1, 2401, 3)) and scanned == 2400
+    assert [e.body for e in stored] == [body for _, body in events[0:2400:3]] and {e.type for e in stored} == {"backup.log"}
+    stored, scanned = journal.read(2400, 100, logs)
+    assert len(stored) == 100 and stored[-1].seq == scanned == 2698
+
+
 # -- configuration --------------------------------------------------------------------------------
 
 
