@@ -14,6 +14,7 @@ import orjson
 import pytest
 import zmq.asyncio
 
+from hookbus.bus import protocol
 from hookbus.bus.broker import Broker
 from hookbus.bus.config import Config, build_config
 from hookbus.bus.event import Event, parse_event
@@ -60,15 +61,18 @@ class Batches(Subscriber):
         super().__init__(config)
         self.calls: list[list[int]] = []
         self.singles: list[int] = []
+        self.events: list[Event] = []
 
     async def handle_many(self, events: list[Event]) -> None:
         self.calls.append([e.seq or 0 for e in events])
         if len(self.calls) <= self.refuse:
             raise DeliveryError("not now")
         self.singles.extend(e.seq or 0 for e in events)
+        self.events.extend(events)
 
     async def handle(self, event: Event) -> None:
         self.singles.append(event.seq or 0)
+        self.events.append(event)
 
 
 @contextlib.asynccontextmanager
@@ -244,3 +248,24 @@ async def test_a_subscriber_behind_goes_on_from_the_live_events_it_kept(broker: 
         await wait_for(lambda: len(sub.handled) >= 90, 10, "90 events")
         assert sub.handled == list(range(1, 91))
         assert fetches[before:] == [65]  # only what was past the bound, from the journal
+
+
+async def test_a_live_message_of_another_shape_is_skipped_by_a_subscriber_on_the_socket(broker: Broker) -> None:
+    """A subscriber in its own process reads live messages frame by frame; one
+    with more frames than the protocol's must not shift the ones after it."""
+    sub = Batches(SubscriberConfig(name="socket", kind="many"))
+    runner = SubscriberRunner(sub.config, sub, broker.bus, broker.ctx)  # no feed: the XPUB socket
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(runner.ready.wait(), 10)
+        await ingest(broker, 1)
+        await wait_for(lambda: sub.singles == [1], 10, "the first event, live")
+        assert broker._xpub is not None
+        broker._xpub.send_multipart([b"backup.task.finished", protocol.seq_bytes(2), b"{}", b"a fourth frame"])
+        await ingest(broker, 2, 3)  # seqs 2 and 3: the odd message claimed seq 2 and is ignored
+        await wait_for(lambda: len(sub.singles) >= 3, 10, "the next events")
+        assert sub.singles == [1, 2, 3]
+        assert all(e.data["n"] == n for e, n in zip(sub.events, (1, 2, 3)))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
