@@ -263,7 +263,7 @@ def until_quiet(args: Any, runs: list[dict[str, Any]]) -> Iterator[int]:
             return
 
 
-def add_round_options(parser: Any, default: int = 3) -> None:
+def add_round_options(parser: Any, default: int = 5) -> None:
     parser.add_argument("--rounds", type=int, default=default,
                         help="measure baseline and hookbus alternately this many times; the result is the median of "
                              f"the rounds' ratios (default {default})")

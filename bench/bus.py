@@ -14,7 +14,7 @@ of this process, as the hookbus publisher and subscriber share this process).
 The two are measured one after the other in each of --rounds rounds; the
 result is the median of the rounds' ratios.
 
-    python -m bench.bus [--rounds 3] [--events 100000] [--size 512] [--batch 100] [--inflight 8]
+    python -m bench.bus [--rounds 5] [--events 100000] [--size 512] [--batch 100] [--inflight 8]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Lua script that POSTs a CloudEvent with a unique id per request), one after the
 other in each of --rounds rounds. Prints the 202s per second of each run, each
 round's ratio hookbus/baseline and their median.
 
-    python -m bench.ingest [--rounds 3] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none]
+    python -m bench.ingest [--rounds 5] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none]
 """
 
 from __future__ import annotations
