@@ -315,17 +315,18 @@ class Journal:
         to pass through on every resumption of every ingest.)"""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        op = (fn, _Waiter(loop, future, then))
         if self._closed:
             future.set_exception(JournalError("journal is closed"))
-        elif not self._pending and not self._writer_idle:
-            self._ops.put([(fn, _Waiter(loop, future, then))])
-        elif loop is self._pending_loop or self._pending_loop is None:
+        elif (not self._pending and not self._writer_idle) or self._pending_loop not in (None, loop):
+            # The writer is busy and takes it with what else is queued; or it is
+            # another event loop's (tests, tools), whose turns are not ours to wait for.
+            self._ops.put([op])
+        else:
             if not self._pending:
                 self._pending_loop = loop
                 loop.call_soon(self._hand_over)
-            self._pending.append((fn, _Waiter(loop, future, then)))
-        else:  # a second event loop (tests, tools): straight to the writer
-            self._ops.put([(fn, _Waiter(loop, future, then))])
+            self._pending.append(op)
         return future
 
     def _hand_over(self) -> None:
@@ -349,9 +350,6 @@ class Journal:
             raise box["exc"]
         return box["result"]  # type: ignore[no-any-return]
 
-    def _append_op(self, events: list[tuple[Event, bytes]]) -> _Append:
-        return _Append(self, events)
-
     def append(self, events: list[tuple[Event, bytes]],
                then: Callable[[list[Accepted]], None] | None = None) -> asyncio.Future[list[Accepted]]:
         """Commit events (with their JSON bodies); the future has their seqs once
@@ -360,10 +358,10 @@ class Journal:
         A (source, id) already in the journal is not stored again: it answers
         with its first seq and duplicate=True.
         """
-        return self.write(self._append_op(events), then)
+        return self.write(_Append(self, events), then)
 
     def append_sync(self, events: list[tuple[Event, bytes]]) -> list[Accepted]:
-        return self.write_sync(self._append_op(events))
+        return self.write_sync(_Append(self, events))
 
     async def set_cursor(self, subscriber: str, seq: int, epoch: int) -> bool:
         """Move a subscriber's cursor forward; a stale epoch (after a replay reset) is ignored."""
@@ -414,7 +412,7 @@ class Journal:
         self, subscriber: str, seq: int, attempts: int, error: str, failure: tuple[Event, bytes] | None
     ) -> tuple[int, list[Accepted]]:
         """Record a dead letter, and in the same commit the `hookbus.delivery.failed` event."""
-        append = self._append_op([failure]) if failure else None
+        append = _Append(self, [failure]) if failure else None
 
         def op(conn: sqlite3.Connection) -> tuple[int, list[Accepted]]:
             conn.execute(
