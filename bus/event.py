@@ -65,7 +65,7 @@ class Event:
     data: Any = None
     extensions: dict[str, Any] = field(default_factory=dict)
     seq: int | None = None
-    stored: bytes | None = field(default=None, repr=False)  # its JSON as in the journal, when read from there
+    stored: bytes | None = field(default=None, repr=False)  # its JSON as received / as in the journal, when kept
 
     def to_dict(self) -> dict[str, Any]:
         """Return the CloudEvent as a JSON-ready dict (without `seq`)."""

@@ -220,9 +220,7 @@ class SubscriberRunner:
         """One message of the live stream: an event (`type_`, `seq`, `body`) or a
         heartbeat (`type_` None, `seq` the journal head)."""
         if type_ is None or not self.greeted:  # before the cursor is known, an event only says how far to read
-            if seq > self.target:
-                self.target = seq
-                self._wake.set()
+            self._heard_of(seq)
         elif seq <= self.high:
             return
         elif seq == self.high + 1 and self.high >= self.target and self.has_room():
@@ -230,9 +228,13 @@ class SubscriberRunner:
             self._accept(seq, type_, body)
         else:  # behind, a gap, or no room: keep it for when there is, and read what is missing from the journal
             self._keep(seq, type_, body)
-            if seq > self.target:
-                self.target = seq
-                self._wake.set()
+            self._heard_of(seq)
+
+    def _heard_of(self, seq: int) -> None:
+        """The journal has got at least to `seq`: read up to there."""
+        if seq > self.target:
+            self.target = seq
+            self._wake.set()
 
     async def _follow_feed(self) -> None:
         """In the broker's process, live events are handed over in memory (on_live)."""
@@ -367,15 +369,20 @@ class SubscriberRunner:
         try:
             await call
         except asyncio.CancelledError:
-            if task in self._expired and task.uncancel() == 0:
+            if self._take_back(task) and task.cancelling() == 0:
                 raise TimeoutError from None
-            raise
+            raise  # (also) cancelled by someone else: a shutdown is not a timeout
         finally:
             del self._deadlines[task]
-            if task in self._expired:
-                self._expired.discard(task)
-                if task.cancelling():  # cancelled as the call returned: take that back
-                    task.uncancel()
+            self._take_back(task)  # the call returned, or raised something else, after the watchdog cancelled it
+
+    def _take_back(self, task: asyncio.Task[Any]) -> bool:
+        """Undo the watchdog's cancellation of `task`, if it made one; say whether it did."""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
 
     async def _watch_deadlines(self) -> None:
         while True:
