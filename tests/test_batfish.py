@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from hookbus.bus.config import ConfigError, build_config
 from hookbus.bus.event import new_event, parse_event
@@ -24,7 +23,7 @@ from hookbus.subscribers import DeliveryError, create
 from hookbus.subscribers.batfish import BatfishSubscriber, pack_snapshot, target
 
 from .batfish_standin import BatfishStandIn
-from .conftest import Site, free_port, http_ready, read_jsonl, wait_for
+from .conftest import Site, free_port, http_ready, local_site, read_jsonl, wait_for
 
 VALIDATION = "backup.validation.finished"
 
@@ -53,16 +52,12 @@ CLEAN = {"r1.cfg": "hostname r1\nip access-list extended MGMT\ninterface Gi0/1\n
 @pytest.fixture
 async def batfish() -> AsyncIterator[BatfishStandIn]:
     standin = BatfishStandIn()
-    runner = web.AppRunner(standin.app(), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    standin.url = f"127.0.0.1:{port}"
-    yield standin
-    standin.hang = False  # a check left behind by a timeout can finish and end its thread
-    await wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("batfish-")], 10,
-                   "pybatfish threads to end")
-    await runner.cleanup()
+    async with local_site(standin.app()) as url:
+        standin.url = url.removeprefix("http://")
+        yield standin
+        standin.hang = False  # a check left behind by a timeout can finish and end its thread
+        await wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("batfish-")], 10,
+                       "pybatfish threads to end")
 
 
 def configs(folder: Path, files: dict[str, str]) -> Path:

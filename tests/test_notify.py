@@ -352,36 +352,34 @@ async def test_alerting_on_alerting_and_no_secret_anywhere(site: Site, procs: An
            "HOOKBUS_TOKEN": token}
     for name, value in env.items():
         monkeypatch.setenv(name, value)  # for the processes started below
-    if True:
-        serve = procs("serve", "--config", str(site.config), "--log-level", "DEBUG")
-        await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")
-        data, _ = OUTCOMES["critical_hook"]
-        await post(site.url, [cloud("backup.job.finished", data, "crit-1")], token=token)
-        alerts = standin.to("/alerts-path-secret-99")
-        await wait_for(lambda: len(standin.to("/alerts-path-secret-99")) >= 1
-                       and "hc" in " ".join(h.body.decode() for h in standin.to("/alerts-path-secret-99"))
-                       and "ops" in " ".join(h.body.decode() for h in standin.to("/alerts-path-secret-99")),
-                       60, "the fallback to be told about both failures")
-        alerts = standin.to("/alerts-path-secret-99")
-        told = " ".join(h.json()["title"] + "\n" + h.json()["message"] for h in alerts)
-        assert "channel_is_archived" in told and "archived" in told and "🚨" in told
+    serve = procs("serve", "--config", str(site.config), "--log-level", "DEBUG")
+    await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")
+    data, _ = OUTCOMES["critical_hook"]
+    await post(site.url, [cloud("backup.job.finished", data, "crit-1")], token=token)
+    await wait_for(lambda: len(standin.to("/alerts-path-secret-99")) >= 1
+                   and "hc" in " ".join(h.body.decode() for h in standin.to("/alerts-path-secret-99"))
+                   and "ops" in " ".join(h.body.decode() for h in standin.to("/alerts-path-secret-99")),
+                   60, "the fallback to be told about both failures")
+    alerts = standin.to("/alerts-path-secret-99")
+    told = " ".join(h.json()["title"] + "\n" + h.json()["message"] for h in alerts)
+    assert "channel_is_archived" in told and "archived" in told and "🚨" in told
 
-        outputs = []
-        for args in (["status"], ["status", "--json"], ["test", "ops"], ["test", "hc"], ["test", "alerts"],
-                     ["check-config"], ["replay", "--dead-letters"]):
-            result = await run_cli(*args, "--config", str(site.config), env=env)
-            outputs.append((args, result))
-        by_cmd = {" ".join(a): r for a, r in outputs}
-        assert by_cmd["test ops"].returncode == 1 and "channel_is_archived" in by_cmd["test ops"].stderr
-        assert by_cmd["test alerts"].returncode == 0
-        assert by_cmd["status"].returncode == 0 and "ops" in by_cmd["status"].stdout
-        headers = {"Authorization": f"Bearer {token}"}
-        api = []
-        async with aiohttp.ClientSession() as s:
-            for path in ("/api/subscribers", "/api/dead-letters", "/api/events?limit=100", "/metrics"):
-                async with s.get(site.url + path, headers=headers) as r:
-                    api.append(await r.text())
-        serve.stop()
+    outputs = []
+    for args in (["status"], ["status", "--json"], ["test", "ops"], ["test", "hc"], ["test", "alerts"],
+                 ["check-config"], ["replay", "--dead-letters"]):
+        result = await run_cli(*args, "--config", str(site.config), env=env)
+        outputs.append((args, result))
+    by_cmd = {" ".join(a): r for a, r in outputs}
+    assert by_cmd["test ops"].returncode == 1 and "channel_is_archived" in by_cmd["test ops"].stderr
+    assert by_cmd["test alerts"].returncode == 0
+    assert by_cmd["status"].returncode == 0 and "ops" in by_cmd["status"].stdout
+    headers = {"Authorization": f"Bearer {token}"}
+    api = []
+    async with aiohttp.ClientSession() as s:
+        for path in ("/api/subscribers", "/api/dead-letters", "/api/events?limit=100", "/metrics"):
+            async with s.get(site.url + path, headers=headers) as r:
+                api.append(await r.text())
+    serve.stop()
     everything = "\n".join([serve.output(), *(r.stdout + r.stderr for _, r in outputs), *api,
                             *(h.body.decode() for h in standin.to("/alerts-path-secret-99"))])
     assert "DEBUG" in serve.output() and "dead-lettered" in serve.output()

@@ -497,5 +497,6 @@ def test_readme_notification_examples_are_valid_config(monkeypatch: pytest.Monke
         if block.startswith("template"):
             block = ('[[subscribers]]\nname = "t"\nkind = "slack"\nwebhook_url = "env:SLACK_WEBHOOK_URL"\n'
                      'events = ["backup.job.finished", "backup.device.failed"]\n' + block)
-        config = build_config(tomllib.loads(block), "README")
-        assert config.subscribers
+        table = tomllib.loads(block)
+        config = build_config(table, "README")
+        assert [sub.name for sub in config.subscribers] == [sub["name"] for sub in table["subscribers"]]

@@ -39,25 +39,28 @@ def test_the_walkthrough_has_its_files_and_commands() -> None:
     assert any(c.startswith("hookbus emit ") for c in commands)
 
 
-async def test_following_the_walkthrough_delivers_a_message(site: Site, procs: Any, receiver: Receiver, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    section = walkthrough()
-    found = blocks(section)
-    # 1. the two files, exactly as the README shows them
+def install_walkthrough(found: list[tuple[str, str]], tmp_path: Path) -> Path:
+    """1. Write the walk-through's files exactly as the README shows them; 2. `pip install
+    ./hookbus-mattermost`, into a folder of its own rather than the shared test environment
+    (and with the build tools already installed, so it works offline). Return that folder."""
     for _, body in found:
         first = body.splitlines()[0]
         if first.startswith("# hookbus-mattermost/"):
             path = tmp_path / first[2:]
             path.parent.mkdir(exist_ok=True)
             path.write_text(body)
-
-    # 2. `pip install ./hookbus-mattermost`, into a folder of its own rather than the shared
-    # test environment (and with the build tools already installed, so it works offline)
     target = tmp_path / "site-packages"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--target", str(target),
          "./hookbus-mattermost"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert install.returncode == 0, install.stdout + install.stderr
+    return target
+
+
+async def test_following_the_walkthrough_delivers_a_message(site: Site, procs: Any, receiver: Receiver, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    found = blocks(walkthrough())
+    target = install_walkthrough(found, tmp_path)  # steps 1 and 2
     assert (target / "hookbus_mattermost-0.1.0.dist-info" / "entry_points.txt").read_text().count("mattermost = ") == 1
     monkeypatch.setenv("PYTHONPATH", str(target))  # that folder is now part of the environment hookbus runs in
 
@@ -85,16 +88,7 @@ async def test_following_the_walkthrough_delivers_a_message(site: Site, procs: A
 async def test_a_mistake_in_the_new_kinds_config_names_the_key(site: Site, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """What the walk-through promises about errors, for a kind found by entry point."""
-    section = walkthrough()
-    for _, body in blocks(section):
-        first = body.splitlines()[0]
-        if first.startswith("# hookbus-mattermost/"):
-            (tmp_path / first[2:]).parent.mkdir(exist_ok=True)
-            (tmp_path / first[2:]).write_text(body)
-    target = tmp_path / "site-packages"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--target",
-                    str(target), "./hookbus-mattermost"], cwd=tmp_path, check=True, capture_output=True, timeout=120)
-    monkeypatch.setenv("PYTHONPATH", str(target))
+    monkeypatch.setenv("PYTHONPATH", str(install_walkthrough(blocks(walkthrough()), tmp_path)))
     site.configure([{"name": "team-chat", "kind": "mattermost", "url": "https://chat.example.com/hooks/k", "colour": "red"}])
     check = await run_cli("check-config", "--config", str(site.config))
     assert check.returncode == 2 and "subscribers[0] (team-chat).colour: unknown key" in check.stderr

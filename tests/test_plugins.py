@@ -4,6 +4,7 @@ not stop the others."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import textwrap
@@ -133,8 +134,8 @@ async def test_job_finished_calls_backup_success_or_failed_with_the_job() -> Non
     sub = PluginsSubscriber(load_subscriber_config({"name": "p", "kind": "plugins", "plugins_dir": str(folder)}, 0))
     await sub.start()
     calls: list[tuple[str, Any]] = []
-    sub.calls = [type(c)(c.plugin, c.hook, (lambda hook: lambda rec, res: calls.append((hook, rec.job, res)))(c.hook), False)
-                 for c in sub.calls]
+    sub.calls = [dataclasses.replace(c, target=(lambda hook: lambda rec, res: calls.append((hook, rec.job, res)))(c.hook),
+                                     is_async=False) for c in sub.calls]
     for outcome in ("success", "warning", "failed"):
         await sub.handle(Event(id=outcome, source="s", type="backup.job.finished",
                                data={"job_id": "j", "job": "nightly", "outcome": outcome, "error": "backup failed"}))
@@ -196,6 +197,7 @@ async def test_sync_calls_run_off_the_event_loop(tmp_path: Path) -> None:
     task = asyncio.create_task(ticker())
     await sub.handle(Event(id="r", source="s", type="backup.report", data=REPORT))
     task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     assert ticks >= 20  # the loop kept running while the plugin slept
 
 

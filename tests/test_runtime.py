@@ -23,12 +23,10 @@ from hookbus.bus.runtime import SubscriberRunner
 from hookbus.subscribers import DeliveryError, Subscriber, SubscriberConfig
 from hookbus.subscribers.jsonl import JsonlConfig, JsonlSubscriber
 
-from .conftest import free_port, wait_for
+from .conftest import cloudevent, free_port, wait_for
 
 
-def cloudevent(i: int, job: str = "job-1") -> dict[str, Any]:
-    return {"specversion": "1.0", "id": f"ev-{i}", "source": "test://runtime", "type": "backup.task.finished",
-            "data": {"job_id": job, "n": i}}
+TYPE = "backup.task.finished"
 
 
 @pytest.fixture
@@ -47,7 +45,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
 
 
 async def ingest(broker: Broker, *numbers: int, job: str = "job-1") -> None:
-    await broker.ingest([parse_event(cloudevent(i, job)) for i in numbers])
+    await broker.ingest([parse_event(cloudevent(i, job, TYPE)) for i in numbers])
 
 
 class Batches(Subscriber):
@@ -76,9 +74,10 @@ class Batches(Subscriber):
 
 
 @contextlib.asynccontextmanager
-async def following(broker: Broker, sub: Subscriber) -> AsyncIterator[None]:
-    """Run `sub` fed in memory by the broker, as under `hookbus serve`, until the block ends."""
-    runner = SubscriberRunner(sub.config, sub, broker.bus, broker.ctx, feed=broker)
+async def following(broker: Broker, sub: Subscriber, in_memory: bool = True) -> AsyncIterator[None]:
+    """Run `sub` until the block ends: fed in memory by the broker, as under
+    `hookbus serve`, or (in_memory=False) over its XPUB socket, as in a process of its own."""
+    runner = SubscriberRunner(sub.config, sub, broker.bus, broker.ctx, feed=broker if in_memory else None)
     task = asyncio.create_task(runner.run())
     try:
         await asyncio.wait_for(runner.ready.wait(), 10)
@@ -115,7 +114,7 @@ async def test_jsonl_writes_a_batch_once_and_skips_what_it_has(tmp_path: Path) -
     await sub.start()
     events = []
     for i in range(1, 6):
-        body = orjson.dumps(cloudevent(i))
+        body = orjson.dumps(cloudevent(i, type_=TYPE))
         event = parse_event(orjson.loads(body))
         event.seq, event.stored = i, body
         events.append(event)
@@ -124,7 +123,7 @@ async def test_jsonl_writes_a_batch_once_and_skips_what_it_has(tmp_path: Path) -
     await sub.close()
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert [line["seq"] for line in lines] == [1, 2, 3, 4, 5]
-    assert lines[0] == {**cloudevent(1), "seq": 1}
+    assert lines[0] == {**cloudevent(1, type_=TYPE), "seq": 1}
 
 
 async def test_a_cancelled_ingest_is_still_published_and_the_head_follows_publication(broker: Broker) -> None:
@@ -134,7 +133,7 @@ async def test_a_cancelled_ingest_is_still_published_and_the_head_follows_public
     await asyncio.sleep(0)  # the write is queued; the caller goes away (an HTTP client hung up)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await wait_for(lambda: ("backup.task.finished", 1) in heard, 5, "the committed event published anyway")
+    await wait_for(lambda: (TYPE, 1) in heard, 5, "the committed event published anyway")
     assert broker.journal.last_seq == 1 and broker.head == 1
     await wait_for(lambda: (None, 1) in heard, 5, "a heartbeat with the published head")
 
@@ -254,18 +253,12 @@ async def test_a_live_message_of_another_shape_is_skipped_by_a_subscriber_on_the
     """A subscriber in its own process reads live messages frame by frame; one
     with more frames than the protocol's must not shift the ones after it."""
     sub = Batches(SubscriberConfig(name="socket", kind="many"))
-    runner = SubscriberRunner(sub.config, sub, broker.bus, broker.ctx)  # no feed: the XPUB socket
-    task = asyncio.create_task(runner.run())
-    try:
-        await asyncio.wait_for(runner.ready.wait(), 10)
+    async with following(broker, sub, in_memory=False):
         await ingest(broker, 1)
         await wait_for(lambda: sub.singles == [1], 10, "the first event, live")
         assert broker._xpub is not None
-        broker._xpub.send_multipart([b"backup.task.finished", protocol.seq_bytes(2), b"{}", b"a fourth frame"])
+        broker._xpub.send_multipart([TYPE.encode(), protocol.seq_bytes(2), b"{}", b"a fourth frame"])
         await ingest(broker, 2, 3)  # seqs 2 and 3: the odd message claimed seq 2 and is ignored
         await wait_for(lambda: len(sub.singles) >= 3, 10, "the next events")
         assert sub.singles == [1, 2, 3]
         assert all(e.data["n"] == n for e, n in zip(sub.events, (1, 2, 3)))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)

@@ -17,7 +17,7 @@ from hookbus.bus.event import Event
 from hookbus.subscribers import DeliveryError, load_subscriber_config
 from hookbus.subscribers.shell import CONDITIONS, ShellSubscriber
 
-from .conftest import Site, free_port, http_ready, read_jsonl, wait_for
+from .conftest import Site, http_ready, local_site, read_jsonl, wait_for
 from .test_jobs import add_jobs, spooled_events
 from .test_process import jsonl_sub, run_cli
 
@@ -164,12 +164,8 @@ async def test_healthcheck_template_pings_fail_only_on_error(site: Site, procs: 
 
     app = web.Application()
     app.router.add_post("/{tail:.*}", ping)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        base = f"http://127.0.0.1:{port}/your-uuid"
+    async with local_site(app) as url:
+        base = f"{url}/your-uuid"
         site.configure([jsonl_sub(site), {
             "name": "hc", "kind": "shell", "on": ["CONDITION_SNAPSHOT_END"],
             "command": "{% if is_error(event) -%}\ncurl -fsS --retry 3 -X POST " + base + "/fail\n{% else -%}\n"
@@ -184,8 +180,6 @@ async def test_healthcheck_template_pings_fail_only_on_error(site: Site, procs: 
         assert (await run_cli("run", "bad", "--config", str(site.config))).returncode == 1
         await wait_for(lambda: len(paths) >= 2, 15, "the failure ping")
         assert paths == ["/your-uuid", "/your-uuid/fail"]
-    finally:
-        await runner.cleanup()
 
 
 async def test_fatal_failure_becomes_an_event_notifications_see(site: Site, procs: Any) -> None:
@@ -251,7 +245,7 @@ async def test_a_job_run_offline_still_runs_its_start_hooks(site: Site, tmp_path
     assert started["data"]["gated_by"] == ["gate"]
 
 
-def test_check_config_accepts_the_backrest_examples(tmp_path: Path) -> None:
+def test_check_config_accepts_the_backrest_examples() -> None:
     config = build_config({"subscribers": [
         {"name": "internet", "kind": "shell", "on": ["CONDITION_SNAPSHOT_START"], "error_behavior": "ON_ERROR_CANCEL",
          "command": "#!/bin/bash\nif ping -q -c 1 -W 1 google.com >/dev/null; then\n  exit 0\nelse\n  exit 1\nfi\n"},
@@ -259,7 +253,8 @@ def test_check_config_accepts_the_backrest_examples(tmp_path: Path) -> None:
          "command": "#!/bin/bash\n{% if is_error(event) -%}\ncurl -fsS https://hc-ping.com/uuid/fail\n{% else -%}\n"
                     "curl -fsS https://hc-ping.com/uuid\n{% endif -%}"},
     ]}, "test")
-    assert [s.kind for s in config.subscribers] == ["shell", "shell"]
+    # Backrest's conditions become the event types each hook listens to.
+    assert [s.events for s in config.subscribers] == [["backup.task.started"], ["backup.task.finished"]]
 
 
 @pytest.mark.parametrize("condition", sorted(CONDITIONS))

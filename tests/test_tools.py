@@ -34,13 +34,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .conftest import Site, free_port, http_ready, read_jsonl, wait_for, write_config
+from .conftest import HOOKBUS, Site, free_port, http_ready, read_jsonl, wait_for, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = Path(__file__).resolve().parent / "tools_netcfgbu"
 KEY = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"
 TOKEN = "tok-netcfgbu-7c1d2e"
-HOOKBUS = [sys.executable, "-m", "hookbus.bus.cli"]
 
 
 def configure(site: Site, *, checks: list[dict[str, str]] | None = None, tokens: list[str] | None = None) -> Path:
