@@ -20,7 +20,7 @@ from pathlib import Path
 from . import process
 from .config import scrub
 from .jobconfig import DEFAULT_SHELL, DEFAULT_TIMEOUT
-from .process import GRACE, OUTPUT_LIMIT
+from .process import GRACE
 
 __all__ = ["HookResult", "hook_env", "run_command"]
 
@@ -99,7 +99,7 @@ def _remove_script(path: Path) -> None:
 
 async def run_command(
     command: str, *, shell: str = DEFAULT_SHELL, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-    timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None, output_limit: int = OUTPUT_LIMIT,
+    timeout: float | None = DEFAULT_TIMEOUT, stdin: bytes | None = None,
     grace: float = GRACE, stop: asyncio.Event | None = None,
 ) -> HookResult:
     """Run a command to its end, its timeout, `stop` being set, or the caller's cancellation.
@@ -121,7 +121,7 @@ async def run_command(
         if cwd is not None and not cwd.is_dir():
             raise FileNotFoundError(f"cwd {cwd} is not a directory")
         finished = await process.run(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin, stop=stop,
-                                     grace=grace, output_limit=output_limit)
+                                     grace=grace)
     except (OSError, ValueError) as exc:
         reason = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror and exc.filename else str(exc)
         return HookResult(None, "", time.monotonic() - started, error=scrub(reason))

@@ -96,6 +96,8 @@ SAMPLE_JOB: dict[str, Any] = {
     "job_id": "job-abc-123", "name": "nightly", "repository": "MyRepository", "job_type": "manual", "host": "db1",
     "failed": False, "outcome": "success", "reason": None, "failed_hook": None, "failed_tasks": [], "tasks": [],
 }
+SAMPLE_TASK: dict[str, Any] = {"index": 0, "name": "Database Dump", "kind": "hook", "phase": "pre", "status": "running",
+                               "critical": True, "run_on_job_failure": False}
 
 
 def check_command_template(command: str) -> None:
@@ -103,12 +105,10 @@ def check_command_template(command: str) -> None:
     ValueError saying what is wrong."""
     if not is_template(command):
         return
-    from .templates import SAMPLES, TemplateError, render_shell
+    from .templates import SAMPLES, TemplateError, check
 
-    task = {"index": 0, "name": "Database Dump", "kind": "hook", "phase": "pre", "status": "running",
-            "critical": True, "run_on_job_failure": False}
     try:
-        render_shell(command, SAMPLES["backup.task.started"], job=SAMPLE_JOB, task=task)
+        check(command, [SAMPLES["backup.task.started"]], shell=True, job=SAMPLE_JOB, task=SAMPLE_TASK)
     except TemplateError as exc:
         raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
 

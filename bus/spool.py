@@ -154,8 +154,6 @@ class SpoolingPublisher:
         self.attempt_timeout = attempt_timeout
         self.retry_interval = retry_interval
         self.pending: list[bytes] = []
-        self.sent = 0
-        self.reachable: bool | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self._spool: SpoolFile | None = None
@@ -200,7 +198,6 @@ class SpoolingPublisher:
                 try:
                     await self._client.publish(batch, timeout=self.attempt_timeout)
                 except BrokerUnavailable:
-                    self.reachable = False
                     if self._closing:
                         return
                     with contextlib.suppress(TimeoutError):
@@ -209,9 +206,7 @@ class SpoolingPublisher:
                     continue
                 except BrokerRefused as exc:  # an event the broker will never take: say so, keep the rest going
                     log.error("broker refused an event of this run: %s", exc)
-                self.reachable = True
                 del self.pending[:len(batch)]
-                self.sent += len(batch)
             if self._closing:
                 return
 
