@@ -66,6 +66,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except BadRequest as exc:
         return problem(exc.status, exc.error, exc.field)
+    except EventError as exc:  # over max_event_bytes even after cutting (413), or a verdict on a field
+        return problem(413 if isinstance(exc, EventTooLarge) else 400, str(exc), exc.field)
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's exception does not keep the limit; the config does.
         limit = request.app[CONFIG].webhook.max_body_bytes
@@ -209,10 +211,7 @@ async def post_events(request: web.Request) -> web.Response:
 
 async def accept(request: web.Request, events: list[Event]) -> web.Response:
     """Commit events; answer 202 with their seqs once they are on disk."""
-    try:
-        accepted = await request.app[BROKER].ingest(events)
-    except EventError as exc:  # over max_event_bytes even after cutting, or an adapter's verdict on a field
-        raise BadRequest(413 if isinstance(exc, EventTooLarge) else 400, str(exc), exc.field) from None
+    accepted = await request.app[BROKER].ingest(events)  # an EventError is answered by guard()
     return ok({"accepted": [{"id": a.id, "seq": a.seq, **({"duplicate": True} if a.duplicate else {})} for a in accepted]}, 202)
 
 
