@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
+from hookbus.adapters.backrest import KINDS  # Backrest's operation words → task kinds
 from hookbus.bus.event import Event, compile_globs
 from hookbus.bus.hooks import HookResult, hook_env, run_command
 from hookbus.bus.jobconfig import DEFAULT_SHELL, is_template
@@ -44,8 +45,6 @@ START_TYPES = ("backup.job.started", "backup.task.started")
 # The fixed-pace retry behaviours: seconds between attempts.
 _PACE = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}
 
-# Backrest's operation words → hookbus task kinds.
-_OPERATIONS = {"SNAPSHOT": "backup", "PRUNE": "prune", "CHECK": "check", "FORGET": "forget"}
 # Backrest's outcome words → task statuses (None: any).
 _STATUSES: dict[str, str | None] = {"END": None, "SUCCESS": "completed", "ERROR": "failed", "WARNING": "warning",
                                     "SKIPPED": "skipped"}
@@ -84,7 +83,7 @@ def _any_error(event: Event) -> bool:
 
 def _conditions() -> dict[str, tuple[str, Predicate]]:
     table: dict[str, tuple[str, Predicate]] = {"CONDITION_ANY_ERROR": ("backup.*.finished", _any_error)}
-    for word, kind in _OPERATIONS.items():
+    for word, kind in KINDS.items():
         table[f"CONDITION_{word}_START"] = ("backup.task.started", _task_condition("backup.task.started", kind, None))
         for outcome, status in _STATUSES.items():
             table[f"CONDITION_{word}_{outcome}"] = (
@@ -101,8 +100,8 @@ def _example(condition: str) -> tuple[str, str, str]:
         return "backup.task.finished", "backup", "failed"
     _, word, outcome = condition.split("_", 2)
     if outcome == "START":
-        return "backup.task.started", _OPERATIONS[word], "running"
-    return "backup.task.finished", _OPERATIONS[word], _STATUSES[outcome] or "completed"
+        return "backup.task.started", KINDS[word], "running"
+    return "backup.task.finished", KINDS[word], _STATUSES[outcome] or "completed"
 
 
 def _known_condition(name: str) -> str:
