@@ -36,7 +36,7 @@ from aiohttp import web
 from hookbus.bus.event import Event, EventError, new_id
 
 from . import restic
-from .common import HOST, FileJobs, journal_jobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
+from .common import HOST, FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
 from .common import field as get
 from .common import parse_time, task_event, timestamp
 
@@ -194,7 +194,7 @@ async def ingest(request: web.Request) -> list[Event]:
     from hookbus.bus.webhook import BROKER
 
     hook = parse_hook(decode_json(await request.read()))
-    jobs = journal_jobs(request.app[BROKER].journal)
+    jobs = JournalJobs(request.app[BROKER].journal)
     if hook.is_start:
         job: OpenJob | None = new_job()
         await jobs.open(hook.key, job)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from hookbus.bus.event import Event, EventError
 
-from .common import (HOST, OUTPUT_TAIL_BYTES, FileJobs, journal_jobs, OpenJob, job_finished, job_started, json_object,
+from .common import (HOST, OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object,
                      error_line, new_job, tail)
 from .common import field as get
 
@@ -88,7 +88,7 @@ async def ingest(request: web.Request) -> list[Event]:
     job = get(obj, "job", str) or request.query.get("job") or DEFAULT_JOB
     repository = get(obj, "repository", str) or request.query.get("repository")
     error, output = get(obj, "error", str), get(obj, "output", str)
-    jobs = journal_jobs(request.app[BROKER].journal)
+    jobs = JournalJobs(request.app[BROKER].journal)
     key = key_of(job, repository)
     source = f"borgmatic://{request.remote or 'unknown'}/{job}"
     if state == "start":

@@ -20,7 +20,6 @@ import re
 import socket
 import sqlite3
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -207,31 +206,17 @@ def new_job() -> OpenJob:
     return OpenJob(new_id(), now_rfc3339())
 
 
-TABLE = """CREATE TABLE IF NOT EXISTS adapter_jobs (
-    key        TEXT PRIMARY KEY,
-    job_id     TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    opened_at  REAL NOT NULL
-)"""
-
 # A start whose finish never came is forgotten after this long, so rows of
 # one-off run ids (`?rid=`) do not pile up.
 FORGET_AFTER_S = 30 * 86400
 
 
 class JournalJobs:
-    """Open jobs in the journal's SQLite: committed like events, so a restart of
-    hookbus between a start and its finish keeps them together."""
+    """Open jobs in the journal's SQLite (its adapter_jobs table): committed like
+    events, so a restart of hookbus between a start and its finish keeps them together."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self._ready = False
-
-    async def _write(self, fn: Any) -> Any:
-        if not self._ready:
-            await self.journal.write(lambda conn: conn.execute(TABLE))
-            self._ready = True
-        return await self.journal.write(fn)
 
     async def open(self, key: str, job: OpenJob) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -240,7 +225,7 @@ class JournalJobs:
                          (key, job.job_id, job.started_at, now))
             conn.execute("DELETE FROM adapter_jobs WHERE opened_at < ?", (now - FORGET_AFTER_S,))
 
-        await self._write(op)
+        await self.journal.write(op)
 
     async def get(self, key: str, finished: tuple[str, str] | None = None) -> OpenJob | None:
         """The open job under key. With `finished` = (source, event id template), a job
@@ -260,22 +245,13 @@ class JournalJobs:
                     return None
             return OpenJob(row[0], row[1])
 
-        result: OpenJob | None = await self._write(op)
+        result: OpenJob | None = await self.journal.write(op)
         return result
 
     async def close(self, key: str, job_id: str) -> None:
-        await self._write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (key, job_id)))
+        await self.journal.write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (key, job_id)))
 
 
-_JOURNAL_JOBS: weakref.WeakKeyDictionary[Journal, JournalJobs] = weakref.WeakKeyDictionary()
-
-
-def journal_jobs(journal: Journal) -> JournalJobs:
-    """The open-jobs record of a journal (one per journal, so its table is made once)."""
-    jobs = _JOURNAL_JOBS.get(journal)
-    if jobs is None:
-        jobs = _JOURNAL_JOBS[journal] = JournalJobs(journal)
-    return jobs
 
 
 def state_dir() -> Path:

@@ -30,7 +30,7 @@ from hookbus.bus.config import Check, Config
 from hookbus.bus.event import Event, new_id, now_rfc3339
 from hookbus.bus.webhook import BadRequest
 
-from .common import JournalJobs, OpenJob, error_line, job_finished, job_started, journal_jobs, new_job, tail
+from .common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job, tail
 
 PING_BODY_LIMIT = 100_000  # what healthchecks.io keeps of a ping body, and what borgmatic sends by default
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -56,7 +56,7 @@ def add_routes(app: web.Application, config: Config, broker: Broker) -> None:
     app[PING] = PingState(
         broker=broker,
         checks={check.key: check for check in config.checks},
-        jobs=journal_jobs(broker.journal),
+        jobs=JournalJobs(broker.journal),
         # Half the largest event, so a full body always fits with the job's other fields.
         body_limit=min(PING_BODY_LIMIT, config.bus.max_event_bytes // 2),
         lock=asyncio.Lock(),

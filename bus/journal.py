@@ -64,6 +64,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replayed_at REAL,
     UNIQUE (subscriber, seq)
 );
+-- jobs that tools report as a start and a finish (healthchecks pings, Backrest, borgmatic): adapters/common.py
+CREATE TABLE IF NOT EXISTS adapter_jobs (
+    key        TEXT PRIMARY KEY,
+    job_id     TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    opened_at  REAL NOT NULL
+);
 """
 
 
