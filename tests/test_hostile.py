@@ -40,6 +40,9 @@ event_like = st.fixed_dictionaries(
 )
 
 
+# The health check on generation speed measures the machine, not the parser: on a busy
+# 2-core machine the first nested event took 2 s to draw and failed the run.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_like)
 def test_parse_event_accepts_or_names_the_field(obj: dict[str, Any]) -> None:
     try:
@@ -105,7 +108,7 @@ def assert_refused_cleanly(status: int, body: bytes) -> None:
         assert b"Traceback" not in body
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.one_of(event_like.map(orjson.dumps), st.binary(max_size=300)),
        st.sampled_from(["application/json", "application/cloudevents+json", "application/cloudevents-batch+json",
                         "text/plain", "application/xml"]))
