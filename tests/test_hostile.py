@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookbus.bus.event import EventError, parse_event
+from hookbus.bus.event import EventError, _checked_event, _plain_event, parse_event
 
 from .conftest import free_port, write_config
 
@@ -51,6 +51,17 @@ def test_parse_event_accepts_or_names_the_field(obj: dict[str, Any]) -> None:
         assert exc.field and exc.message
         return
     assert event.id == obj["id"] and event.type == obj["type"]
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event_like | st.builds(lambda extra: {"specversion": "1.0", "id": "e1", "source": "s", "type": "backup.log", **extra},
+                              st.dictionaries(st.sampled_from(["time", "subject", "datacontenttype", "dataschema", "data", "x"]),
+                                              attribute, max_size=3)))
+def test_the_one_pass_check_accepts_only_what_the_full_check_accepts(obj: dict[str, Any]) -> None:
+    quick = _plain_event(obj)
+    if quick is None:
+        return  # left to the full check, which the test above covers
+    assert quick == _checked_event(obj)
 
 
 class Server:
