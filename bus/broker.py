@@ -129,12 +129,13 @@ class Broker:
         event.stored = None
         return fit_to_size(event, self.bus.max_event_bytes)
 
-    async def ingest(self, events: list[Event]) -> list[Accepted]:
-        """Commit events to the journal, then publish the new ones. Raise
-        EventError for an event over the size limit, JournalError if the
-        journal cannot commit."""
+    def ingest(self, events: list[Event]) -> asyncio.Future[list[Accepted]]:
+        """Commit events to the journal, then publish the new ones; await the
+        result. Raise EventError for an event over the size limit; the future
+        raises JournalError if the journal cannot commit. (A function returning
+        the journal's future, not a coroutine: one frame less on every ingest.)"""
         encoded = [(event, self.encode(event)) for event in events]
-        return await self.journal.append(encoded, lambda accepted: self._fan_out(encoded, accepted))
+        return self.journal.append(encoded, lambda accepted: self._fan_out(encoded, accepted))
 
     def _fan_out(self, encoded: list[tuple[Event, bytes]], accepted: list[Accepted]) -> None:
         """Publish what was just committed (not repeats), in commit order."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -118,8 +118,7 @@ class _Append:
         return out
 
 
-@dataclass(slots=True, frozen=True)
-class Accepted:
+class Accepted(NamedTuple):  # made once per event by the writer: a tuple is made in half the time
     id: str
     seq: int
     duplicate: bool
