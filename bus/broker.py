@@ -42,10 +42,16 @@ class Broker:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self._tasks: list[asyncio.Task[None]] = []
         self._router: zmq.asyncio.Socket | None = None
-        # XPUB is a plain (not asyncio) socket: it is only ever used without
-        # blocking, and an asyncio socket's send costs a Future and an events
-        # check per message, a large share of the broker's time per event.
+        # XPUB is sent on through a plain (not asyncio) shadow of the socket: it is
+        # only ever used without blocking, and an asyncio socket's send costs a Future
+        # and an events check per message, a large share of the broker's time per event.
         self._xpub: zmq.Socket[bytes] | None = None
+        self._xpub_async: zmq.asyncio.Socket | None = None  # the socket itself: awaits subscriptions
+        # Topics some socket subscriber listens to (XPUB tells the first subscription
+        # to a topic and the last unsubscription). With none, nothing is sent live:
+        # in-process subscribers are handed events directly, and a subscriber that
+        # connects later starts from its cursor in the journal anyway.
+        self._topics: set[bytes] = set()
         self._auth: Any = None
         # Subscribers running in this process: handed what goes out on XPUB (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
@@ -54,7 +60,7 @@ class Broker:
         # own last_seq runs ahead of it between a commit and its publication, and a
         # subscriber told of that would read from the journal what is about to come live.
         self.head = journal.last_seq
-        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
+        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0, "dropped_live": 0}
         self._handlers: dict[bytes, Callable[[dict[str, Any], list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
             protocol.FETCH: self._on_fetch,
@@ -73,7 +79,7 @@ class Broker:
 
     async def start(self) -> None:
         router = self.ctx.socket(zmq.ROUTER)
-        xpub: zmq.Socket[bytes] = zmq.Socket(self.ctx, zmq.XPUB)
+        xpub = self.ctx.socket(zmq.XPUB)
         for sock in (router, xpub):
             sock.linger = 0
             sock.setsockopt(zmq.SNDHWM, 100_000)
@@ -88,7 +94,7 @@ class Broker:
             router.close()
             xpub.close()
             raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
-        self._router, self._xpub = router, xpub
+        self._router, self._xpub_async, self._xpub = router, xpub, zmq.Socket.shadow(xpub.underlying)
         self._tasks = [
             asyncio.create_task(self._serve_control(), name="broker-control"),
             asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
@@ -97,7 +103,7 @@ class Broker:
         ]
         log.info("broker: control %s, publish %s, journal %s (head %d)", self.bus.control, self.bus.publish, self.journal.path, self.journal.last_seq)
 
-    def _start_curve(self, router: zmq.asyncio.Socket, xpub: zmq.Socket[bytes]) -> None:
+    def _start_curve(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
         from zmq.auth.asyncio import AsyncioAuthenticator
 
         keys = parse_certificate(self.bus.curve_secret_key or "", "bus.curve_secret_key")
@@ -113,7 +119,7 @@ class Broker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for sock in (self._router, self._xpub):
+        for sock in (self._router, self._xpub_async):  # (the shadow is closed with its socket)
             if sock is not None:
                 sock.close(linger=0)
         if self._auth is not None:
@@ -155,14 +161,15 @@ class Broker:
     def _publish(self, type_: str, seq: int, body: bytes) -> None:
         assert self._xpub is not None
         self.head = max(self.head, seq)
-        try:
-            # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
-            self._xpub.send(type_.encode(), _MORE)
-            self._xpub.send(protocol.seq_bytes(seq), _MORE)
-            self._xpub.send(body, _LAST)
-            self.counters["published"] += 1
-        except zmq.Again:
-            pass  # subscribers catch up from the journal
+        if self._topics:
+            try:
+                # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
+                self._xpub.send(type_.encode(), _MORE)
+                self._xpub.send(protocol.seq_bytes(seq), _MORE)
+                self._xpub.send(body, _LAST)
+            except zmq.Again:
+                self.counters["dropped_live"] += 1  # subscribers catch up from the journal
+        self.counters["published"] += 1
         self._tell_listeners(type_, seq, body)
 
     def _tell_listeners(self, type_: str | None, seq: int, body: bytes) -> None:
@@ -360,17 +367,15 @@ class Broker:
             await asyncio.sleep(self.bus.heartbeat)
 
     async def _drain_subscriptions(self) -> None:
-        """Read (and log) subscribe/unsubscribe messages now and then, so they do not pile up."""
-        assert self._xpub is not None
+        """Keep `_topics` as socket subscribers subscribe and unsubscribe."""
+        assert self._xpub_async is not None
         while True:
-            await asyncio.sleep(0.5)
-            while True:
-                try:
-                    frame = self._xpub.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                if frame:
-                    log.debug("xpub %s %r", "subscribe" if frame[0] == 1 else "unsubscribe", frame[1:])
+            frame = await self._xpub_async.recv()
+            if frame[:1] == b"\x01":
+                self._topics.add(frame[1:])
+            elif frame[:1] == b"\x00":
+                self._topics.discard(frame[1:])
+            log.debug("xpub %r; topics listened to: %d", frame, len(self._topics))
 
     async def _prune_loop(self) -> None:
         retention_s = self.bus.retention_days * 86400

@@ -262,3 +262,25 @@ async def test_a_live_message_of_another_shape_is_skipped_by_a_subscriber_on_the
         await wait_for(lambda: len(sub.singles) >= 3, 10, "the next events")
         assert sub.singles == [1, 2, 3]
         assert all(e.data["n"] == n for e, n in zip(sub.events, (1, 2, 3)))
+
+
+async def test_events_go_out_on_the_socket_only_while_a_socket_subscriber_listens(broker: Broker) -> None:
+    """In-process subscribers are handed every event; the XPUB socket carries them
+    from the moment a SUB socket subscribes until its last topic is dropped."""
+    heard: list[int] = []
+    broker.attach(lambda type_, seq, body: heard.append(seq) if type_ else None)
+    await ingest(broker, 1)
+    assert heard == [1] and not broker._topics
+
+    sub = broker.ctx.socket(zmq.SUB)
+    sub.subscribe(b"backup.task.")
+    sub.connect(broker.bus.publish)
+    try:
+        await wait_for(lambda: broker._topics == {b"backup.task."}, 10, "the subscription")
+        await ingest(broker, 2)
+        topic, seq, body = await asyncio.wait_for(sub.recv_multipart(), 10)
+        assert (topic, protocol.seq_from(seq), orjson.loads(body)["data"]["n"]) == (TYPE.encode(), 2, 2)
+        assert heard == [1, 2]
+    finally:
+        sub.close(linger=0)
+    await wait_for(lambda: not broker._topics, 10, "the unsubscription when the socket closed")
