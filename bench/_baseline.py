@@ -40,7 +40,7 @@ async def _serve(app: object, port: int) -> None:
         await runner.cleanup()
 
 
-async def ingest(port: int) -> None:
+def ingest_app() -> object:
     """POST /events → orjson.loads → 202 with an `accepted` body like hookbus's."""
     from aiohttp import web
 
@@ -57,7 +57,11 @@ async def ingest(port: int) -> None:
 
     app = web.Application()
     app.router.add_post("/events", post_events)
-    await _serve(app, port)
+    return app
+
+
+async def ingest(port: int) -> None:
+    await _serve(ingest_app(), port)
 
 
 async def forward(port: int, to: str) -> None:

@@ -109,12 +109,25 @@ def stop_event() -> asyncio.Event:
     return stop
 
 
-async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> None:
-    stop = stop_event()
-    # Everything imported and configured so far lives as long as the process: keep it out
-    # of the collector, whose full passes over it were ~20 ms pauses in delivery latency.
+def tune_gc() -> None:
+    """Set the garbage collector up for a long-running server process.
+
+    Everything imported and configured so far lives as long as the process: it is
+    kept out of the collector, whose full passes over it were ~20 ms pauses in
+    delivery latency. And a young-generation pass waits for 10,000 new objects
+    instead of 700: the requests waiting for a commit hold a few thousand objects
+    that reference counting frees moments later, so at 700 the collector ran every
+    ~60 requests and found almost nothing (1,015 passes, 1,224 objects in 62,000
+    requests; 3 µs per request, measured with bench.ingest_cpu).
+    """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> None:
+    stop = stop_event()
+    tune_gc()
     if broker:
         async with running_broker(config, http) as in_process:
             await run_subscribers(config, subscribers, stop, in_process) if subscribers else await stop.wait()
