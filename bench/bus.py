@@ -9,9 +9,9 @@ with a tiny counting Subscriber; the clock stops when it has handled all N.
 A publisher that waits for durable acks moves at most its window per round
 trip (Little's law): with 8 × 100 events in flight and a ~20 ms round trip
 (the broker commits what it has while the next batches queue) that is 40,000
-events/s whatever the broker could do. 32 calls in flight keep the broker
+events/s whatever the broker could do. 64 calls in flight keep the broker
 busy, which is what this measures; the baseline's PUB has no window at all.
-`--inflight 8` shows the narrower window (bench/RESULTS.md has both).
+`--inflight 8` or `32` show narrower windows (bench/RESULTS.md has the sweep).
 
 Baseline: a plain pyzmq XSUB/XPUB `zmq.proxy` (its own process, SNDHWM/RCVHWM
 = 0, i.e. off), a PUB socket sending `[type, seq, body]` with the same bodies,
@@ -21,7 +21,7 @@ of this process, as the hookbus publisher and subscriber share this process).
 The two are measured one after the other in each of --rounds rounds; the
 result is the median of the rounds' ratios.
 
-    python -m bench.bus [--rounds 5] [--events 100000] [--size 512] [--batch 100] [--inflight 32]
+    python -m bench.bus [--rounds 5] [--events 100000] [--size 512] [--batch 100] [--inflight 64]
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="events to publish and handle (default 100000)")
     parser.add_argument("--size", type=int, default=512, help="event JSON size in bytes (default 512)")
     parser.add_argument("--batch", type=int, default=100, help="bodies per ControlClient.publish call (default 100)")
-    parser.add_argument("--inflight", type=int, default=32, help="publish calls in flight (default 32)")
+    parser.add_argument("--inflight", type=int, default=64, help="publish calls in flight (default 64)")
     parser.add_argument("--jobs", type=int, default=64, help="distinct data.job_id values (default 64)")
     parser.add_argument("--ordered", action="store_true",
                         help="counting subscriber handles one event at a time in journal order (like jsonl); "
