@@ -11,11 +11,12 @@ time, of the process's CPU and of the event loop thread's CPU.
 - hookbus: `hookbus serve`'s HTTP app with its broker and journal (temp dir,
   synchronous=FULL): POST /events → durable → 202.
 
-What wrk measures on this 2-core machine moves by a fifth within minutes;
-this moves by a few percent, so it can tell a change of a few microseconds
-per request. It leaves out what both sides pay alike (the kernel's socket work,
-the load generator's share of the cores), so its ratio is lower than
-`bench.ingest`'s.
+What wrk measures on this 2-core machine moves by a fifth within minutes.
+Here the baseline stays within a few percent and hookbus within ~15 % (its
+fsyncs and writer thread), so interleaved runs can tell a change of a few
+microseconds per request. It leaves out what both sides pay alike (the
+kernel's socket work, the load generator's share of the cores), so its ratio
+is lower than `bench.ingest`'s.
 
     python -m bench.ingest_cpu [--rounds 3] [--requests 60000] [--connections 64]
 """
