@@ -364,18 +364,29 @@ class Broker:
             except zmq.Again:
                 pass
             self._tell_listeners(None, head, b"")
+            self._read_subscriptions()
             await asyncio.sleep(self.bus.heartbeat)
 
     async def _drain_subscriptions(self) -> None:
         """Keep `_topics` as socket subscribers subscribe and unsubscribe."""
         assert self._xpub_async is not None
         while True:
-            frame = await self._xpub_async.recv()
-            if frame[:1] == b"\x01":
-                self._topics.add(frame[1:])
-            elif frame[:1] == b"\x00":
-                self._topics.discard(frame[1:])
-            log.debug("xpub %r; topics listened to: %d", frame, len(self._topics))
+            self._note_subscription(await self._xpub_async.recv())
+
+    def _read_subscriptions(self) -> None:
+        """Read what subscriptions are waiting, through the plain shadow. The awaited
+        recv alone can miss one: a send through the shadow may take in the message
+        and leave no wake-up on the socket's file descriptor for the event loop."""
+        assert self._xpub is not None
+        while self._xpub.get(zmq.EVENTS) & zmq.POLLIN:
+            self._note_subscription(self._xpub.recv(zmq.NOBLOCK))
+
+    def _note_subscription(self, frame: bytes) -> None:
+        if frame[:1] == b"\x01":
+            self._topics.add(frame[1:])
+        elif frame[:1] == b"\x00":
+            self._topics.discard(frame[1:])
+        log.debug("xpub %r; topics listened to: %d", frame, len(self._topics))
 
     async def _prune_loop(self) -> None:
         retention_s = self.bus.retention_days * 86400
