@@ -42,9 +42,9 @@ class Broker:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self._tasks: list[asyncio.Task[None]] = []
         self._router: zmq.asyncio.Socket | None = None
-        # XPUB is sent on through a plain (not asyncio) shadow of the socket: it is
-        # only ever used without blocking, and an asyncio socket's send costs a Future
-        # and an events check per message, a large share of the broker's time per event.
+        # XPUB is used through a plain (not asyncio) shadow of the socket, never
+        # blocking: an asyncio socket's send costs a Future and an events check per
+        # message, a large share of the broker's time per event.
         self._xpub: zmq.Socket[bytes] | None = None
         self._xpub_async: zmq.asyncio.Socket | None = None  # the socket itself: awaits subscriptions
         # Topics some socket subscriber listens to (XPUB tells the first subscription
@@ -53,14 +53,14 @@ class Broker:
         # connects later starts from its cursor in the journal anyway.
         self._topics: set[bytes] = set()
         self._auth: Any = None
-        # Subscribers running in this process: handed what goes out on XPUB (see runtime.LiveFeed).
+        # Subscribers running in this process: handed every event fanned out (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
         # The last seq sent on XPUB: what subscribers are told is the head. The journal's
         # own last_seq runs ahead of it between a commit and its publication, and a
         # subscriber told of that would read from the journal what is about to come live.
         self.head = journal.last_seq
-        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0, "dropped_live": 0}
+        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
         self._handlers: dict[bytes, Callable[[dict[str, Any], list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
             protocol.FETCH: self._on_fetch,
@@ -119,7 +119,10 @@ class Broker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for sock in (self._router, self._xpub_async):  # (the shadow is closed with its socket)
+        # A commit settled after this point must not send through the shadow of a closed socket.
+        self._topics.clear()
+        self._xpub = None
+        for sock in (self._router, self._xpub_async):
             if sock is not None:
                 sock.close(linger=0)
         if self._auth is not None:
@@ -159,17 +162,14 @@ class Broker:
         self._listeners.remove(listener)
 
     def _publish(self, type_: str, seq: int, body: bytes) -> None:
-        assert self._xpub is not None
         self.head = max(self.head, seq)
-        if self._topics:
-            try:
-                # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
-                self._xpub.send(type_.encode(), _MORE)
-                self._xpub.send(protocol.seq_bytes(seq), _MORE)
-                self._xpub.send(body, _LAST)
-            except zmq.Again:
-                self.counters["dropped_live"] += 1  # subscribers catch up from the journal
-        self.counters["published"] += 1
+        if self._topics and self._xpub is not None:
+            # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
+            # (At the high-water mark XPUB drops without a word; subscribers read the gap from the journal.)
+            self._xpub.send(type_.encode(), _MORE)
+            self._xpub.send(protocol.seq_bytes(seq), _MORE)
+            self._xpub.send(body, _LAST)
+            self.counters["published"] += 1
         self._tell_listeners(type_, seq, body)
 
     def _tell_listeners(self, type_: str | None, seq: int, body: bytes) -> None:

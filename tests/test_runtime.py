@@ -81,6 +81,8 @@ async def following(broker: Broker, sub: Subscriber, in_memory: bool = True) -> 
     task = asyncio.create_task(runner.run())
     try:
         await asyncio.wait_for(runner.ready.wait(), 10)
+        if not in_memory:  # the broker sends live only once it has heard of the subscription
+            await wait_for(lambda: bool(broker._topics), 10, "the subscriber's subscription at the broker")
         yield
     finally:
         task.cancel()
@@ -270,7 +272,7 @@ async def test_events_go_out_on_the_socket_only_while_a_socket_subscriber_listen
     heard: list[int] = []
     broker.attach(lambda type_, seq, body: heard.append(seq) if type_ else None)
     await ingest(broker, 1)
-    assert heard == [1] and not broker._topics
+    assert heard == [1] and broker.counters["published"] == 0  # nothing sent on the socket
 
     sub = broker.ctx.socket(zmq.SUB)
     sub.subscribe(b"backup.task.")
@@ -280,7 +282,24 @@ async def test_events_go_out_on_the_socket_only_while_a_socket_subscriber_listen
         await ingest(broker, 2)
         topic, seq, body = await asyncio.wait_for(sub.recv_multipart(), 10)
         assert (topic, protocol.seq_from(seq), orjson.loads(body)["data"]["n"]) == (TYPE.encode(), 2, 2)
-        assert heard == [1, 2]
+        assert heard == [1, 2] and broker.counters["published"] == 1
     finally:
         sub.close(linger=0)
     await wait_for(lambda: not broker._topics, 10, "the unsubscription when the socket closed")
+    await ingest(broker, 3)
+    assert heard == [1, 2, 3] and broker.counters["published"] == 1
+
+
+async def test_a_commit_settled_after_stop_sends_nothing_on_the_closed_socket(broker: Broker) -> None:
+    """The journal can settle a commit after the broker stopped (serve's shutdown);
+    its fan-out must not touch the shadow of the closed XPUB socket."""
+    sub = broker.ctx.socket(zmq.SUB)
+    sub.subscribe(b"")
+    sub.connect(broker.bus.publish)
+    try:
+        await wait_for(lambda: bool(broker._topics), 10, "the subscription")
+        await broker.stop()
+        broker._publish(TYPE, 99, b"{}")  # what _fan_out does when a late commit settles
+        assert broker.head == 99 and broker.counters["published"] == 0
+    finally:
+        sub.close(linger=0)
