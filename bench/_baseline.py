@@ -13,8 +13,12 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:  # aiohttp is imported where a server is made: the proxy mode does without it
+    from aiohttp import web
 
 HOST = "127.0.0.1"
 
@@ -23,10 +27,9 @@ def _is_event(obj: object) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("id"), str) and isinstance(obj.get("source"), str)
 
 
-async def _serve(app: object, port: int) -> None:
+async def _serve(app: web.Application, port: int) -> None:
     from aiohttp import web
 
-    assert isinstance(app, web.Application)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)  # as hookbus's own HTTP server
     await runner.setup()
     await web.TCPSite(runner, HOST, port, backlog=1024).start()
@@ -40,7 +43,7 @@ async def _serve(app: object, port: int) -> None:
         await runner.cleanup()
 
 
-def ingest_app() -> object:
+def ingest_app() -> web.Application:
     """POST /events → orjson.loads → 202 with an `accepted` body like hookbus's."""
     from aiohttp import web
 

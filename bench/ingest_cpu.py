@@ -31,9 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import add_round_options, banner, event_body, free_ports, print_rounds, run_main
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 WARM = 2000
 
@@ -85,13 +88,12 @@ def _request(i: int) -> bytes:
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
-async def _hookbus_app(tmp: Path) -> Any:
+async def _hookbus_app(tmp: Path) -> web.Application:
     from hookbus.bus.broker import Broker
+    from hookbus.bus.cli import tune_gc
     from hookbus.bus.config import build_config
     from hookbus.bus.journal import Journal
     from hookbus.bus.webhook import create_app
-
-    from hookbus.bus.cli import tune_gc
 
     control, publish = free_ports(2)
     config = build_config({"bus": {"data_dir": str(tmp / "var"), "control": f"tcp://127.0.0.1:{control}",
@@ -109,7 +111,6 @@ async def _measure(side: str, requests: int, connections: int) -> dict[str, floa
 
     with tempfile.TemporaryDirectory(prefix="hookbus-bench-cpu-") as tmp:
         app = _baseline.ingest_app() if side == "baseline" else await _hookbus_app(Path(tmp))
-        assert isinstance(app, web.Application)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         assert runner.server is not None
