@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 DEFAULT_SHELL = "/bin/bash"  # what Borgitory runs hooks with, so its hook scripts run unchanged
@@ -30,18 +30,18 @@ class _Strict(BaseModel):
 
 
 class Command(_Strict):
+    shell: str | None = None  # default: the job's `shell`, else /bin/bash (before `command`, which is checked with it)
     command: str = Field(min_length=1)
     timeout: float | None = Field(None, gt=0, le=7 * 86400)
-    shell: str | None = None  # default: the job's `shell`, else /bin/bash
     cwd: Path | None = None
     env: dict[str, str] = {}
 
     @field_validator("command")
     @classmethod
-    def _template(cls, value: str) -> str:
+    def _template(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        check_command_template(value)
+        check_command_template(value, info.data.get("shell") or DEFAULT_SHELL)
         return value
 
 
@@ -100,15 +100,15 @@ SAMPLE_TASK: dict[str, Any] = {"index": 0, "name": "Database Dump", "kind": "hoo
                                "critical": True, "run_on_job_failure": False}
 
 
-def check_command_template(command: str) -> None:
-    """Compile and render a templated command against a sample job; raise
-    ValueError saying what is wrong."""
+def check_command_template(command: str, shell: str) -> None:
+    """Compile and render a templated command against a sample job, as `shell`
+    will run it; raise ValueError saying what is wrong."""
     if not is_template(command):
         return
-    from .templates import SAMPLES, TemplateError, check
+    from .templates import SAMPLES, TemplateError, check_shell
 
     try:
-        check(command, [SAMPLES["backup.task.started"]], shell=True, job=SAMPLE_JOB, task=SAMPLE_TASK)
+        check_shell(command, [SAMPLES["backup.task.started"]], shell=shell, job=SAMPLE_JOB, task=SAMPLE_TASK)
     except TemplateError as exc:
         raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
 

@@ -276,20 +276,22 @@ class JobRun:
     async def _execute(self, task: Task, started: Event) -> HookResult:
         command = task.command
         assert command is not None
-        text = command.command
+        text, values = command.command, {}
+        shell = command.shell or self.job.shell
         if is_template(text):
             from .templates import TemplateError, render_shell
 
             try:
-                text = render_shell(text, started, job=self.context(), task=task.as_dict())
+                bound = render_shell(text, started, shell=shell, job=self.context(), task=task.as_dict())
             except TemplateError as exc:
                 return HookResult(None, "", 0.0, error=f"command template: {getattr(exc, 'message', None) or exc}")
+            text, values = bound.text, bound.env
         self._stop = asyncio.Event()
         if self.abort or (self.cancel_requests and self.reason is None):
             self._stop.set()  # asked to stop between the task's start event and here
         try:
-            return await run_command(text, shell=command.shell or self.job.shell, cwd=command.cwd or self.job.cwd,
-                                     env=self._env(task), timeout=command.timeout, stop=self._stop)
+            return await run_command(text, shell=shell, cwd=command.cwd or self.job.cwd,
+                                     env={**self._env(task), **values}, timeout=command.timeout, stop=self._stop)
         finally:
             self._stop = None
 

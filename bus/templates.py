@@ -3,24 +3,45 @@
 A template sees the event (`type`, `source`, `id`, `time`, `subject`, `data`,
 `seq`, and the whole CloudEvent as `event`) and the helpers `format_time`,
 `format_duration`, `format_size`, `is_error`, `summary` and `json`. Undefined
-names are errors. In shell commands every substituted value is shell-quoted,
-so event data can never inject shell syntax.
+names are errors. A helper given a value it cannot read returns it as text, so
+an odd event still gets its message.
+
+Rendering is a pure function of template and event, so any error in it is
+raised as TemplateError: retrying cannot help (the caller dead-letters the
+event instead of holding the job's later events behind it).
+
+In a shell command no value is pasted into the text: each `{{ … }}` becomes a
+reference to an environment variable (bus/shellvalues.py), or the template is
+refused where no reference could be safe.
 """
 
 from __future__ import annotations
 
-import shlex
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .event import Event
+from .shellvalues import MARK, BoundCommand, UnsafeTemplate, bind
 
-__all__ = ["TemplateError", "render", "render_shell", "check", "context", "SAMPLES"]
+__all__ = ["TemplateError", "BoundCommand", "render", "render_shell", "check", "check_shell", "context", "SAMPLES"]
+
+
+def _lenient(helper: Callable[..., str]) -> Callable[..., str]:
+    """A helper that returns a value it cannot read as it is, instead of failing the message."""
+    def wrapped(value: Any, *args: Any) -> str:
+        try:
+            return helper(value, *args)
+        except (ValueError, TypeError, OverflowError):
+            return "" if value is None else str(value)
+    wrapped.__name__, wrapped.__doc__ = helper.__name__, helper.__doc__
+    return wrapped
 
 
 def format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
@@ -104,9 +125,9 @@ def _json(value: Any, indent: bool = False) -> str:
 
 
 HELPERS: dict[str, Any] = {
-    "format_time": format_time,
-    "format_duration": format_duration,
-    "format_size": format_size,
+    "format_time": _lenient(format_time),
+    "format_duration": _lenient(format_duration),
+    "format_size": _lenient(format_size),
     "is_error": is_error,
     "summary": summary,
     "json": _json,
@@ -116,19 +137,26 @@ HELPERS: dict[str, Any] = {
 def _environment(shell: bool) -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
-        finalize=_shell_quote if shell else None,
+        finalize=_shell_value if shell else None,
     )
     env.globals.update(HELPERS)
     env.filters.update({k: v for k, v in HELPERS.items() if k != "summary"})
     return env
 
 
-def _shell_quote(value: Any) -> str:
+_VALUES = "_hookbus_shell_values"  # the render's list of values, in its context
+
+
+@pass_context
+def _shell_value(ctx: Context, value: Any) -> str:
+    """Keep a value aside and leave a marker where it goes (bus/shellvalues.py)."""
     if value is None:
-        return "''"
-    if isinstance(value, (dict, list)):
+        value = ""
+    elif isinstance(value, (dict, list)):
         value = _json(value)
-    return shlex.quote(str(value))
+    values: list[str] = ctx[_VALUES]
+    values.append(str(value))
+    return f"{MARK}{len(values)}{MARK}"
 
 
 _ENVS = {False: _environment(False), True: _environment(True)}
@@ -145,24 +173,51 @@ def context(event: Event) -> dict[str, Any]:
             "data": event.data if event.data is not None else {}, "seq": event.seq, "event": body}
 
 
+def _render(source: str, shell: bool, names: dict[str, Any]) -> str:
+    try:
+        return str(_compile(source, shell).render(names))
+    except TemplateError:
+        raise
+    except (Exception, RecursionError) as exc:  # a helper or filter on odd data: the same every time
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
 def render(source: str, event: Event, **extra: Any) -> str:
     """Render a message template against an event. Raise TemplateError."""
-    return str(_compile(source, False).render({**context(event), **extra}))
+    return _render(source, False, {**context(event), **extra})
 
 
-def render_shell(source: str, event: Event, **extra: Any) -> str:
-    """Render a shell command template; every `{{ … }}` value comes out shell-quoted."""
-    return str(_compile(source, True).render({**context(event), **extra}))
+def render_shell(source: str, event: Event, *, shell: str, **extra: Any) -> BoundCommand:
+    """Render a command template to be run by `shell` (or its own `#!` line): the
+    text refers to each value by an environment variable, given beside it.
+    Raise TemplateError, also where the template puts a value no reference can
+    make safe."""
+    values: list[str] = []
+    text = _render(source, True, {**context(event), **extra, _VALUES: values})
+    try:
+        return bind(text, values, shell)
+    except UnsafeTemplate as exc:
+        raise TemplateError(str(exc)) from None
 
 
-def check(source: str, events: list[Event], *, shell: bool = False, **extra: Any) -> None:
-    """Compile and render a template against sample events (with `extra` names in
-    scope, as the caller will render it); raise TemplateError saying which event
-    type it failed on."""
-    template = _compile(source, shell)
+def check(source: str, events: list[Event], **extra: Any) -> None:
+    """Compile and render a message template against sample events (with `extra`
+    names in scope, as the caller will render it); raise TemplateError saying
+    which event type it failed on."""
+    _check(events, lambda event: render(source, event, **extra))
+
+
+def check_shell(source: str, events: list[Event], *, shell: str, **extra: Any) -> None:
+    """As check, for a command template run by `shell`."""
+    if MARK in source:
+        raise TemplateError("the command holds a NUL character")
+    _check(events, lambda event: render_shell(source, event, shell=shell, **extra))
+
+
+def _check(events: list[Event], attempt: Callable[[Event], object]) -> None:
     for event in events:
         try:
-            template.render({**context(event), **extra})
+            attempt(event)
         except TemplateError as exc:
             raise TemplateError(f"{exc.message} (rendering a sample {event.type} event)") from None
 

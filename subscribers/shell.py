@@ -33,6 +33,7 @@ from hookbus.bus.event import Event, compile_globs
 from hookbus.bus.hooks import HookResult, hook_env, run_command
 from hookbus.bus.jobconfig import DEFAULT_SHELL, is_template
 from hookbus.bus.process import DRAIN, GRACE
+from hookbus.bus.shellvalues import BoundCommand
 
 from .base import DeliveryError, Subscriber, SubscriberConfig, wants
 
@@ -113,8 +114,8 @@ def _known_condition(name: str) -> str:
 class ShellConfig(SubscriberConfig):
     on: list[Annotated[str, AfterValidator(_known_condition)]] | None = None
     error_behavior: Behavior = "ON_ERROR_IGNORE"
+    shell: str = DEFAULT_SHELL  # before `command`, which is checked with it
     command: str = Field(min_length=1)
-    shell: str = DEFAULT_SHELL
     cwd: Path | None = None
     env: dict[str, str] = {}
 
@@ -163,18 +164,18 @@ class ShellConfig(SubscriberConfig):
     @classmethod
     def _template(cls, value: str, info: ValidationInfo) -> str:
         if is_template(value):
-            check_template(value, info.data.get("events") or ["*"])
+            check_template(value, info.data.get("events") or ["*"], info.data.get("shell") or DEFAULT_SHELL)
         return value
 
 
-def check_template(command: str, patterns: list[str]) -> None:
+def check_template(command: str, patterns: list[str], shell: str) -> None:
     """Render a command template against the sample events it could see; raise ValueError."""
-    from hookbus.bus.templates import SAMPLES, TemplateError, check
+    from hookbus.bus.templates import SAMPLES, TemplateError, check_shell
 
     match = compile_globs(patterns).match
     samples = [e for t, e in SAMPLES.items() if match(t)] or [SAMPLES["backup.job.finished"]]
     try:
-        check(command, samples, shell=True)
+        check_shell(command, samples, shell=shell)
     except TemplateError as exc:
         raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
 
@@ -217,27 +218,25 @@ class ShellSubscriber(Subscriber):
         """For `hookbus run`: whether to run this hook itself, before the start event goes out."""
         return self.is_gate and event.type in START_TYPES and self.matches(event)
 
-    def command_for(self, event: Event) -> str:
+    def command_for(self, event: Event) -> BoundCommand:
         """The command to run for an event, its template rendered; raise a permanent DeliveryError
-        naming a template error."""
+        naming a template error (the same event renders the same: retrying cannot help)."""
         command = self.config.command
         if not is_template(command):
-            return command
+            return BoundCommand(command, {})
         from hookbus.bus.templates import TemplateError, render_shell
 
         try:
-            return render_shell(command, event)
+            return render_shell(command, event, shell=self.config.shell)
         except TemplateError as exc:
             raise DeliveryError(f"command template: {getattr(exc, 'message', None) or exc}", permanent=True) from None
 
     async def execute(self, event: Event) -> HookResult:
-        try:
-            command = self.command_for(event)
-        except DeliveryError as exc:
-            return HookResult(None, "", 0.0, error=str(exc))
-        env = {**os.environ, **event_env(event), **self.config.env}
+        """Run the command for an event; raise a permanent DeliveryError when its template fails."""
+        command = self.command_for(event)
+        env = {**os.environ, **event_env(event), **self.config.env, **command.env}
         stdin = event.json_with_seq()
-        return await run_command(command, shell=self.config.shell, cwd=self.config.cwd, env=env,
+        return await run_command(command.text, shell=self.config.shell, cwd=self.config.cwd, env=env,
                                  timeout=self.config.timeout, stdin=stdin)
 
     def sample(self, event: Event) -> Event:
@@ -256,10 +255,15 @@ class ShellSubscriber(Subscriber):
         if not self.matches(event):
             raise DeliveryError("it does not meet this hook's conditions (`on`, `events`, `when`): nothing would run")
         command = self.command_for(event)
-        return f"would run, with {self.config.shell} and the event's JSON on stdin:\n{command}"
+        values = "".join(f"\n  {name}={value!r}" for name, value in command.env.items())
+        return (f"would run, with {self.config.shell} and the event's JSON on stdin:\n{command.text}"
+                + (f"\nwith the template's values in the environment:{values}" if values else ""))
 
     async def run_gate(self, event: Event) -> HookResult:
-        return await self.execute(event)
+        try:
+            return await self.execute(event)
+        except DeliveryError as exc:
+            return HookResult(None, "", 0.0, error=str(exc))
 
     async def handle(self, event: Event) -> None:
         data = event.data if isinstance(event.data, dict) else {}

@@ -319,7 +319,7 @@ async def test_templated_hook_commands_see_the_job_and_quote_values(site: Site) 
     site.configure([jsonl_sub(site)])
     add_jobs(site, [{"name": "tpl", "repository": "Repo; touch /tmp/should-not-exist-$$", "backup": "false",
                      "post_hooks": [{"name": "ping", "run_on_job_failure": True,
-                                     "command": "echo ping/uuid{% if job.failed %}/fail{% endif %} {{ job.repository }}"}]}])
+                                     "command": "echo \"ping/uuid{% if job.failed %}/fail{% endif %} {{ job.repository }}\""}]}])
     done = await run_cli("run", "tpl", "--timeout", "0", "--config", str(site.config))
     assert done.returncode == 1
     ping = next(e for e in spooled_events(site) if e["type"] == "backup.task.finished"

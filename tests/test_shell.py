@@ -261,10 +261,12 @@ def test_check_config_accepts_the_backrest_examples() -> None:
 def test_hookbus_test_gets_a_sample_that_meets_each_condition(condition: str) -> None:
     from hookbus.bus.templates import SAMPLES
 
-    sub = ShellSubscriber(shell_config(on=[condition], command="echo {{ type }}"))
+    sub = ShellSubscriber(shell_config(on=[condition], command='echo "type: {{ type }}"'))
     sample = sub.sample(SAMPLES["backup.job.finished"])
     assert sub.matches(sample)
-    assert sub.preview(sample).splitlines()[-1] == f"echo {sample.type}"
+    assert sub.preview(sample).splitlines()[-3:] == [
+        'echo "type: ${HOOKBUS_VALUE_1}"', "with the template's values in the environment:",
+        f"  HOOKBUS_VALUE_1={sample.type!r}"]
 
 
 def test_preview_says_when_nothing_would_run() -> None:
