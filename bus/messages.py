@@ -140,7 +140,7 @@ REPORT = """\
 
 Summary: TOTAL={{ d.get("total", 0) }}, OK={{ d.get("ok", 0) }}, FAIL={{ fail }}
          START={{ netcfgbu_time(d.get("start")) }}, STOP={{ netcfgbu_time(d.get("stop")) }}
-         DURATION={{ "%.3f" | format(d.get("duration_s") or 0) }}s
+         DURATION={% if d.get("duration_s") is number %}{{ "%.3f" | format(d.get("duration_s")) }}{% else %}{{ d.get("duration_s") or "0.000" }}{% endif %}s
 {%- if failures %}
 
 FAILURES: {{ fail or failures | length }}

@@ -44,7 +44,7 @@ def _lenient(helper: Callable[..., str]) -> Callable[..., str]:
     return wrapped
 
 
-def format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+def _format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     """Given an RFC 3339 string or epoch seconds, return it formatted in UTC."""
     if value is None or value == "":
         return ""
@@ -57,7 +57,7 @@ def format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     return when.astimezone(timezone.utc).strftime(fmt)
 
 
-def format_duration(seconds: Any) -> str:
+def _format_duration(seconds: Any) -> str:
     """Given seconds, return e.g. `4.2s`, `2m 05s`, `1h 02m 03s`."""
     if seconds is None or seconds == "":
         return ""
@@ -70,7 +70,7 @@ def format_duration(seconds: Any) -> str:
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
-def format_size(size: Any) -> str:
+def _format_size(size: Any) -> str:
     """Given bytes, return e.g. `512 B`, `1.5 KiB`, `2.0 GiB`."""
     if size is None or size == "":
         return ""
@@ -80,6 +80,9 @@ def format_size(size: Any) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} PiB"  # pragma: no cover
+
+
+format_time, format_duration, format_size = _lenient(_format_time), _lenient(_format_duration), _lenient(_format_size)
 
 
 def _data(event: Any) -> dict[str, Any]:
@@ -125,9 +128,9 @@ def _json(value: Any, indent: bool = False) -> str:
 
 
 HELPERS: dict[str, Any] = {
-    "format_time": _lenient(format_time),
-    "format_duration": _lenient(format_duration),
-    "format_size": _lenient(format_size),
+    "format_time": format_time,
+    "format_duration": format_duration,
+    "format_size": format_size,
     "is_error": is_error,
     "summary": summary,
     "json": _json,

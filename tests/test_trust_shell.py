@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from hookbus.bus.event import Event
 from hookbus.bus.templates import TemplateError, render_shell
 
-from .conftest import Site, http_ready, read_jsonl, wait_for
+from .conftest import Receiver, Site, cloudevent, http_ready, read_jsonl, wait_for
 from .test_jobs import add_jobs, spooled_events
 from .test_process import jsonl_sub, run_cli
 
@@ -238,3 +239,24 @@ async def test_a_template_error_dead_letters_at_once_and_the_job_goes_on(site: S
     failed = await wait_for(lambda: [e for e in read_jsonl(audit) if e["type"] == "hookbus.delivery.failed"], 20,
                             "the dead letter")
     assert failed[0]["data"]["attempts"] == 1 and "ZeroDivisionError" in failed[0]["data"]["error"]
+
+
+async def test_odd_values_in_messages_are_sent_as_text_not_retried(site: Site, procs: Any, receiver: Receiver) -> None:
+    """A duration that is not a number and a time past the year 9999 in UTC: the message still goes out, once,
+    and the job's next event is not held behind it."""
+    site.configure([jsonl_sub(site), {"name": "ops", "kind": "slack", "events": ["backup.job.finished", "backup.report"],
+                                      "webhook_url": receiver.url, "group_wait": 0}])
+    procs("serve", "--config", str(site.config))
+    await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")
+    odd = [cloudevent(1, type_="backup.job.finished", outcome="failed", repository="R", duration_s="abc"),
+           cloudevent(2, type_="backup.report", total=2, ok=1, fail=1, duration_s="abc"),
+           cloudevent(3, type_="backup.job.finished", outcome="success", repository="R")]
+    odd[0]["time"] = odd[1]["time"] = "9999-12-31T23:59:59-23:59"
+    async with aiohttp.ClientSession() as session:
+        for body in odd:
+            async with session.post(f"{site.url}/events", json=body) as answer:
+                assert answer.status == 202, await answer.text()
+    await wait_for(lambda: len(receiver.received) >= 3, 20, "three messages")
+    texts = [r["body"]["text"] for r in receiver.received]
+    assert "DURATION=abcs" in texts[1] and texts[2].startswith("✅")
+    assert receiver.attempts == 3
