@@ -1,0 +1,266 @@
+"""Attacks against a real `hookbus serve`, with a table of what held.
+
+    python -m bench.attacks                 # every attack
+    python -m bench.attacks --only shell-injection idle-connections --json
+
+Each attack starts its own `hookbus serve` on loopback ports in a temp dir,
+tries what an attacker would (no credentials unless the row says so), and
+prints: the attack, what was tried, whether it held, and the serve process's
+resident memory before and after (MiB) where the attack is a flood. "Held"
+means what DESIGN §13 promises: no code run, no answer without a credential,
+no 5xx, nothing accepted lost, memory under the row's stated bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import resource
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ._common import HOST, Processes, bench_dir, hookbus_command
+from .chaos import Site, signed_headers, until
+
+CANARY = "/tmp/hookbus-attack-canary"
+
+
+@dataclass
+class Row:
+    name: str
+    tried: str
+    held: bool = False
+    note: str = ""
+    rss_before_mib: float | None = None
+    rss_after_mib: float | None = None
+    bound_mib: float | None = None
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def statuses(site: Site, requests: list[tuple[str, str, dict[str, str], bytes]]) -> list[int]:
+    """Send (method, path, headers, body) requests; return their status codes."""
+    codes = []
+    async with aiohttp.ClientSession() as session:
+        for method, path, headers, body in requests:
+            async with session.request(method, site.url + path, headers=headers, data=body) as answer:
+                await answer.read()
+                codes.append(answer.status)
+    return codes
+
+
+def nested(depth: int) -> str:
+    """JSON text of objects nested `depth` deep (built as text: encoders refuse such depths)."""
+    return '{"a":' * depth + '"x"' + "}" * depth
+
+
+def event(i: int, **data: Any) -> dict[str, Any]:
+    return {"specversion": "1.0", "id": f"attack-{i}", "source": "attack://bench", "type": "backup.log",
+            "data": {"job_id": "attack", "message": "m", **data}}
+
+
+# -- attacks ------------------------------------------------------------------------
+
+async def shell_injection(root: Path, procs: Processes) -> Row:
+    row = Row("shell-injection", "events whose subject and data break out of quotes, heredocs, options, into "
+                                 "`shell` hooks with double quotes, a heredoc and a bare printf argument")
+    out = root / "out"
+    site = Site(root, procs, [
+        {"name": "dq", "kind": "shell", "events": ["backup.log"], "command": f'echo "s={{{{ subject }}}}" >> {out}.dq'},
+        {"name": "doc", "kind": "shell", "events": ["backup.log"],
+         "command": f"cat >> {out}.doc <<EOF\n{{{{ data.message }}}}\nEOF"},
+        {"name": "bare", "kind": "shell", "events": ["backup.log"],
+         "command": f"printf '%s\\n' {{{{ data.message }}}} >> {out}.bare"}])
+    site.start("serve")
+    subjects = [f"Repo$(touch {CANARY})", f'x"; touch {CANARY}; echo "', f"`touch {CANARY}`", "--output=/tmp/x",
+                f"'; touch {CANARY}; '"]
+    messages = [*subjects, f"EOF\ntouch {CANARY}\n$(touch {CANARY})"]
+    Path(CANARY).unlink(missing_ok=True)
+    bodies = [json.dumps({**event(i, message=m), "subject": subjects[i % len(subjects)]}).encode()
+              for i, m in enumerate(messages)]
+    await statuses(site, [("POST", "/events", {"Content-Type": "application/json"}, b) for b in bodies])
+    want = {"dq": "".join(f"s={subjects[i % len(subjects)]}\n" for i in range(len(messages))),
+            "doc": "".join(f"{m}\n" for m in messages), "bare": "".join(f"{m}\n" for m in messages)}
+    files = {k: Path(f"{out}.{k}") for k in want}
+    await until(lambda: all(f.exists() and len(f.read_text()) >= len(want[k]) for k, f in files.items()), 20)
+    exact = all(f.exists() and f.read_text() == want[k] for k, f in files.items())
+    row.held = not Path(CANARY).exists() and exact
+    row.note = ("the canary file was created" if Path(CANARY).exists()
+                else "every value arrived as text" if exact else "a hook's output differs from the values sent")
+    return row
+
+
+async def unsafe_templates(root: Path, procs: Processes) -> Row:
+    row = Row("unsafe-templates", "check-config on templates that put a value at an argument's start, in single "
+                                  "quotes, in backticks, in `bash -c`, in a #!python script")
+    bad = ["git log -1 {{ subject }}", "echo '{{ subject }}'", "echo `echo {{ subject }}`",
+           'bash -c "echo x{{ subject }}"', '#!/usr/bin/env python3\nprint("{{ subject }}")']
+    refused = 0
+    for i, command in enumerate(bad):
+        (root / f"t{i}").mkdir()
+        site = Site(root / f"t{i}", procs, [{"name": "hook", "kind": "shell", "command": command}])
+        done = subprocess.run([*hookbus_command(), "check-config", "--config", str(site.config)], capture_output=True,
+                              text=True, timeout=60, check=False)
+        refused += done.returncode == 2 and "(hook).command" in done.stderr
+    row.held = refused == len(bad)
+    row.note = f"{refused} of {len(bad)} refused, naming the key"
+    return row
+
+
+async def deep_json(root: Path, procs: Processes) -> Row:
+    row = Row("deep-json", "JSON nested 300 and 1,000 deep: structured, batch, binary, /ingest/restic")
+    site = Site(root, procs, [])
+    site.start("serve")
+    requests = []
+    for depth in (300, 1000):
+        body = json.dumps(event(depth, deep="DEEP")).replace('"DEEP"', nested(depth)).encode()
+        requests += [
+            ("POST", "/events", {"Content-Type": "application/cloudevents+json"}, body),
+            ("POST", "/events", {"Content-Type": "application/cloudevents-batch+json"}, b"[" + body + b"]"),
+            ("POST", "/events", {"ce-specversion": "1.0", "ce-id": f"b{depth}", "ce-source": "a://b",
+                                 "ce-type": "backup.log", "Content-Type": "application/json"}, nested(depth).encode()),
+            ("POST", "/ingest/restic", {"Content-Type": "application/json"}, nested(depth).encode()),
+        ]
+    codes = await statuses(site, requests)
+    row.held = all(400 <= c < 500 for c in codes)
+    row.note = "answers " + ", ".join(str(c) for c in sorted(set(codes)))
+    return row
+
+
+async def ping_exit_status(root: Path, procs: Processes) -> Row:
+    row = Row("ping-exit-status", "/ping/<key>/² /① /𝟘 /１ (digits that are not ASCII)")
+    site = Site(root, procs, [])
+    site.config.write_text(site.config.read_text() + '\n[[checks]]\nkey = "k-1"\njob = "nightly"\n')
+    site.start("serve")
+    codes = await statuses(site, [("POST", f"/ping/k-1/{s}", {}, b"") for s in ("²", "①", "𝟘", "１")])
+    row.held = all(400 <= c < 500 for c in codes)
+    row.note = "answers " + ", ".join(str(c) for c in codes)
+    return row
+
+
+async def hmac_attacks(root: Path, procs: Processes) -> Row:
+    row = Row("hmac", "a 400-digit webhook-timestamp; a signed GET /api/events; the same signed POST twice")
+    secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    site = Site(root, procs, [], webhook={"hmac_secrets": [secret]})
+    site.start("serve")
+    sign = signed_headers(secret, 0)
+    body = json.dumps(event(1)).encode()
+    post = sign(body)
+    codes = await statuses(site, [
+        ("POST", "/events", {**sign(body), "webhook-timestamp": "9" * 400, "Content-Type": "application/json"}, body),
+        ("GET", "/api/events", sign(b""), b""),
+        ("POST", "/events", {**post, "Content-Type": "application/json"}, body),
+        ("POST", "/events", {**post, "Content-Type": "application/json"}, body),
+    ])
+    row.held = codes[0] == 401 and codes[1] == 401 and codes[2] == 202 and codes[3] != 202 and max(codes) < 500
+    row.note = "answers " + ", ".join(str(c) for c in codes)
+    return row
+
+
+async def idle_connections(root: Path, procs: Processes) -> Row:
+    row = Row("idle-connections", "1,100 idle TCP connections to the HTTP port of a serve under `ulimit -n 1024`, "
+                                  "then POST /events and `hookbus emit`", bound_mib=64)
+    site = Site(root, procs, [])
+    limited = [*hookbus_command(), "serve", "--config", str(site.config)]
+    proc = procs.start("serve-limited", ["prlimit", "--nofile=1024:1024", "--", *limited])
+    await until(lambda: _listening(site.http_port), 20)
+    before = rss_mib(proc.pid)
+    idle = []
+    for _ in range(1100):
+        try:
+            idle.append(socket.create_connection((HOST, site.http_port), timeout=2))
+        except OSError:
+            break
+    try:
+        started = time.monotonic()
+        ok = False
+        while time.monotonic() - started < 20 and not ok:
+            try:
+                ok = (await asyncio.wait_for(statuses(site, [("POST", "/events", {"Content-Type": "application/json"},
+                                                              json.dumps(event(1)).encode())]), 5))[0] == 202
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                await asyncio.sleep(0.5)
+        emit = subprocess.run([*hookbus_command(), "emit", "backup.log", "--data", '{"job_id": "x"}', "--config",
+                               str(site.config)], capture_output=True, timeout=60, check=False)
+        row.rss_before_mib, row.rss_after_mib = before, rss_mib(proc.pid)
+        row.held = ok and emit.returncode == 0 and row.rss_after_mib - before < (row.bound_mib or 0)
+        row.note = (f"{len(idle)} connections opened; POST {'202' if ok else 'failed'} after "
+                    f"{time.monotonic() - started:.1f} s; emit exit {emit.returncode}")
+    finally:
+        for s in idle:
+            s.close()
+    return row
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+ATTACKS: dict[str, Callable[[Path, Processes], Awaitable[Row]]] = {
+    "shell-injection": shell_injection,
+    "unsafe-templates": unsafe_templates,
+    "deep-json": deep_json,
+    "ping-exit-status": ping_exit_status,
+    "hmac": hmac_attacks,
+    "idle-connections": idle_connections,
+}
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'attack':<20} {'held':<5} {'RSS MiB (before → after, bound)':<32} what was tried / what happened")
+    for r in rows:
+        rss = (f"{r.rss_before_mib:.0f} → {r.rss_after_mib:.0f} (< +{r.bound_mib:.0f})"
+               if r.rss_before_mib is not None and r.rss_after_mib is not None else "")
+        print(f"{r.name:<20} {'yes' if r.held else 'NO':<5} {rss:<32} {r.tried}\n{'':<59} → {r.note}")
+
+
+async def main_async(names: list[str]) -> list[Row]:
+    rows = []
+    with bench_dir("hookbus-attacks-", keep=False) as root:
+        for name in names:
+            folder = root / name
+            folder.mkdir()
+            with Processes(folder) as procs:
+                try:
+                    rows.append(await ATTACKS[name](folder, procs))
+                except Exception as exc:  # a broken attack is a row that did not hold, not a crashed table
+                    rows.append(Row(name, "", held=False, note=f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.attacks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(ATTACKS), help="run only these attacks")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = parser.parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))  # our 1,100 idle sockets
+    rows = asyncio.run(main_async(args.only or list(ATTACKS)))
+    print(json.dumps([asdict(r) for r in rows], indent=2) if args.json else "", end="")
+    if not args.json:
+        print_table(rows)
+    return 0 if all(r.held for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
