@@ -45,6 +45,9 @@ WRAPPERS = frozenset({
     "sudo", "doas", "env", "nice", "nohup", "timeout", "exec", "command", "builtin", "stdbuf", "ionice", "chroot",
     "setsid", "time", "runuser", "flock", "strace", "chrt", "taskset", "unshare", "nsenter", "systemd-run",
 })
+# Variables whose value decides what runs or how the shell reads code.
+_CODE_VARIABLES = re.compile(r"(PATH|IFS|ENV|BASH_ENV|PS4|PROMPT_COMMAND|SHELLOPTS|BASHOPTS|CDPATH|GLOBIGNORE|"
+                             r"(LD|DYLD|NODE|GIT)_\w*|(PYTHON|PERL5|RUBY|BASH_FUNC)\w*)\+?=")
 # Reserved words after which the next word is again a command name.
 _KEEPS_COMMAND = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!", "{", "time", "}", "fi",
                             "done", "esac"})
@@ -297,7 +300,11 @@ class _Scanner:
         if cmd.redirect_target:
             return
         if cmd.at_command():
-            if _ASSIGNMENT.match("".join(cmd.text)):
+            word = "".join(cmd.text)
+            if _CODE_VARIABLES.match(word):
+                raise self.refuse(f"is assigned to {word.rstrip('+=')}, which decides what runs",
+                                  "assign it to a variable of your own")
+            if _ASSIGNMENT.match(word):
                 return  # NAME={{ value }}: a variable's value
             raise self.refuse("would be (part of) the name of the command to run",
                               "name the command in the template and pass the value as an argument")

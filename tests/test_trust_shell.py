@@ -260,3 +260,10 @@ async def test_odd_values_in_messages_are_sent_as_text_not_retried(site: Site, p
     texts = [r["body"]["text"] for r in receiver.received]
     assert "DURATION=abcs" in texts[1] and texts[2].startswith("✅")
     assert receiver.attempts == 3
+
+
+@pytest.mark.parametrize("name", ["PATH", "IFS", "BASH_ENV", "LD_PRELOAD", "PYTHONPATH", "GIT_SSH_COMMAND"])
+def test_a_value_cannot_set_a_variable_that_decides_what_runs(name: str) -> None:
+    with pytest.raises(TemplateError, match=f"assigned to {name}"):
+        render_shell(f"{name}={{{{ subject }}}} git status", event(), shell="/bin/bash")
+    assert render_shell("MY_PATH={{ subject }} git status", event(), shell="/bin/bash").env
