@@ -39,6 +39,7 @@ EVALUATORS = frozenset({
     "eval", "source", ".", "trap", "sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "fish", "csh", "tcsh",
     "busybox", "ssh", "su", "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua",
     "tclsh", "Rscript", "awk", "gawk", "mawk", "nawk", "sed", "xargs", "parallel", "watch", "at", "batch",
+    "let", "declare", "typeset", "local",  # -i: the value is evaluated as arithmetic, which can run commands
 })
 # Commands whose arguments name another command to run.
 WRAPPERS = frozenset({
@@ -299,11 +300,11 @@ class _Scanner:
                               "pass the value in the environment or a file the command reads as data")
         if cmd.redirect_target:
             return
+        word = "".join(cmd.text)
+        if (cmd.at_command() or cmd.name in ("export", "readonly", "env")) and _CODE_VARIABLES.match(word):
+            raise self.refuse(f"is assigned to {word.rstrip('+=')}, which decides what runs",
+                              "assign it to a variable of your own")
         if cmd.at_command():
-            word = "".join(cmd.text)
-            if _CODE_VARIABLES.match(word):
-                raise self.refuse(f"is assigned to {word.rstrip('+=')}, which decides what runs",
-                                  "assign it to a variable of your own")
             if _ASSIGNMENT.match(word):
                 return  # NAME={{ value }}: a variable's value
             raise self.refuse("would be (part of) the name of the command to run",

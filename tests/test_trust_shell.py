@@ -151,6 +151,7 @@ def test_whatever_template_is_accepted_never_runs_the_value(pieces: list[str]) -
     ("{{ data.job }} --version", "name of the command"),
     ("echo $(( {{ data.duration_s }} + 1 ))", "arithmetic"),
     ('[[ "x{{ subject }}" == xy ]]', "[[ … ]]"),
+    ("declare -i n=x{{ data.duration_s }}", "'declare', which runs its arguments as code"),
     ('#!/usr/bin/env python3\nprint("{{ subject }}")', "not a POSIX shell"),
     ("{{ if .Error }}curl x{{ end }}", "template error"),
 ])
@@ -266,4 +267,6 @@ async def test_odd_values_in_messages_are_sent_as_text_not_retried(site: Site, p
 def test_a_value_cannot_set_a_variable_that_decides_what_runs(name: str) -> None:
     with pytest.raises(TemplateError, match=f"assigned to {name}"):
         render_shell(f"{name}={{{{ subject }}}} git status", event(), shell="/bin/bash")
+    with pytest.raises(TemplateError, match=f"assigned to {name}"):
+        render_shell(f"export {name}={{{{ subject }}}}; git status", event(), shell="/bin/bash")
     assert render_shell("MY_PATH={{ subject }} git status", event(), shell="/bin/bash").env
