@@ -1,21 +1,34 @@
 """Template values in a shell command: passed by reference, never pasted in.
 
 A command template is rendered with every `{{ … }}` value replaced by a marker
-(bus/templates.py). `bind` then reads the rendered command as the shell will,
-finds the context of each marker, and writes a reference to an environment
-variable there: `"${HOOKBUS_VALUE_1}"` in a bare word, `${HOOKBUS_VALUE_1}` inside
-double quotes or an unquoted heredoc. The shell expands a variable once and never
-reads its value as syntax, so whatever the event holds reaches the command as
-exactly one string. Where no reference can be safe, the template is refused
-with what to write instead: inside single quotes, backticks, `${…}`, arithmetic,
-`[[ … ]]`, a quoted heredoc, a word that names the command, a command that runs
-its arguments as code (`bash -c`, `eval`, `ssh`, `awk`, …, or a pipe into one),
-the body of a `#!` script in another language, and the start of an argument,
-where a value beginning with `-` would be read as an option (unless `--` came
-before it in the command).
+(bus/templates.py). `bind` then reads the rendered command and writes, where
+each marker stood, a reference to an environment variable that holds the
+value: `"${HOOKBUS_VALUE_1}"` in a bare word, `${HOOKBUS_VALUE_1}` inside double
+quotes or an unquoted heredoc. The shell expands a variable once and never reads
+what it holds as syntax.
 
-The same reading runs for `check-config` (against sample events) and for every
-real event, so a template that branches on event data is held to it as well.
+That alone does not make a value safe everywhere: `bash -c`, `eval`, `ssh`,
+`awk`, arithmetic, `[[ … ]]`, `printf -v`, `read`, a pipe into an interpreter
+and many more read a value as code or as a name. So a command that carries
+values is held to a small part of the shell language that is read here in full,
+and anything outside it is refused (accept-list, not deny-list):
+
+- simple commands joined by `;`, `&`, `&&`, `||`, `|` and newlines, with
+  redirections and heredocs; no subshells, groups, compound commands
+  (`if`, `for`, `case`, …), command substitution, backticks, arithmetic or
+  `${…}` with operators (write the logic with `{% if %}` in the template);
+- a value is an argument only of a command in DATA_COMMANDS, which take
+  their arguments as data, and reaches stdin (a pipe, a heredoc, `<<<`) only of
+  DATA_READERS;
+- a value never starts a word: the word begins with fixed text that is not an
+  option (`"subject: {{ … }}"`, `https://…/{{ … }}`, `--name={{ … }}`), so no
+  value can be an option (printf's arguments after its format are the exception);
+- no value in a command name, an assignment, single quotes, a quoted heredoc,
+  a `#!` line or a comment; a `#!` script runs under a POSIX shell.
+
+Commands without values are not read at all: they are the config author's.
+The same reading runs for `check-config` (on sample events) and for every real
+event, so a template that branches on event data is held to it as well.
 """
 
 from __future__ import annotations
@@ -24,38 +37,44 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-__all__ = ["BoundCommand", "UnsafeTemplate", "MARK", "bind", "reads_as_shell", "VALUE_PREFIX"]
+__all__ = ["BoundCommand", "UnsafeTemplate", "MARK", "VALUE_PREFIX", "DATA_COMMANDS", "DATA_READERS", "bind",
+           "reads_as_shell"]
 
-MARK = "\x00"  # markers are MARK + index + MARK; a config cannot hold NUL in a command
+MARK = "\x00"  # a marker is MARK + index + MARK; a config cannot hold NUL in a command
 VALUE_PREFIX = "HOOKBUS_VALUE_"
 _MARKER = re.compile("\x00(\\d+)\x00")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 
-# Shells whose grammar this module reads (the POSIX family).
 POSIX_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"})
-# Commands that run (part of) their arguments or input as code.
-EVALUATORS = frozenset({
-    "eval", "source", ".", "trap", "sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "fish", "csh", "tcsh",
-    "busybox", "ssh", "su", "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "php", "lua",
-    "tclsh", "Rscript", "awk", "gawk", "mawk", "nawk", "sed", "xargs", "parallel", "watch", "at", "batch",
-    "let", "declare", "typeset", "local",  # -i: the value is evaluated as arithmetic, which can run commands
-})
-# Commands whose arguments name another command to run.
-WRAPPERS = frozenset({
-    "sudo", "doas", "env", "nice", "nohup", "timeout", "exec", "command", "builtin", "stdbuf", "ionice", "chroot",
-    "setsid", "time", "runuser", "flock", "strace", "chrt", "taskset", "unshare", "nsenter", "systemd-run",
-})
-# Variables whose value decides what runs or how the shell reads code.
-_CODE_VARIABLES = re.compile(r"(PATH|IFS|ENV|BASH_ENV|PS4|PROMPT_COMMAND|SHELLOPTS|BASHOPTS|CDPATH|GLOBIGNORE|"
-                             r"(LD|DYLD|NODE|GIT)_\w*|(PYTHON|PERL5|RUBY|BASH_FUNC)\w*)\+?=")
-# Reserved words after which the next word is again a command name.
-_KEEPS_COMMAND = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!", "{", "time", "}", "fi",
-                            "done", "esac"})
+# Commands that take their arguments as data, and the options whose argument a
+# value may be (None: every argument is data). Anything else (a file to read or
+# write, a config, a command to run) could be chosen by the value.
+DATA_COMMANDS: dict[str, frozenset[str] | None] = {
+    "printf": None,  # after its format
+    "echo": None,
+    "curl": frozenset({"-d", "--data", "--data-raw", "--data-binary", "--data-ascii", "--data-urlencode", "--json",
+                       "-H", "--header", "--form-string"}),
+    "logger": frozenset({"-t", "--tag"}),
+    "notify-send": frozenset({"-a", "--app-name"}),
+    "ntfy": frozenset({"-t", "--title", "-m", "--message", "--tags", "-p", "--priority"}),
+    "apprise": frozenset({"-b", "--body", "-t", "--title"}),
+    "wall": frozenset(),
+}
+# Commands that read stdin as data: a value may reach them through a pipe or a heredoc.
+DATA_READERS = frozenset({"cat", "tee", "logger", "wall", "curl", "apprise"})
+_COMPOUND = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "case", "esac",
+                       "in", "function", "select", "coproc", "time", "!", "{", "}", "[[", "]]"})
+_LITERAL = re.compile(r"[^\s;&|<>()$`\"'\\\x00]+")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-]")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
+_REDIRECT = re.compile(r"(\d*)(<<<|<<-|<<|>>|>&|<&|>\||<>|>|<)|&>>|&>")
+_DELIMITER = re.compile(r"""'([A-Za-z0-9_]+)'|"([A-Za-z0-9_]+)"|\\?([A-Za-z0-9_]+)""")
+
+_LOGIC = "write the logic with {% if %} … {% endif %} in the template, or pass the value in the environment " \
+         "($HOOKBUS_SUBJECT, $HOOKBUS_JOB, …) to a script"
 
 
 class UnsafeTemplate(ValueError):
-    """A template puts a value where no reference to it can be safe."""
+    """A template puts a value where hookbus cannot show it is safe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +90,11 @@ def reads_as_shell(command: str, shell: str) -> bool:
     stripped = command.lstrip()
     if stripped.startswith("#!"):
         words = stripped.split("\n", 1)[0][2:].split()
-        if not words:
-            return False
-        name = PurePath(words[0]).name
-        if name == "env":  # `#!/usr/bin/env bash`
-            rest = [w for w in words[1:] if not w.startswith("-")]
-            name = PurePath(rest[0]).name if rest else ""
-        return name in POSIX_SHELLS
-    return PurePath(shell.split()[0] if shell.split() else shell).name in POSIX_SHELLS
+        if words and PurePath(words[0]).name == "env":  # `#!/usr/bin/env bash`
+            words = [w for w in words[1:] if not w.startswith("-")]
+        return bool(words) and PurePath(words[0]).name in POSIX_SHELLS
+    words = shell.split()
+    return bool(words) and PurePath(words[0]).name in POSIX_SHELLS
 
 
 def bind(rendered: str, values: list[str], shell: str) -> BoundCommand:
@@ -91,14 +107,16 @@ def bind(rendered: str, values: list[str], shell: str) -> BoundCommand:
         if MARK in value:
             raise UnsafeTemplate(f"value {index} holds a NUL byte (or template text built by a macro or a "
                                  "{% set %} block), which no command argument can carry")
+    stripped = rendered.lstrip()
+    if stripped.startswith("#!") and MARK in stripped.split("\n", 1)[0]:
+        raise UnsafeTemplate("a {{ … }} value is in the #! line; name the interpreter in the template")
     if not reads_as_shell(rendered, shell):
         raise UnsafeTemplate(
             "this command's interpreter is not a POSIX shell, so a {{ … }} value cannot be put in it safely: "
             "read the event from the environment (HOOKBUS_JOB, HOOKBUS_SUBJECT, HOOKBUS_EVENT_TYPE, …) "
             "or, for `shell` subscribers, as JSON on stdin")
     scanner = _Scanner(rendered)
-    scanner.command(end=None)
-    scanner.finish()
+    scanner.script()
     return BoundCommand("".join(scanner.out), {f"{VALUE_PREFIX}{i}": v for i, v in enumerate(values, 1)})
 
 
@@ -107,39 +125,46 @@ def _ref(index: int, quoted: bool) -> str:
 
 
 @dataclass(slots=True)
+class _Word:
+    source_start: int
+    lead: str = ""  # the fixed text the word starts with, up to its first expansion or value
+    fixed: bool = True  # no expansion or value yet: `lead` is still growing
+    text: str = ""  # all its literal text
+    values: int = 0
+    brace: bool = False  # an unquoted { or }: brace expansion could split it
+
+    def literal(self, chars: str, quoted: bool = False) -> None:
+        self.text += chars
+        if self.fixed:
+            self.lead += chars
+        if not quoted and ("{" in chars or "}" in chars):
+            self.brace = True
+
+    def dynamic(self) -> None:
+        self.fixed = False
+
+
+@dataclass(slots=True)
 class _Heredoc:
     delimiter: str
     quoted: bool
     strip_tabs: bool
-    readers: list[str] = field(default_factory=list)  # the commands of its pipeline
+    readers: list[str] = field(default_factory=list)  # its command, then the rest of its pipeline
 
 
 @dataclass(slots=True)
-class _Simple:
-    """What is known of the simple command (and its pipeline) being read."""
+class _Command:
+    words: list[_Word] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # each word's source text
+    targets: list[_Word] = field(default_factory=list)  # redirection targets
+    stdin_values: bool = False  # a here-string with a value
+    heredocs: list[_Heredoc] = field(default_factory=list)
 
-    words: list[str] = field(default_factory=list)  # its words so far, assignments and redirections left out
-    pipeline: list[str] = field(default_factory=list)  # command names of the pipeline so far
-    values_in_pipeline: bool = False
-    heredocs: list[_Heredoc] = field(default_factory=list)  # opened in this pipeline
-    dashdash: bool = False
-    in_test: bool = False  # inside [[ … ]]
-    # the word being read
-    started: bool = False
-    text: list[str] = field(default_factory=list)  # its literal characters
-    redirect_target: bool = False
-
-    @property
     def name(self) -> str:
-        return PurePath(self.words[0]).name if self.words else ""
-
-    def at_command(self) -> bool:
-        return not self.words
-
-    def new_command(self) -> None:
-        if self.words:
-            self.pipeline.append(self.name)
-        self.words, self.dashdash = [], False
+        for word, source in zip(self.words, self.sources):
+            if not _ASSIGNMENT.match(source):
+                return PurePath(word.text).name if word.fixed else ""
+        return ""
 
 
 class _Scanner:
@@ -147,9 +172,9 @@ class _Scanner:
         self.src = text
         self.i = 0
         self.out: list[str] = []
-        self.heredocs: list[_Heredoc] = []  # read after the line that opens them
+        self.pending: list[_Heredoc] = []
 
-    # -- helpers ------------------------------------------------------------------
+    # -- reading ----------------------------------------------------------------------
 
     def peek(self, offset: int = 0) -> str:
         j = self.i + offset
@@ -162,7 +187,6 @@ class _Scanner:
         return chunk
 
     def marker(self) -> int | None:
-        """The index of a marker starting here (and step over it), else None."""
         found = _MARKER.match(self.src, self.i)
         if found is None:
             return None
@@ -170,210 +194,198 @@ class _Scanner:
         return int(found.group(1))
 
     def where(self) -> str:
-        """The line being read, values shown as {{…}}, for error messages."""
-        start = self.src.rfind("\n", 0, self.i) + 1
+        start = self.src.rfind("\n", 0, min(self.i, len(self.src) - 1)) + 1
         end = self.src.find("\n", self.i)
         line = self.src[start:end if end >= 0 else len(self.src)]
         return _MARKER.sub("{{…}}", line).strip()
 
-    def refuse(self, why: str, instead: str) -> UnsafeTemplate:
-        return UnsafeTemplate(f"a {{{{ … }}}} value {why}, in: {self.where()!r}; {instead}")
+    def refuse(self, what: str, instead: str) -> UnsafeTemplate:
+        return UnsafeTemplate(f"{what}, in: {self.where()!r}; {instead}")
 
-    def finish(self) -> None:
-        if self.heredocs:
-            self._bodies()
+    # -- the script: pipelines of simple commands -----------------------------------------
 
-    # -- unquoted shell code --------------------------------------------------------
-
-    def command(self, end: str | None) -> None:
-        """Read shell code up to `end` (")" closing a `$(`) or the end of the text."""
-        cmd = _Simple()
-        depth = 0
+    def script(self) -> None:
+        pipeline: list[_Command] = []
+        cmd = _Command()
         while self.i < len(self.src):
             c = self.peek()
-            if c == MARK:
-                self._value(cmd)
-            elif c in " \t":
-                self._end_word(cmd)
+            if c in " \t":
                 self.take()
+            elif c == "\\" and self.peek(1) == "\n":
+                self.take(2)
             elif c == "\n":
-                self._end_word(cmd)
-                self._end_pipeline(cmd)
+                self._end_pipeline(pipeline, cmd)
+                pipeline, cmd = [], _Command()
                 self.take()
-                if self.heredocs:
-                    self._bodies()
-            elif c == ")" and end == ")" and depth == 0:
-                self._end_word(cmd)
-                self._end_pipeline(cmd)
-                return
-            elif c in ";&|()":
-                depth += self._operator(cmd, c)
-            elif c in "<>":
-                self._redirection(cmd)
-            elif c == "#" and not cmd.started:
+                self._bodies()
+            elif c == "#":
+                if pipeline and not cmd.words:
+                    raise self.refuse("a comment right after a pipe", "keep a pipeline on one line")
                 self._comment()
-            elif c == "\\":
-                self._escape(cmd)
-            elif c == "'":
-                self._single_quotes(cmd, ansi=False)
-            elif c == '"':
-                cmd.started = True
+            elif c == "|" and self.peek(1) not in ("|", "&"):
+                if self.src[self.i + 1:].lstrip(" \t").startswith("\n") or not self.src[self.i + 1:].strip():
+                    raise self.refuse("a pipe at the end of a line", "keep a pipeline on one line")
+                pipeline.append(cmd)
+                cmd = _Command()
                 self.take()
-                self._double_quotes(cmd)
-            elif c == "`":
-                cmd.started = True
-                self._backticks()
-            elif c == "$":
-                cmd.started = True
-                self._dollar(cmd)
+            elif c in ";&|" and not self.src.startswith("&>", self.i):
+                operator = self.src[self.i:self.i + 2]
+                if operator in (";;", ";&", "|&"):
+                    raise self.refuse(f"`{operator}` is outside what hookbus reads around a value", _LOGIC)
+                self._end_pipeline(pipeline, cmd)
+                pipeline, cmd = [], _Command()
+                self.take(2 if operator in ("&&", "||") else 1)
+            elif c in "()":
+                raise self.refuse("a subshell or group `( … )` is outside what hookbus reads around a value", _LOGIC)
+            elif (redirect := _REDIRECT.match(self.src, self.i)) is not None:
+                self._redirection(cmd, redirect.group(0))
             else:
-                cmd.started = True
-                cmd.text.append(c)
-                self.take()
-        self._end_word(cmd)
-        self._end_pipeline(cmd)
+                start = self.i
+                word = self._word()
+                cmd.words.append(word)
+                cmd.sources.append(self.src[start:self.i])
+        self._end_pipeline(pipeline, cmd)
+        self._bodies()
 
-    def _operator(self, cmd: _Simple, c: str) -> int:
-        """Read one operator character; return how it changes the depth of parentheses."""
-        self._end_word(cmd)
-        if c == "(" and self.peek(1) == "(" and cmd.at_command():
-            self._arithmetic("((", "))")
-            return 0
-        if c == "|" and self.peek(1) != "|":
-            cmd.new_command()  # a pipe: the same pipeline goes on
-        else:
-            self._end_pipeline(cmd)
-        self.take()
-        return {"(": 1, ")": -1}.get(c, 0)
+    def _comment(self) -> None:
+        end = self.src.find("\n", self.i)
+        end = len(self.src) if end < 0 else end
+        if MARK in self.src[self.i:end]:
+            raise self.refuse("a {{ … }} value is in a comment", "leave it out of the comment")
+        self.take(end - self.i)
 
-    def _end_pipeline(self, cmd: _Simple) -> None:
-        cmd.new_command()
-        for heredoc in cmd.heredocs:
-            heredoc.readers = list(cmd.pipeline)
-        cmd.heredocs = []
-        if cmd.values_in_pipeline:
-            runner = next((name for name in cmd.pipeline if name in EVALUATORS), None)
-            if runner is not None:
-                raise UnsafeTemplate(
-                    f"a {{{{ … }}}} value goes through a pipe into {runner!r}, which runs its input as code; "
-                    "pass the value in the environment or a file the command reads as data")
-        cmd.pipeline, cmd.values_in_pipeline = [], False
+    def _end_pipeline(self, pipeline: list[_Command], last: _Command) -> None:
+        commands = [*pipeline, last] if last.words or last.targets or last.heredocs else pipeline
+        names = [c.name() for c in commands]
+        carrying = False  # a value flows down the pipe from here on
+        for position, cmd in enumerate(commands):
+            self._check_command(cmd)
+            if carrying and names[position] not in DATA_READERS:
+                raise self.refuse(f"a {{{{ … }}}} value goes through a pipe into {names[position] or 'a command'!r}, "
+                                  f"which is not among the commands that read stdin as data "
+                                  f"({', '.join(sorted(DATA_READERS))})", _LOGIC)
+            carrying = carrying or any(w.values for w in cmd.words) or cmd.stdin_values
+            for heredoc in cmd.heredocs:
+                heredoc.readers = names[position:]
 
-    def _end_word(self, cmd: _Simple) -> None:
-        if not cmd.started:
-            return
-        word = "".join(cmd.text)
-        cmd.started, cmd.text = False, []
-        if cmd.redirect_target:
-            cmd.redirect_target = False
-            return
-        if cmd.at_command() and (word in _KEEPS_COMMAND or _ASSIGNMENT.match(word)):
-            return
-        if cmd.at_command() and word == "[[":
-            cmd.in_test = True
-            return
-        if word == "]]" and cmd.in_test:
-            cmd.in_test = False
-            return
-        if word == "--" and cmd.words:
-            cmd.dashdash = True
-        cmd.words.append(word)
+    def _check_command(self, cmd: _Command) -> None:
+        name, name_index = cmd.name(), None
+        for index, (word, source) in enumerate(zip(cmd.words, cmd.sources)):
+            if name_index is None and _ASSIGNMENT.match(source):
+                if word.values:
+                    raise self.refuse("a {{ … }} value is assigned to a variable",
+                                      "pass it as an argument of a command that takes data")
+                continue
+            if name_index is None:
+                name_index = index
+                if word.values:
+                    raise self.refuse("a {{ … }} value would be (part of) the name of the command to run",
+                                      "name the command in the template and pass the value as an argument")
+                if word.fixed and word.text in _COMPOUND:
+                    raise self.refuse(f"`{word.text}` is outside what hookbus reads around a value", _LOGIC)
+            elif word.values:
+                self._check_argument(cmd, name, name_index, index)
+        for target in cmd.targets:
+            if target.values:
+                raise self.refuse("a {{ … }} value is in the name of a file to redirect to, where it could "
+                                  "choose any file", "write the file name in the template")
+        if cmd.stdin_values and name not in DATA_READERS:
+            raise self.refuse(f"a {{{{ … }}}} value is fed to {name or 'a command'!r} on stdin, which is not among "
+                              f"the commands that read stdin as data ({', '.join(sorted(DATA_READERS))})", _LOGIC)
 
-    def _value(self, cmd: _Simple) -> None:
-        index = self.marker()
-        assert index is not None
-        self._check_value(cmd)
-        cmd.started = True
-        cmd.values_in_pipeline = True
-        self.out.append(_ref(index, quoted=False))
+    def _check_argument(self, cmd: _Command, name: str, name_index: int, index: int) -> None:
+        """A value may be an argument of a data command: positional, or the argument of one of its data
+        options, and never at the start of its word."""
+        if name not in DATA_COMMANDS:
+            raise self.refuse(
+                f"a {{{{ … }}}} value is an argument of {name or 'a command named by a variable'!r}, which hookbus "
+                f"does not know to take its arguments as data (it does for {', '.join(sorted(DATA_COMMANDS))})",
+                _LOGIC)
+        word = cmd.words[index]
+        texts = [w.text if w.fixed else "" for w in cmd.words]
+        if name == "printf":
+            if not self._after_format(texts, name_index, index):
+                raise self.refuse("a {{ … }} value is printf's format or -v name", "printf '%s\n' \"{{ … }}\"")
+            return
+        options = DATA_COMMANDS[name]
+        previous = texts[index - 1] if index - 1 > name_index else ""
+        if options is not None and previous.startswith("-") and previous != "--" and previous not in options:
+            raise self.refuse(f"a {{{{ … }}}} value is the argument of {name} {previous}, which could use it as "
+                              f"a file or a setting", f"give it to one of {', '.join(sorted(options)) or 'none'}, or "
+                              "as a plain argument")
+        if name == "curl":
+            self._check_curl(texts, previous, word)
+        self._check_start(word, f"an argument of {name!r}", options)
 
-    def _check_value(self, cmd: _Simple) -> None:
-        """Refuse a value where the command being read could take it as code, a name or an option."""
-        if self.out and self.out[-1].endswith("$"):
-            raise self.refuse("follows a `$`", "remove the `$`")
-        if cmd.in_test:
-            raise self.refuse("is inside [[ … ]], where -eq and friends evaluate it as arithmetic",
-                              "test it in the template instead: {% if data.x == \"y\" %}…{% endif %}")
-        runner = next((PurePath(w).name for w in cmd.words if PurePath(w).name in EVALUATORS), None)
-        if runner is not None:
-            raise self.refuse(f"is an argument of {runner!r}, which runs its arguments as code",
-                              "pass the value in the environment or a file the command reads as data")
-        if cmd.redirect_target:
-            return
-        word = "".join(cmd.text)
-        if (cmd.at_command() or cmd.name in ("export", "readonly", "env")) and _CODE_VARIABLES.match(word):
-            raise self.refuse(f"is assigned to {word.rstrip('+=')}, which decides what runs",
-                              "assign it to a variable of your own")
-        if cmd.at_command():
-            if _ASSIGNMENT.match(word):
-                return  # NAME={{ value }}: a variable's value
-            raise self.refuse("would be (part of) the name of the command to run",
-                              "name the command in the template and pass the value as an argument")
-        if cmd.text:
-            return  # inside a word that starts with fixed text: never an option
-        if cmd.name in WRAPPERS:
-            raise self.refuse(f"starts an argument of {cmd.name!r}, which could take it as the command to run",
-                              "give the word a fixed start, e.g. --name={{ … }}")
-        if cmd.dashdash or (cmd.name == "printf" and len(cmd.words) > 1):
-            return
-        raise self.refuse(
-            f"starts an argument of {cmd.name!r}, where a value beginning with '-' would be read as an option",
-            "put `--` before it (`git log -- {{ … }}`), write it inside an option (`--name={{ … }}`, "
-            "`-m{{ … }}`) or after fixed text (`\"subject: {{ … }}\"`), or print it with "
-            "`printf '%s\\n' {{ … }}`")
+    def _check_start(self, word: _Word, what: str, options: frozenset[str] | None) -> None:
+        """A value must follow fixed text that is not an option, so it can never be read as one."""
+        lead = word.lead
+        if word.brace:
+            raise self.refuse("a {{ … }} value is in a word with { or }, which brace expansion can split",
+                              "quote the braces: \"{…}\"")
+        if not lead:
+            raise self.refuse(
+                f"a {{{{ … }}}} value starts {what}, where a value beginning with '-' would be read as an option",
+                "give the word a fixed start: \"subject: {{ … }}\", https://…/{{ … }}, or print it with "
+                "printf '%s\\n' \"{{ … }}\"")
+        if lead.startswith("-") and (options is None or lead.split("=", 1)[0] not in options or "=" not in lead):
+            raise self.refuse(f"a {{{{ … }}}} value completes the option {lead!r}, so it could choose the option "
+                              "or what it reads", "write the option and the value as two words, with fixed text "
+                              "before the value")
 
-    def _redirection(self, cmd: _Simple) -> None:
-        word = "".join(cmd.text)
-        if cmd.started and not word.isdigit():
-            self._end_word(cmd)
-        elif cmd.started:  # `2>`: the digits are the descriptor, not a word
-            cmd.started, cmd.text = False, []
-        c = self.peek()
-        if self.peek(1) == "(":  # process substitution <(…) / >(…)
-            self.take(2)
-            self.command(end=")")
-            self.take()
-            cmd.started = True
-            return
-        if c == "<" and self.peek(1) == "<" and self.peek(2) != "<":
-            self._heredoc_operator(cmd)
-            return
-        self.take()
-        while self.peek() in ("<", ">", "&", "|") and self.peek():
-            self.take()
-        cmd.redirect_target = True
+    @staticmethod
+    def _after_format(texts: list[str], name_index: int, index: int) -> bool:
+        """Whether word `index` of a printf comes after its format (printf reads no options there)."""
+        position = name_index + 1
+        while position < index:
+            if texts[position] == "-v":
+                position += 2
+            elif texts[position] == "--":
+                position += 1
+            else:
+                return True  # position is the format
+        return False
 
-    def _heredoc_operator(self, cmd: _Simple) -> None:
-        self.take(2)
-        strip = self.peek() == "-"
-        if strip:
-            self.take()
+    def _check_curl(self, texts: list[str], previous: str, word: _Word) -> None:
+        if "-g" not in texts and "--globoff" not in texts:
+            raise self.refuse("a {{ … }} value is an argument of curl without --globoff, so [ ] and { } in it "
+                              "would make curl send many requests", "add --globoff")
+        if previous == "--data-urlencode" and "=" not in word.lead:
+            raise self.refuse("a {{ … }} value is in --data-urlencode without a name=, where a @ in it reads a file",
+                              "write --data-urlencode \"name={{ … }}\"")
+
+    # -- redirections and heredocs -----------------------------------------------------------
+
+    def _redirection(self, cmd: _Command, operator: str) -> None:
+        self.take(len(operator))
         while self.peek() in (" ", "\t") and self.peek():
             self.take()
-        delimiter: list[str] = []
-        quoted = False
-        while self.i < len(self.src) and self.peek() not in " \t\n;&|<>()":
-            c = self.peek()
-            if c == MARK:
-                raise self.refuse("is a heredoc's delimiter", "write the delimiter in the template")
-            if c in "'\"":
-                quoted = True
-                close = self.src.find(c, self.i + 1)
-                close = len(self.src) if close < 0 else close
-                delimiter.append(self.src[self.i + 1:close])
-                self.take(close + 1 - self.i)
-            elif c == "\\":
-                quoted = True
-                self.take()
-                delimiter.append(self.take())
-            else:
-                delimiter.append(self.take())
-        heredoc = _Heredoc("".join(delimiter), quoted, strip)
-        self.heredocs.append(heredoc)
+        kind = operator.lstrip("0123456789")
+        if kind in ("<<", "<<-"):
+            self._heredoc_operator(cmd, strip=kind == "<<-")
+            return
+        if not self.peek() or self.peek() in "\n;&|()<>":
+            raise self.refuse(f"the redirection `{operator}` has no target", "name its file")
+        target = self._word()
+        if kind == "<<<":
+            cmd.stdin_values = cmd.stdin_values or bool(target.values)
+        else:
+            cmd.targets.append(target)
+
+    def _heredoc_operator(self, cmd: _Command, strip: bool) -> None:
+        found = _DELIMITER.match(self.src, self.i)
+        after = found.end() if found else self.i
+        if found is None or (after < len(self.src) and self.src[after] not in " \t\n;&|<>"):
+            raise self.refuse("a heredoc's delimiter is not a plain word", "write <<EOF or <<'EOF'")
+        delimiter = found.group(1) or found.group(2) or found.group(3)
+        quoted = found.group(3) is None or found.group(0).startswith("\\")
+        self.take(after - self.i)
+        heredoc = _Heredoc(delimiter, quoted, strip)
+        self.pending.append(heredoc)
         cmd.heredocs.append(heredoc)
 
     def _bodies(self) -> None:
-        pending, self.heredocs = self.heredocs, []
+        pending, self.pending = self.pending, []
         for heredoc in pending:
             self._body(heredoc)
 
@@ -383,148 +395,115 @@ class _Scanner:
             end = len(self.src) if end < 0 else end
             line = self.src[self.i:end]
             if (line.lstrip("\t") if heredoc.strip_tabs else line) == heredoc.delimiter:
-                self.take(end - self.i)
-                if self.peek() == "\n":
-                    self.take()
+                self.take(min(end + 1, len(self.src)) - self.i)
                 return
+            if MARK in line:
+                if heredoc.quoted:
+                    raise self.refuse("a {{ … }} value is in a quoted heredoc (<<'EOF'), where it would not be "
+                                      "expanded", "write <<EOF")
+                reader = heredoc.readers[0] if heredoc.readers else ""
+                if any(name not in DATA_READERS for name in heredoc.readers) or not heredoc.readers:
+                    raise self.refuse(f"a {{{{ … }}}} value is in a heredoc read by {reader or 'a command'!r} (or "
+                                      f"piped on), which is not among the commands that read stdin as data "
+                                      f"({', '.join(sorted(DATA_READERS))})", _LOGIC)
             if heredoc.quoted:
-                if MARK in line:
-                    raise self.refuse("is inside a quoted heredoc (<<'EOF'), where it would not be expanded",
-                                      "write the delimiter unquoted (<<EOF)")
-                self.take(end + 1 - self.i)
-            else:
-                self._expanding(_Simple(), heredoc=heredoc)
-                if self.peek() == "\n":
-                    self.take()
-
-    def _comment(self) -> None:
-        while self.i < len(self.src) and self.peek() != "\n":
-            index = self.marker()
-            if index is None:
-                self.take()
-            else:
-                self.out.append(_ref(index, quoted=True))
-
-    def _escape(self, cmd: _Simple) -> None:
-        self.take()
-        if self.peek() == "\n":
-            self.take()
-            return
-        if self.peek() == MARK:
-            raise self.refuse("follows a backslash", "remove the backslash")
-        cmd.started = True
-        cmd.text.append(self.take())
-
-    def _single_quotes(self, cmd: _Simple, ansi: bool) -> None:
-        cmd.started = True
-        self.take()
-        while self.i < len(self.src):
-            c = self.peek()
-            if c == MARK:
-                raise self.refuse("is inside single quotes, where it would not be expanded",
-                                  "use double quotes: \"… {{ … }} …\"")
-            if ansi and c == "\\":
-                self.take(2)
+                self.take(min(end + 1, len(self.src)) - self.i)
                 continue
-            self.take()
-            if c == "'":
-                return
-            cmd.text.append(c)
-
-    def _backticks(self) -> None:
-        self.take()
-        while self.i < len(self.src):
-            c = self.peek()
-            if c == MARK:
-                raise self.refuse("is inside backticks", "use $( … ) instead of backticks")
-            self.take(2 if c == "\\" else 1)
-            if c == "`":
-                return
-
-    def _dollar(self, cmd: _Simple | None) -> None:
-        nxt = self.peek(1)
-        if nxt == "(" and self.peek(2) == "(":
-            self._arithmetic("$((", "))")
-        elif nxt == "(":
-            self.take(2)
-            self.command(end=")")
-            self.take()
-        elif nxt == "{":
-            self._braced()
-        elif nxt == "'" and cmd is not None:
-            self.take()
-            self._single_quotes(cmd, ansi=True)
-        elif nxt == '"' and cmd is not None:
-            self.take(2)
-            self._double_quotes(cmd)
-        else:
-            self.take()
-            name = _NAME.match(self.src, self.i)
-            if name is not None:
-                self.take(name.end() - self.i)
-            elif self.peek() and self.peek() in "@*#?$!-0123456789":
+            if line.endswith("\\"):
+                raise self.refuse("a heredoc line ends with a backslash", "remove it")
+            self._expanding(_Word(self.i), until="\n")
+            if self.peek() == "\n":
                 self.take()
 
-    def _braced(self) -> None:
-        self.take(2)
-        depth = 1
-        while self.i < len(self.src) and depth:
-            c = self.peek()
-            if c == MARK:
-                raise self.refuse("is inside ${…}", "refer to a variable set in the template: X={{ … }}; … \"$X\"")
-            depth += {"{": 1, "}": -1}.get(c, 0)
-            self.take(2 if c == "\\" else 1)
+    # -- words -----------------------------------------------------------------------------
 
-    def _arithmetic(self, opening: str, closing: str) -> None:
-        self.take(len(opening))
-        depth = 0
-        while self.i < len(self.src):
-            if self.peek() == MARK:
-                raise self.refuse("is inside an arithmetic expression, which evaluates it",
-                                  "compute in the template: {{ data.x | int }} outside (( ))")
-            if depth == 0 and self.src.startswith(closing, self.i):
-                self.take(len(closing))
-                return
-            depth += {"(": 1, ")": -1}.get(self.peek(), 0)
-            self.take()
-
-    # -- double quotes and heredoc bodies -------------------------------------------
-
-    def _double_quotes(self, cmd: _Simple) -> None:
-        self._expanding(cmd, heredoc=None)
-        self.take()  # the closing quote
-
-    def _expanding(self, cmd: _Simple, heredoc: _Heredoc | None) -> None:
-        """Read text in which `$`, backticks and `\\` are special, up to a closing
-        `"` (double quotes) or the end of the line (an unquoted heredoc's body)."""
+    def _word(self) -> _Word:
+        word = _Word(self.i)
         while self.i < len(self.src):
             c = self.peek()
-            if (c == '"' and heredoc is None) or (c == "\n" and heredoc is not None):
-                return
+            if c in " \t\n;&|()<>":
+                break
             if c == MARK:
-                index = self.marker()
-                assert index is not None
-                if heredoc is None:
-                    self._check_value(cmd)
-                else:
-                    self._check_heredoc_value(heredoc)
-                cmd.values_in_pipeline = True
-                self.out.append(_ref(index, quoted=True))
+                self._value(word, quoted=False)
             elif c == "\\":
-                if self.peek(1) == MARK:
-                    raise self.refuse("follows a backslash", "remove the backslash")
-                cmd.text.append(self.peek(1))
-                self.take(2)
-            elif c == "`":
-                self._backticks()
-            elif c == "$":
-                self._dollar(None)
-            else:
-                cmd.text.append(c)
+                if self.peek(1) == "\n":
+                    self.take(2)
+                    continue
+                if self.peek(1) == MARK or not self.peek(1):
+                    raise self.refuse("a backslash stands before a {{ … }} value", "remove it")
                 self.take()
+                word.literal(self.take(), quoted=True)
+            elif c == "'":
+                self._single_quotes(word)
+            elif c == '"':
+                self.take()
+                self._expanding(word, until='"')
+                self.take()
+            elif c == "$":
+                self._dollar(word, quoted=False)
+            elif c == "`":
+                raise self.refuse("backticks are outside what hookbus reads around a value", _LOGIC)
+            else:
+                run = _LITERAL.match(self.src, self.i)
+                assert run is not None
+                word.literal(self.take(run.end() - self.i))
+        return word
 
-    def _check_heredoc_value(self, heredoc: _Heredoc) -> None:
-        runner = next((name for name in heredoc.readers if name in EVALUATORS), None)
-        if runner is not None:
-            raise self.refuse(f"is in a heredoc read by {runner!r}, which runs it as code",
-                              "pass the value in the environment and refer to it in a quoted heredoc")
+    def _value(self, word: _Word, quoted: bool) -> None:
+        if self.out and self.out[-1].endswith("$"):
+            raise self.refuse("a `$` stands right before a {{ … }} value", "remove the `$`")
+        index = self.marker()
+        assert index is not None
+        word.values += 1
+        word.dynamic()
+        self.out.append(_ref(index, quoted))
+
+    def _single_quotes(self, word: _Word) -> None:
+        close = self.src.find("'", self.i + 1)
+        if close < 0:
+            raise self.refuse("a single quote is not closed", "close it")
+        inside = self.src[self.i + 1:close]
+        if MARK in inside:
+            raise self.refuse("a {{ … }} value is inside single quotes, where it would not be expanded",
+                              "use double quotes: \"… {{ … }} …\"")
+        self.take(close + 1 - self.i)
+        word.literal(inside, quoted=True)
+
+    def _dollar(self, word: _Word, quoted: bool) -> None:
+        nxt = self.peek(1)
+        if nxt == "{":
+            close = self.src.find("}", self.i + 2)
+            name = self.src[self.i + 2:close] if close > 0 else ""
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+", name):
+                raise self.refuse("`${…}` with an operator is outside what hookbus reads around a value", _LOGIC)
+            self.take(close + 1 - self.i)
+            word.dynamic()
+        elif nxt in ("(", "[") or (nxt in ("'", '"') and not quoted):
+            raise self.refuse(f"`${nxt}` is outside what hookbus reads around a value", _LOGIC)
+        elif (name := _NAME.match(self.src, self.i + 1)) is not None:
+            self.take(name.end() - self.i)
+            word.dynamic()
+        else:
+            word.literal(self.take(), quoted)  # a lone `$` is itself
+
+    def _expanding(self, word: _Word, until: str) -> None:
+        """Double-quoted text (until `"`) or an unquoted heredoc's line (until a newline)."""
+        while self.i < len(self.src) and self.peek() != until:
+            c = self.peek()
+            if c == MARK:
+                self._value(word, quoted=True)
+            elif c == "\\":
+                nxt = self.peek(1)
+                if nxt == MARK or not nxt:
+                    raise self.refuse("a backslash stands before a {{ … }} value", "remove it")
+                if nxt in "$`\"\\\n" and not (until == "\n" and nxt in '"\n'):
+                    self.take(2)
+                    word.literal(nxt if nxt != "\n" else "", quoted=True)
+                else:
+                    word.literal(self.take(), quoted=True)
+            elif c == "$":
+                self._dollar(word, quoted=True)
+            elif c == "`":
+                raise self.refuse("backticks are outside what hookbus reads around a value", _LOGIC)
+            else:
+                word.literal(self.take(), quoted=True)

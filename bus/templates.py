@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from jinja2 import StrictUndefined, TemplateError, pass_context
+from jinja2 import StrictUndefined, TemplateError, nodes, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -167,6 +167,10 @@ _ENVS = {False: _environment(False), True: _environment(True)}
 
 @lru_cache(maxsize=256)
 def _compile(source: str, shell: bool) -> Any:
+    if shell and any(True for _ in _ENVS[True].parse(source).find_all(nodes.FilterBlock)):
+        # A filter block's output skips `finalize`, so its values would be pasted into the command.
+        raise TemplateError("{% filter %} blocks cannot be used in a command; apply the filter to the value: "
+                            "{{ data.x | upper }}")
     return _ENVS[shell].from_string(source)
 
 

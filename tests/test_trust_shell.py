@@ -81,13 +81,14 @@ SHAPES: list[tuple[str, Any]] = [
     ("printf '%s' \"pre {{ data.v }} post\"", lambda v: f"pre {v} post"),
     ("printf '%s' pre{{ data.v }}post", lambda v: f"pre{v}post"),
     ("printf '%s' --opt={{ data.v }}", lambda v: f"--opt={v}"),
-    ("X={{ data.v }}; printf '%s' \"$X\"", lambda v: v),
-    ("printf '%s' \"$(printf '%s' \"{{ data.v }}\")\"", lambda v: v.rstrip("\n")),
+    ("printf -- '%s|%s' \"{{ data.v }}\" {{ data.v }}", lambda v: f"{v}|{v}"),
     ("cat <<EOF\n{{ data.v }}\nEOF", lambda v: v + "\n"),
     ("cat <<-EOF\n\tline: {{ data.v }}\n\tEOF", lambda v: f"line: {v}\n"),
+    ("cat <<< \"{{ data.v }}\"", lambda v: v + "\n"),
+    ("printf '%s' \"{{ data.v }}\" | cat | tee /dev/null", lambda v: v),
     ("#!/bin/bash\nprintf '%s' \"{{ data.v }}\"", lambda v: v),
     ("echo \"v: {{ data.v }}\"", lambda v: f"v: {v}\n"),
-    ("set -- {{ data.v }}; printf '%s' \"$1\"", lambda v: v),
+    ("echo \"v: {{ data.v }}\" > /dev/null && printf '%s' \"$HOME\" >/dev/null; printf ok", lambda v: "ok"),
     ("printf '%s' 'fixed' {# {{ data.v }} #}", lambda v: "fixed"),
     ("printf '%s' \"{{ data.v | upper }}\"", lambda v: v.upper()),
     ("{% if data.v %}printf '%s' \"[{{ data.v }}]\"{% else %}printf empty{% endif %}", lambda v: f"[{v}]" if v else "empty"),
@@ -142,16 +143,17 @@ def test_whatever_template_is_accepted_never_runs_the_value(pieces: list[str]) -
 
 
 @pytest.mark.parametrize(("command", "says"), [
-    ("git -C repo log -1 {{ data.job }}", "put `--` before it"),
+    ("git -C repo log -1 {{ data.job }}", "does not know to take its arguments as data"),
     ("echo '{{ subject }}'", "inside single quotes"),
-    ("echo `echo {{ subject }}`", "use $( … ) instead of backticks"),
-    ('bash -c "echo x{{ subject }}"', "'bash', which runs its arguments as code"),
+    ("echo `echo {{ subject }}`", "backticks"),
+    ('bash -c "echo x{{ subject }}"', "argument of 'bash'"),
     ('echo "x{{ subject }}" | sh', "pipe into 'sh'"),
     ("cat <<'EOF'\n{{ subject }}\nEOF", "quoted heredoc"),
     ("{{ data.job }} --version", "name of the command"),
-    ("echo $(( {{ data.duration_s }} + 1 ))", "arithmetic"),
-    ('[[ "x{{ subject }}" == xy ]]', "[[ … ]]"),
-    ("declare -i n=x{{ data.duration_s }}", "'declare', which runs its arguments as code"),
+    ("echo $(( {{ data.duration_s }} + 1 ))", "`$(` is outside"),
+    ('[[ "x{{ subject }}" == xy ]]', "`[[` is outside"),
+    ("echo \"{{ subject }}\"", "starts an argument of 'echo'"),
+    ("curl https://hc-ping.com/x/{{ subject }}", "add --globoff"),
     ('#!/usr/bin/env python3\nprint("{{ subject }}")', "not a POSIX shell"),
     ("{{ if .Error }}curl x{{ end }}", "template error"),
 ])
@@ -168,7 +170,7 @@ async def test_the_corpus_through_serve_reaches_shell_hooks_as_data(site: Site, 
                     {"name": "dq", "kind": "shell", "events": ["backup.log"],
                      "command": f'echo "subject={{{{ subject }}}} msg {{{{ data.message }}}} done" >> {outs["dq"]}'},
                     {"name": "heredoc", "kind": "shell", "events": ["backup.log"],
-                     "command": f"cat >> {outs['heredoc']} <<EOF\nmsg: {{{{ data.message }}}} $(echo ok)\nEOF"},
+                     "command": f"cat >> {outs['heredoc']} <<EOF\nmsg: {{{{ data.message }}}} $HOOKBUS_EVENT_TYPE\nEOF"},
                     {"name": "script", "kind": "shell", "events": ["backup.log"],
                      "command": f"#!/bin/bash\nprintf 'msg=%s\\n' \"{{{{ data.message }}}}\" >> {outs['script']}"},
                     {"name": "bare", "kind": "shell", "events": ["backup.log"],
@@ -184,7 +186,7 @@ async def test_the_corpus_through_serve_reaches_shell_hooks_as_data(site: Site, 
     for out in outs.values():
         await wait_for(lambda out=out: out.exists() and out.read_text().count("\n") >= len(values), 30, f"{out.name}")
     assert outs["dq"].read_text().splitlines() == [f"subject={v or '-'} msg {v} done" for v in values]
-    assert outs["heredoc"].read_text().splitlines() == [f"msg: {v} ok" for v in values]
+    assert outs["heredoc"].read_text().splitlines() == [f"msg: {v} backup.log" for v in values]
     assert outs["script"].read_text().splitlines() == [f"msg={v}" for v in values]
     assert outs["bare"].read_text().splitlines() == values
 
@@ -263,10 +265,28 @@ async def test_odd_values_in_messages_are_sent_as_text_not_retried(site: Site, p
     assert receiver.attempts == 3
 
 
-@pytest.mark.parametrize("name", ["PATH", "IFS", "BASH_ENV", "LD_PRELOAD", "PYTHONPATH", "GIT_SSH_COMMAND"])
-def test_a_value_cannot_set_a_variable_that_decides_what_runs(name: str) -> None:
-    with pytest.raises(TemplateError, match=f"assigned to {name}"):
-        render_shell(f"{name}={{{{ subject }}}} git status", event(), shell="/bin/bash")
-    with pytest.raises(TemplateError, match=f"assigned to {name}"):
-        render_shell(f"export {name}={{{{ subject }}}}; git status", event(), shell="/bin/bash")
-    assert render_shell("MY_PATH={{ subject }} git status", event(), shell="/bin/bash").env
+# Templates a red-team review found to run event data, choose what runs or inject an option under the first,
+# deny-list version of bus/shellvalues.py; V stands for the value. Each must now be refused.
+ATTACKS = [
+    'echo {% filter replace("X", data.v) %}X{% endfilter %}',
+    'printf "%s\\n" V |& bash', 'printf "%s\\n" V |\nbash', 'printf "%s\\n" V | (bash)',
+    '{ printf "%s" V; } | bash', "printf '%s' V | env bash", "printf '%s' V > >(bash)",
+    "cat <<EOF | (bash)\nV\nEOF", 'eval "$(printf %s V)"', "source <(printf '%s' V)",
+    'while read -r l; do eval "$l"; done <<EOF\nV\nEOF', "eval x &>/dev/null y=xV",
+    "echo $[xV]", "for ((i=xV;0;)); do :; done", "time -p ((y=xV))", "time -p [[ xV -eq 1 ]]", "a=(x [xV]=1)",
+    "declare -i n; n=xV", "printf -v V %s 1", "printf -v xV %s 1", "[ -v xV ]", "test -v xV", "read -r xV <<<1",
+    "mapfile -C xV -c 1 arr <<<1", 'echo "$(case x in x) :;V;; esac)"', """: ${x:-"}"}; :;V '"'\\'""",
+    "cat <<EOF; x=$(\nV\n)\nEOF", "bash <<$(x)\n$\n: xV\n$(x)", "export PATV; ls",
+    "{fd}>/dev/null PATH=/tmp/xV ls", 'PATH=V ls', '#!/usr/bin/env -S bash -c "xV"',
+    "tar -cf /tmp/x.tar --exclude -- V /etc/hostname", "grep -e -- V", 'python3.11 -c "0;V"',
+    'printf "%s\\n" V | ed -s', 'flock /tmp/lock -c "echo V"', "env -SV", "time -p ./V", '"a"=xV', "coproc ./V",
+    'curl --globoff -o "xV" https://h', 'logger -f "/var/xV"', 'tee "/tmp/xV"', 'printf x > "/tmp/xV"',
+    'curl --globoff --data-urlencode "xV" https://h', "apprise --config=xV", "echo ${V}", "echo $V",
+    'printf "%s" "a\\V"', "echo {a,xV}", "ntfy publish --file=xV t",
+]
+
+
+@pytest.mark.parametrize("template", ATTACKS)
+def test_what_the_review_found_is_refused(template: str) -> None:
+    with pytest.raises(TemplateError):
+        render_shell(template.replace("V", "{{ data.v }}"), event(v=f";touch {CANARY};"), shell="/bin/bash")
