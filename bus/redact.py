@@ -42,7 +42,10 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(authorization|proxy-authorization)(\s*[:=]\s*)(basic|bearer|token|digest|negotiate)\s+[^\s'\"]+",
                 re.IGNORECASE), rf"\1\2\3 {MASK}"),
     (re.compile(r"((?:^|\s)(?:-u|--user|--proxy-user)\s+['\"]?[^\s:'\"]+):[^\s'\"]+", re.IGNORECASE), rf"\1:{MASK}"),
-    (re.compile(r"\b([a-z_]*(?:password|passwd|pass(?!ed|es|ing)|pwd|secret|token|api_?key|community)[a-z_]*)(\s*[=:]\s*)"
+    # name=value (query strings, environments, command lines), "name": "value", and password: value;
+    # not "secret_key: must be …" in an error naming a key.
+    (re.compile(r"\b([a-z_]*(?:password|passwd|pass(?!ed|es|ing)|pwd|secret|token|api_?key|community)[a-z_]*)"
+                r"(\s*=\s*|[\"']\s*:\s*|(?<=password):\s*|(?<=passwd):\s*)"
                 r"(?!\*\*\*)(\"[^\"]*\"|'[^']*'|[^\s&,;'\"]+)", re.IGNORECASE), rf"\1\2{MASK}"),
     (re.compile(r"\b(login\s*[=:]\s*['\"]?[^\s:'\"]+):[^\s'\"]+", re.IGNORECASE), rf"\1:{MASK}"),
 )
@@ -67,7 +70,9 @@ class _Known:
         self.text: re.Pattern[str] | None = None
 
     def add(self, secret: str) -> None:
-        self.secrets.add(secret)
+        if secret not in self.secrets:
+            self.secrets.add(secret)
+            self._built = -1
 
     def _ensure(self) -> None:
         if self._built == len(self.secrets):
