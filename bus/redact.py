@@ -80,8 +80,11 @@ class _Known:
         needles: set[str] = set()
         self.heads = {}
         for value in self.secrets:
-            needles.add(value[:PREFIX_MIN])
             needles.update(base64_forms(value))
+            if "://" in value or value.startswith("/"):  # URLs share their first characters: whole only
+                needles.add(value)
+                continue
+            needles.add(value[:PREFIX_MIN])
             self.heads.setdefault(value[:PREFIX_MIN], []).append(value)
         ordered = sorted(needles, key=len, reverse=True)
         self.text = re.compile("|".join(map(re.escape, ordered))) if ordered else None
