@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from hookbus.bus.event import TRUNCATION_MARK, Event, EventError, new_id, now_rfc3339
-from hookbus.bus.journal import Journal
+from hookbus.bus.journal import Journal, hash_key
 
 HOST = socket.gethostname()
 OUTPUT_TAIL_BYTES = 16 * 1024  # what a finished job keeps of a tool's output when nothing else says
@@ -213,12 +213,15 @@ FORGET_AFTER_S = 30 * 86400
 
 class JournalJobs:
     """Open jobs in the journal's SQLite (its adapter_jobs table): committed like
-    events, so a restart of hookbus between a start and its finish keeps them together."""
+    events, so a restart of hookbus between a start and its finish keeps them together.
+    Keys are stored hashed: a ping key in one is the check's credential."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
     async def open(self, key: str, job: OpenJob) -> None:
+        key = hash_key(key)
+
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
             conn.execute("INSERT OR REPLACE INTO adapter_jobs(key, job_id, started_at, opened_at) VALUES (?,?,?,?)",
@@ -231,6 +234,7 @@ class JournalJobs:
         """The open job under key. With `finished` = (source, event id template), a job
         whose finished event is already in the journal (hookbus stopped between
         storing it and closing the job) counts as closed."""
+        key = hash_key(key)
 
         def op(conn: sqlite3.Connection) -> OpenJob | None:
             row = conn.execute("SELECT job_id, started_at FROM adapter_jobs WHERE key=?", (key,)).fetchone()
@@ -249,7 +253,8 @@ class JournalJobs:
         return result
 
     async def close(self, key: str, job_id: str) -> None:
-        await self.journal.write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (key, job_id)))
+        hashed = hash_key(key)
+        await self.journal.write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (hashed, job_id)))
 
 
 

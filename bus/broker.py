@@ -24,7 +24,8 @@ from . import protocol
 from .config import Config
 from .curve import apply_server, parse_certificate
 from .event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
-from .journal import Accepted, Journal, JournalError
+from .journal import Accepted, Journal, JournalError, LeaseHeld
+from .redact import clean_event, redact_text
 
 log = logging.getLogger("hookbus.broker")
 
@@ -133,6 +134,7 @@ class Broker:
     def encode(self, event: Event) -> bytes:
         """Return the event's stored form, within [bus] max_event_bytes: the JSON
         it arrived as when that fits, else its own encoding with long strings cut."""
+        clean_event(event)  # §13: no credential from any way in reaches the journal
         if event.stored is not None and len(event.stored) <= self.bus.max_event_bytes:
             return event.stored
         event.stored = None
@@ -197,6 +199,8 @@ class Broker:
                 raise ValueError(f"unknown command {command!r}")
             info, out = await handler(orjson.loads(payload) if payload else {}, bodies)
             reply = [ident, protocol.OK, req, orjson.dumps(info), *out]
+        except LeaseHeld as exc:
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc)})]
         except EventError as exc:
             self.counters["rejected"] += 1
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "field": exc.field, **getattr(exc, "extra", {})})]
@@ -240,6 +244,8 @@ class Broker:
 
     async def _on_hello(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
         name = str(info["name"])
+        if info.get("runner"):  # one live runner per name: a second would deliver everything twice
+            await self.journal.take_lease(name, str(info["runner"]), self._lease_ttl())
         cursor, epoch = self.journal.cursors().get(name, (None, 0))
         if cursor is None:
             start = info.get("start", "beginning")
@@ -247,7 +253,8 @@ class Broker:
             await self.journal.set_cursor(name, cursor, epoch)
         retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in self.journal.retries(name)]
         self.seen[name] = (time.time(), {})
-        return {"cursor": cursor, "epoch": epoch, "head": self.head, "retries": retries}, []
+        return {"cursor": cursor, "epoch": epoch, "head": self.head, "retries": retries,
+                "journal": self.journal.identity}, []
 
     async def _on_ack(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
         ok = await self.journal.set_cursor(str(info["name"]), int(info["cursor"]), int(info["epoch"]))
@@ -262,7 +269,7 @@ class Broker:
         return {}, []
 
     async def _on_dead(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        name, seq, attempts, error = str(info["name"]), int(info["seq"]), int(info["attempts"]), str(info["error"])[:4000]
+        name, seq, attempts, error = str(info["name"]), int(info["seq"]), int(info["attempts"]), redact_text(str(info["error"])[:4000])
         stored = self.journal.get(seq)
         failure = None
         if stored is not None and stored.type != DELIVERY_FAILED:  # never alert on a failed alert: no loops
@@ -288,9 +295,14 @@ class Broker:
     async def _on_ping(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
         name = str(info["name"])
         self.seen[name] = (time.time(), info.get("stats") or {})
+        if info.get("runner"):
+            await self.journal.renew_lease(name, str(info["runner"]), self._lease_ttl())
         cursor, epoch = self.journal.cursors().get(name, (0, 0))
         replays = self.journal.count_dead("replaying").get(name, 0)
         return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays}, []
+
+    def _lease_ttl(self) -> float:
+        return 3 * self.bus.heartbeat + 1  # as long as status counts a runner connected
 
     async def _on_replays(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
         items, bodies = [], []

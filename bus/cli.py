@@ -29,12 +29,14 @@ from .broker import Broker
 from .client import BrokerRefused, BrokerUnavailable, ControlClient
 from .config import Config, ConfigError, find_config_path, load_config, scrub, setup_logging
 from .event import EventError, new_event, parse_event
-from .journal import Journal
+from .filemodes import private_dir, private_umask
+from .journal import Journal, JournalError
 from .runtime import SubscriberRunner
 
 log = logging.getLogger("hookbus")
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+LONG_RUNNING = ("serve", "broker", "subscriber", "run")
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -47,7 +49,7 @@ def fail(message: str, code: int) -> NoReturn:
 @contextlib.contextmanager
 def data_dir_lock(config: Config) -> Any:
     """One broker per data directory: a second one would fork the journal."""
-    config.bus.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.bus.data_dir)  # 0700, and what is under it owner-only (§13)
     path = config.bus.data_dir / "broker.lock"
     with path.open("w") as f:
         try:
@@ -80,14 +82,16 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         journal.close()
 
 
-async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> None:
-    """Run the named subscribers until `stop`; `feed`: the broker, when in this process."""
+async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> list[str]:
+    """Run the named subscribers until `stop`; `feed`: the broker, when in this process.
+    Return why each one that stopped on its own stopped."""
     from hookbus.subscribers import create
 
     runners = [SubscriberRunner(cfg, create(cfg), config.bus, feed=feed) for cfg in (config.subscriber(n) for n in names)]
     tasks = {asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
     stopper = asyncio.create_task(stop.wait())
     pending = set(tasks)
+    failures: list[str] = []
     while pending and not stop.is_set():
         done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in done - {stopper}:
@@ -95,10 +99,12 @@ async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event,
             exc = task.exception()
             if exc is not None:  # one subscriber failing to start does not stop the others
                 log.error("subscriber %s stopped: %s", tasks[task].name, scrub(str(exc)))
+                failures.append(f"subscriber {tasks[task].name}: {exc}")
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     stopper.cancel()
+    return failures
 
 
 def stop_event() -> asyncio.Event:
@@ -125,15 +131,21 @@ def tune_gc() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> None:
+async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> list[str]:
+    """Run until stopped; return why subscribers that stopped on their own stopped."""
     stop = stop_event()
     tune_gc()
+    failures: list[str] = []
     if broker:
         async with running_broker(config, http) as in_process:
-            await run_subscribers(config, subscribers, stop, in_process) if subscribers else await stop.wait()
+            if subscribers:
+                failures = await run_subscribers(config, subscribers, stop, in_process)
+            else:
+                await stop.wait()
     else:
-        await run_subscribers(config, subscribers, stop)
+        failures = await run_subscribers(config, subscribers, stop)
     log.info("stopped")
+    return failures
 
 
 # -- commands ------------------------------------------------------------------
@@ -153,7 +165,9 @@ def cmd_broker(args: argparse.Namespace, config: Config) -> int:
 def cmd_subscriber(args: argparse.Namespace, config: Config) -> int:
     for name in args.names:
         config.subscriber(name)
-    asyncio.run(serve(config, broker=False, http=False, subscribers=args.names))
+    failures = asyncio.run(serve(config, broker=False, http=False, subscribers=args.names))
+    if failures and len(failures) == len(args.names):  # nothing left running: say why, exit non-zero
+        fail("; ".join(failures), EXIT_FAILED)
     return 0
 
 
@@ -404,12 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level)
     if args.command == "emit" and not args.type and not args.adapter:
         fail("emit needs TYPE (or --from ADAPTER)", EXIT_USAGE)
+    if args.command in LONG_RUNNING:
+        private_umask()  # every file it creates (journal, spool, jsonl, state) is its user's alone (§13)
     try:
         config = load_config(find_config_path(args.config))
         return int(args.func(args, config))
     except ConfigError as exc:
         fail(f"configuration error:\n{exc}", EXIT_USAGE)
-    except OSError as exc:
+    except (OSError, JournalError) as exc:
         fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return 130

@@ -18,12 +18,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import redact
+from .filemodes import refuse_readable_secret
 from .jobconfig import JobConfig, load_jobs
 
 DEFAULT_CONFIG_NAME = "hookbus.toml"
 
-# Every secret value seen while loading configuration; `scrub` replaces them.
-_SECRETS: set[str] = set()
+# Every secret value seen while loading configuration; `scrub` replaces them (bus/redact.py).
+_SECRETS: set[str] = redact.known_secrets()
 
 
 class ConfigError(ValueError):
@@ -176,15 +178,14 @@ def _resolve_tree(node: Any, key: str) -> Any:
 def mark_secret(value: str | None) -> None:
     """Remember a value that must never be printed (tokens given inline, URL paths)."""
     if value and len(value) >= 4:
-        _SECRETS.add(value)
+        redact.remember(value)
 
 
 def scrub(text: str) -> str:
-    """Return text with every known secret replaced by ***."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
+    """Return text with every known secret (and its base64 and leading parts) and
+    every credential-shaped part (URL user:password, Authorization headers,
+    password=…) replaced by ***."""
+    return redact.redact_text(text)
 
 
 def describe_errors(exc: ValidationError, prefix: str) -> str:
@@ -228,6 +229,7 @@ def load_config(path: Path | None) -> Config:
 def build_config(raw: dict[str, Any], source: str) -> Config:
     from hookbus.subscribers import load_subscriber_config
 
+    _check_key_files(raw)
     resolved = _resolve_tree(raw, "")
     subs_raw = resolved.pop("subscribers", [])
     try:
@@ -261,6 +263,18 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
     return base.model_copy(update={"subscribers": subscribers, "jobs": jobs})
 
 
+def _check_key_files(raw: dict[str, Any]) -> None:
+    """A CURVE secret key in a file others can read is refused (§13): the message names the file."""
+    bus = raw.get("bus") if isinstance(raw.get("bus"), dict) else {}
+    for key in ("curve_secret_key", "curve_client_key"):
+        value = bus.get(key)
+        if isinstance(value, str) and value.startswith("file:"):
+            try:
+                refuse_readable_secret(Path(value[5:]).expanduser(), f"bus.{key}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+
+
 def _check_checks(config: Config) -> None:
     """Ping keys are unique; a UUID key is a credential (kept out of logs); a slug
     can be guessed, so it is refused where the ping API is reachable from elsewhere."""
@@ -277,14 +291,13 @@ def _check_checks(config: Config) -> None:
 
 
 class ScrubFilter(logging.Filter):
-    """Hides every configured secret from log records."""
+    """Hides every configured secret and credential-shaped text from log records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if _SECRETS:
-            message = record.getMessage()
-            clean = scrub(message)
-            if clean != message:
-                record.msg, record.args = clean, None
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
         return True
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
+import os
+import random
+import socket
 import queue
 import sqlite3
 import threading
@@ -65,6 +69,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     UNIQUE (subscriber, seq)
 );
 -- jobs that tools report as a start and a finish (healthchecks pings, Backrest, borgmatic): adapters/common.py
+-- one live runner per subscriber name (take_lease)
+CREATE TABLE IF NOT EXISTS leases (
+    subscriber TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    host       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS adapter_jobs (
     key        TEXT PRIMARY KEY,
     job_id     TEXT NOT NULL,
@@ -76,6 +88,29 @@ CREATE TABLE IF NOT EXISTS adapter_jobs (
 
 class JournalError(RuntimeError):
     """The journal could not commit (disk full, I/O error, closed)."""
+
+
+class LeaseHeld(ValueError):
+    """Another live runner holds this subscriber name."""
+
+
+REPLAY_CHUNK = 500  # dead-letter ids per statement and per commit: well under SQLite's variable limit
+KEY_HASH = "sha256:"
+
+
+def hash_key(key: str) -> str:
+    """How adapter_jobs keeps a key: ping keys are credentials (DESIGN §13)."""
+    return KEY_HASH + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class _OpRefused(Exception):
@@ -163,14 +198,41 @@ class Journal:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._conn = self._connect()
-        self._conn.executescript(SCHEMA)
-        row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
-        max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        try:
+            self._conn = self._connect()
+            self._conn.executescript(SCHEMA)
+            row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
+            max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            self.identity: int = self._identity()
+            self._hash_plain_keys()
+        except sqlite3.DatabaseError as exc:  # a corrupted header: one line naming the file, no traceback
+            raise JournalError(f"journal {path} cannot be opened ({exc}); move it aside to start an empty "
+                               "journal, or restore it from a backup") from None
         self.last_seq: int = max(row[0] if row else 0, max_row[0])
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         self._thread.start()
+
+    def _identity(self) -> int:
+        """A random number chosen when the journal is created: a subscriber that keeps
+        its own position (jsonl) tells a new, emptied journal from the one it followed."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+        if row:
+            return int(row[0])
+        identity = random.SystemRandom().randrange(1, 2**62)
+        self._conn.execute("INSERT INTO meta(key, value) VALUES ('identity', ?)", (identity,))
+        return identity
+
+    def _hash_plain_keys(self) -> None:
+        """Rows written before keys were hashed keep a ping key in plain text: hash them."""
+        rows = self._conn.execute("SELECT key FROM adapter_jobs WHERE key NOT LIKE 'sha256:%'").fetchall()
+        if not rows:
+            return
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.executemany("UPDATE OR REPLACE adapter_jobs SET key=? WHERE key=?",
+                                   [(hash_key(key), key) for (key,) in rows])
+        log.info("journal: %d open job key(s) stored hashed from now on", len(rows))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -434,21 +496,41 @@ class Journal:
         return await self.write(op)
 
     async def mark_replay(self, ids: Iterable[int] | None, subscriber: str | None) -> int:
-        """Queue dead letters for redelivery: by id, by subscriber, or all. Return how many."""
-        id_list = list(ids) if ids is not None else None
+        """Queue dead letters for redelivery: by id, by subscriber, or all. Return how many.
+        Ids go REPLAY_CHUNK at a time, each chunk its own op: a request with 300,000
+        ids neither hits SQLite's variable limit nor holds one group commit for long."""
+        base = "UPDATE dead_letters SET state='replaying' WHERE state='dead'" + (" AND subscriber=?" if subscriber else "")
+        head: list[Any] = [subscriber] if subscriber else []
+        if ids is None:
+            return await self.write(lambda conn: conn.execute(base, head).rowcount)
+        id_list = list(ids)
+        queued = 0
+        for start in range(0, len(id_list), REPLAY_CHUNK):
+            chunk = id_list[start:start + REPLAY_CHUNK]
+            sql = f"{base} AND id IN ({','.join('?' * len(chunk))})"
+            queued += await self.write(lambda conn, sql=sql, chunk=chunk: conn.execute(sql, [*head, *chunk]).rowcount)
+        return queued
 
-        def op(conn: sqlite3.Connection) -> int:
-            sql = "UPDATE dead_letters SET state='replaying' WHERE state='dead'"
-            args: list[Any] = []
-            if subscriber:
-                sql += " AND subscriber=?"
-                args.append(subscriber)
-            if id_list is not None:
-                sql += f" AND id IN ({','.join('?' * len(id_list))})"
-                args.extend(id_list)
-            return conn.execute(sql, args).rowcount
+    async def take_lease(self, subscriber: str, holder: str, ttl: float) -> None:
+        """Hold `subscriber` for `holder` ("host pid N …") for ttl seconds. Raise LeaseHeld
+        when another runner holds it and is alive: not expired, and on this host its
+        process still exists (a runner killed a moment ago does not block its restart)."""
+        host, pid = _holder_host_pid(holder)
 
-        return await self.write(op)
+        def op(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            row = conn.execute("SELECT holder, host, pid, expires_at FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
+            if row and row[0] != holder and row[3] > now and not (row[1] == socket.gethostname() and not _pid_alive(row[2])):
+                raise LeaseHeld(f"subscriber {subscriber} is already running ({row[0]}); "
+                                "two runners of one name would deliver every event twice")
+            conn.execute("INSERT OR REPLACE INTO leases(subscriber, holder, host, pid, expires_at) VALUES (?,?,?,?,?)",
+                         (subscriber, holder, host, pid, now + ttl))
+
+        await self.write(op)
+
+    async def renew_lease(self, subscriber: str, holder: str, ttl: float) -> None:
+        await self.write(lambda conn: conn.execute("UPDATE leases SET expires_at=? WHERE subscriber=? AND holder=?",
+                                                   (time.time() + ttl, subscriber, holder)))
 
     async def finish_replay(self, dead_id: int, ok: bool, error: str = "") -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -566,6 +648,17 @@ class Journal:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+def runner_name() -> str:
+    """How a runner names itself in a lease: host and pid say who holds a name."""
+    return f"{socket.gethostname()} pid {os.getpid()} ({random.SystemRandom().getrandbits(32):08x})"
+
+
+def _holder_host_pid(holder: str) -> tuple[str, int]:
+    host, _, rest = holder.partition(" pid ")
+    pid = rest.split(" ", 1)[0]
+    return host, int(pid) if pid.isdigit() else 0
 
 
 class _Waiter:

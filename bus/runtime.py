@@ -34,6 +34,7 @@ from .client import BrokerUnavailable, ControlClient, configure_client_socket
 from .config import BusSettings, scrub
 from .broker import DELIVERY_FAILED
 from .event import Event, compile_globs, from_stored
+from .journal import runner_name
 
 log = logging.getLogger("hookbus.subscriber")
 
@@ -102,6 +103,7 @@ class SubscriberRunner:
         self.high = 0  # every seq <= high has been handed out or skipped
         self.target = 0  # the journal head as last heard of
         self.epoch = 0
+        self.runner = runner_name()  # the broker's lease on this name (journal.take_lease)
         self.generation = 0
         self.committed = -1
         self.inflight: set[int] = set()
@@ -149,7 +151,7 @@ class SubscriberRunner:
     async def _hello(self) -> None:
         while True:
             try:
-                info, _ = await self.client.request(protocol.HELLO, {"name": self.name}, timeout=5.0)
+                info, _ = await self.client.request(protocol.HELLO, {"name": self.name, "runner": self.runner}, timeout=5.0)
                 break
             except BrokerUnavailable:
                 log.warning("subscriber %s: broker at %s not reachable yet; retrying", self.name, self.bus.control)
@@ -159,6 +161,7 @@ class SubscriberRunner:
         self.target = max(self.target, int(info["head"]))
         self.retry_state = {int(s): (int(a), float(t)) for s, a, t in info["retries"]}
         self.greeted = True
+        await self.sub.joined(int(info.get("journal", 0)), self.target)
         log.info("subscriber %s (%s): starting after seq %d, head %d", self.name, self.config.kind, self.high, self.target)
 
     async def _drain(self, grace: float = 5.0) -> None:
@@ -425,8 +428,8 @@ class SubscriberRunner:
             self.stats["delivered"] += 1
             return True
         before, next_at = state
-        if next_at > time.time():
-            await asyncio.sleep(next_at - time.time())
+        if next_at > time.time():  # capped: a clock set back must not put a retry off for a day
+            await asyncio.sleep(min(next_at - time.time(), self.config.retry.max_delay))
         return await self._retry(event, before, None)
 
     async def _retry(self, event: Event, before: int, first_error: Exception | None) -> bool:
@@ -532,7 +535,7 @@ class SubscriberRunner:
         while True:
             try:
                 info, _ = await self.client.request(
-                    protocol.PING, {"name": self.name, "stats": {**self.stats, "inflight": len(self.inflight)}}, timeout=self.bus.heartbeat * 3)
+                    protocol.PING, {"name": self.name, "runner": self.runner, "stats": {**self.stats, "inflight": len(self.inflight)}}, timeout=self.bus.heartbeat * 3)
             except BrokerUnavailable:
                 log.warning("subscriber %s: broker at %s not answering heartbeats", self.name, self.bus.control)
                 continue

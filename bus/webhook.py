@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,6 +84,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = problem(503, f"not accepted: {exc}; try again")
         response.headers["Retry-After"] = "5"
         return response
+    except sqlite3.DatabaseError as exc:  # a damaged journal (disk image malformed): the server's trouble, said so
+        log.error("journal error answering %s %s: %s", request.method, request.path, exc)
+        return problem(503, f"the journal cannot be read: {exc}")
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -288,6 +292,12 @@ async def healthz(request: web.Request) -> web.Response:
     return ok({"status": "ok", "head": request.app[BROKER].journal.last_seq})
 
 
+def label(value: str) -> str:
+    """A Prometheus label value: backslash, double quote and newline escaped (text format 0.0.4),
+    so that a cursor's name (any HELLO can make one) cannot write lines of its own."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 async def metrics(request: web.Request) -> web.Response:
     status = await asyncio.to_thread(request.app[BROKER].status)
     lines = [
@@ -304,9 +314,9 @@ async def metrics(request: web.Request) -> web.Response:
               "retries_in_flight": "Events waiting for a retry.", "dead_letters": "Dead letters not yet replayed."}
     for key, help_text in gauges.items():
         lines += [f"# HELP hookbus_subscriber_{key} {help_text}", f"# TYPE hookbus_subscriber_{key} gauge"]
-        lines += [f'hookbus_subscriber_{key}{{subscriber="{s["name"]}"}} {s[key]}' for s in status["subscribers"]]
+        lines += [f'hookbus_subscriber_{key}{{subscriber="{label(s["name"])}"}} {s[key]}' for s in status["subscribers"]]
     lines += ["# TYPE hookbus_subscriber_up gauge"]
-    lines += [f'hookbus_subscriber_up{{subscriber="{s["name"]}"}} {int(s["connected"])}' for s in status["subscribers"]]
+    lines += [f'hookbus_subscriber_up{{subscriber="{label(s["name"])}"}} {int(s["connected"])}' for s in status["subscribers"]]
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 

@@ -83,6 +83,11 @@ class Subscriber:
     async def start(self) -> None:
         """Open files and sessions; called once before the first event."""
 
+    async def joined(self, journal: int, head: int) -> None:
+        """Told once the broker has answered, before the first event: the journal's
+        identity (a random number chosen at its creation) and its head. A kind that
+        keeps its own position (jsonl) checks here that it follows that journal."""
+
     async def handle(self, event: Event) -> None:
         raise NotImplementedError
 

@@ -3,13 +3,21 @@
 The file is its own cursor: at start the last complete line tells which seq
 was written last, a line torn by a crash is cut off, and no seq is ever
 written twice, so the file stays exactly-once across restarts.
+
+Its seqs are those of one journal: `<path>.journal` records which (the
+journal's identity). Following another journal (the old one deleted, emptied,
+restored), or a journal whose head is behind the file's last seq, the file is
+moved aside as `<path>.<time>` and a new one begun, with a warning, so that no
+event of the new journal is skipped as "already written".
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
+import time
 from pathlib import Path
 from typing import IO
 
@@ -18,6 +26,8 @@ import orjson
 from hookbus.bus.event import Event
 
 from .base import DeliveryError, Subscriber, SubscriberConfig
+
+log = logging.getLogger("hookbus.subscribers.jsonl")
 
 
 class JsonlConfig(SubscriberConfig):
@@ -59,6 +69,26 @@ class JsonlSubscriber(Subscriber):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.last_seq = last_written_seq(path)
         self.file: IO[bytes] = path.open("ab", buffering=0)  # one write() per call: nothing waits in a buffer
+
+    async def joined(self, journal: int, head: int) -> None:
+        marker = self.config.path.with_name(self.config.path.name + ".journal")
+        try:
+            recorded = int(marker.read_text().strip() or 0)
+        except (OSError, ValueError):
+            recorded = 0  # a file from before the marker: judged by the head alone
+        if self.last_seq and ((recorded and recorded != journal) or self.last_seq > head):
+            self._set_aside(f"it was written from another journal (last seq {self.last_seq}, journal head {head})")
+        if journal and recorded != journal:
+            marker.write_text(f"{journal}\n")
+
+    def _set_aside(self, why: str) -> None:
+        path = self.config.path
+        aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}")
+        self.file.close()
+        os.replace(path, aside)
+        log.warning("jsonl %s: %s moved aside to %s: %s; a new file begins", self.name, path, aside, why)
+        self.file = path.open("ab", buffering=0)
+        self.last_seq = 0
 
     async def handle(self, event: Event) -> None:
         await self.handle_many([event])

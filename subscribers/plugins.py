@@ -43,6 +43,7 @@ from pydantic import model_validator
 
 from hookbus.bus.config import ConfigError
 from hookbus.bus.event import Event
+from hookbus.bus.filemodes import refuse_writable
 
 from .base import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
 
@@ -67,8 +68,16 @@ class PluginsConfig(SubscriberConfig):
             raise ValueError("plugins_dir: required (or set the environment variable HOOKBUS_PLUGINS_DIR)")
         if not folder.is_dir():
             raise ValueError(f"plugins_dir: {folder} is not a directory")
+        check_writable(folder)
         object.__setattr__(self, "plugins_dir", folder)  # frozen model: settle the default once
         return self
+
+
+def check_writable(folder: Path) -> None:
+    """Plugins run as hookbus's user: a folder or file anyone can write is refused (§13)."""
+    refuse_writable(folder, "plugins_dir")
+    for path in sorted(folder.glob("*.py")):
+        refuse_writable(path, "plugins_dir")
 
 
 # -- the `netcfgbu` import, for plugins written for netcfgbu --------------------------------------
@@ -178,6 +187,10 @@ def load_plugins(folder: Path) -> list[Call]:
     """Import every *.py in folder and return the calls of every Plugin subclass.
     Raise ConfigError naming the file or the plugin at fault."""
     calls: list[Call] = []
+    try:  # again at load: the modes may have changed since the config was read
+        check_writable(folder)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     with _LOADING, netcfgbu_import() as base:
         for path in sorted(folder.glob("*.py")):
             module_name = f"hookbus_plugins_{abs(hash(str(folder))):x}_{path.stem}"

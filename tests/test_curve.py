@@ -37,6 +37,8 @@ def keys(tmp_path: Path) -> Path:
     (tmp_path / "authorized").mkdir()
     zmq.auth.create_certificates(str(tmp_path / "authorized"), "good")
     zmq.auth.create_certificates(str(tmp_path), "stranger")
+    for secret in [*tmp_path.glob("*.key_secret"), *tmp_path.glob("authorized/*.key_secret")]:
+        secret.chmod(0o600)  # created 0644, which hookbus refuses (§13)
     return tmp_path
 
 
