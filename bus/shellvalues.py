@@ -44,7 +44,8 @@ MARK = "\x00"  # a marker is MARK + index + MARK; a config cannot hold NUL in a 
 VALUE_PREFIX = "HOOKBUS_VALUE_"
 _MARKER = re.compile("\x00(\\d+)\x00")
 
-POSIX_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"})
+# Shells whose grammar is read here (zsh, ksh and busybox differ in ways that matter: `>!`, `=cmd`, applets).
+POSIX_SHELLS = frozenset({"sh", "bash", "dash", "ash"})
 # Commands that take their arguments as data, and the options whose argument a
 # value may be (None: every argument is data). Anything else (a file to read or
 # write, a config, a command to run) could be chosen by the value.
@@ -52,7 +53,7 @@ DATA_COMMANDS: dict[str, frozenset[str] | None] = {
     "printf": None,  # after its format
     "echo": None,
     "curl": frozenset({"-d", "--data", "--data-raw", "--data-binary", "--data-ascii", "--data-urlencode", "--json",
-                       "-H", "--header", "--form-string"}),
+                       "--form-string"}),
     "logger": frozenset({"-t", "--tag"}),
     "notify-send": frozenset({"-a", "--app-name"}),
     "ntfy": frozenset({"-t", "--title", "-m", "--message", "--tags", "-p", "--priority"}),
@@ -60,10 +61,19 @@ DATA_COMMANDS: dict[str, frozenset[str] | None] = {
     "wall": frozenset(),
 }
 # Commands that read stdin as data: a value may reach them through a pipe or a heredoc.
-DATA_READERS = frozenset({"cat", "tee", "logger", "wall", "curl", "apprise"})
+DATA_READERS = frozenset({"cat", "tee", "logger", "wall", "apprise"})
+# Commands that change how later names resolve or what the shell does: none may stand in a command with values.
+_REDEFINERS = frozenset({"alias", "unalias", "eval", ".", "source", "enable", "hash", "shopt", "trap", "exec",
+                         "command", "builtin", "declare", "typeset", "readonly", "local", "unset", "function"})
+# `set` with these only: errors, unset names, tracing, no globbing (not -k, which turns arguments into assignments).
+_SAFE_SET = re.compile(r"[-+][euxvfo]+|pipefail|errexit|nounset|xtrace|verbose|noglob")
+_RESOLUTION_VARIABLES = re.compile(r"(PATH|ENV|BASH_ENV|CDPATH|IFS|SHELLOPTS|BASHOPTS|BASH_ALIASES|BASH_CMDS)\+?=")
+# curl's flags that take no argument, so a word after them is a URL.
+_CURL_FLAGS = re.compile(r"-[fsSLgkvqI]+|--(globoff|silent|show-error|fail|fail-with-body|location|insecure|verbose)")
+_CURL_URL = re.compile(r"https?://[^/@\s]+/")
 _COMPOUND = frozenset({"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for", "case", "esac",
                        "in", "function", "select", "coproc", "time", "!", "{", "}", "[[", "]]"})
-_LITERAL = re.compile(r"[^\s;&|<>()$`\"'\\\x00]+")
+_LITERAL = re.compile(r"[^ \t\n;&|<>()$`\"'\\\x00]+")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-]")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 _REDIRECT = re.compile(r"(\d*)(<<<|<<-|<<|>>|>&|<&|>\||<>|>|<)|&>>|&>")
@@ -132,13 +142,16 @@ class _Word:
     text: str = ""  # all its literal text
     values: int = 0
     brace: bool = False  # an unquoted { or }: brace expansion could split it
+    glob: bool = False  # an unquoted * ? [: pathname expansion could replace it
+    unstable: bool = False  # an unquoted expansion, or "$@": it may split into words or vanish
 
     def literal(self, chars: str, quoted: bool = False) -> None:
         self.text += chars
         if self.fixed:
             self.lead += chars
-        if not quoted and ("{" in chars or "}" in chars):
-            self.brace = True
+        if not quoted:
+            self.brace = self.brace or "{" in chars or "}" in chars
+            self.glob = self.glob or any(c in chars for c in "*?[")
 
     def dynamic(self) -> None:
         self.fixed = False
@@ -238,6 +251,8 @@ class _Scanner:
             elif c in "()":
                 raise self.refuse("a subshell or group `( … )` is outside what hookbus reads around a value", _LOGIC)
             elif (redirect := _REDIRECT.match(self.src, self.i)) is not None:
+                if redirect.group(0).startswith("&>"):
+                    raise self.refuse("`&>` means one thing to bash and another to sh", "write >file 2>&1")
                 self._redirection(cmd, redirect.group(0))
             else:
                 start = self.i
@@ -275,14 +290,20 @@ class _Scanner:
                 if word.values:
                     raise self.refuse("a {{ … }} value is assigned to a variable",
                                       "pass it as an argument of a command that takes data")
+                if _RESOLUTION_VARIABLES.match(source):
+                    raise self.refuse(f"{source.split('=')[0]} is set in a command that carries values, which "
+                                      "could change what runs", "set it outside the template (Environment= in "
+                                      "the service, or the subscriber's `env`)")
                 continue
             if name_index is None:
                 name_index = index
                 if word.values:
                     raise self.refuse("a {{ … }} value would be (part of) the name of the command to run",
                                       "name the command in the template and pass the value as an argument")
-                if word.fixed and word.text in _COMPOUND:
+                if word.fixed and word.text in _COMPOUND | _REDEFINERS:
                     raise self.refuse(f"`{word.text}` is outside what hookbus reads around a value", _LOGIC)
+                if word.fixed and word.text in ("set", "export"):
+                    self._check_settings(word.text, cmd.words[index + 1:])
             elif word.values:
                 self._check_argument(cmd, name, name_index, index)
         for target in cmd.targets:
@@ -293,15 +314,30 @@ class _Scanner:
             raise self.refuse(f"a {{{{ … }}}} value is fed to {name or 'a command'!r} on stdin, which is not among "
                               f"the commands that read stdin as data ({', '.join(sorted(DATA_READERS))})", _LOGIC)
 
+    def _check_settings(self, name: str, args: list[_Word]) -> None:
+        """`set -euo pipefail` and `export LANG=C` are fine beside values; what changes how names resolve is not."""
+        for arg in args:
+            text = arg.text if arg.fixed else ""
+            ok = _SAFE_SET.fullmatch(text) if name == "set" else (
+                arg.fixed and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(=.*)?", text, re.S)
+                and not _RESOLUTION_VARIABLES.match(text + "=") and not text.startswith(("BASH_FUNC", "ENV")))
+            if not ok:
+                raise self.refuse(f"`{name} {text or '…'}` is outside what hookbus reads around a value", _LOGIC)
+
     def _check_argument(self, cmd: _Command, name: str, name_index: int, index: int) -> None:
         """A value may be an argument of a data command: positional, or the argument of one of its data
         options, and never at the start of its word."""
-        if name not in DATA_COMMANDS:
+        name_word = cmd.words[name_index]
+        if name not in DATA_COMMANDS or "/" in name_word.text or not name_word.fixed:
             raise self.refuse(
                 f"a {{{{ … }}}} value is an argument of {name or 'a command named by a variable'!r}, which hookbus "
                 f"does not know to take its arguments as data (it does for {', '.join(sorted(DATA_COMMANDS))})",
                 _LOGIC)
         word = cmd.words[index]
+        if word.unstable or word.glob or any(w.unstable for w in cmd.words[name_index:index]):
+            raise self.refuse("a {{ … }} value is in or after a word with an unquoted $expansion or glob, which can "
+                              "split, vanish or match files and move the value to another argument",
+                              "quote the expansion: \"$VAR\"")
         texts = [w.text if w.fixed else "" for w in cmd.words]
         if name == "printf":
             if not self._after_format(texts, name_index, index):
@@ -309,12 +345,14 @@ class _Scanner:
             return
         options = DATA_COMMANDS[name]
         previous = texts[index - 1] if index - 1 > name_index else ""
-        if options is not None and previous.startswith("-") and previous != "--" and previous not in options:
+        flag = name == "curl" and _CURL_FLAGS.fullmatch(previous) is not None
+        if options is not None and previous.startswith("-") and previous != "--" and previous not in options \
+                and not flag:
             raise self.refuse(f"a {{{{ … }}}} value is the argument of {name} {previous}, which could use it as "
                               f"a file or a setting", f"give it to one of {', '.join(sorted(options)) or 'none'}, or "
                               "as a plain argument")
         if name == "curl":
-            self._check_curl(texts, previous, word)
+            self._check_curl(texts, previous if not flag else "", word)
         self._check_start(word, f"an argument of {name!r}", options)
 
     def _check_start(self, word: _Word, what: str, options: frozenset[str] | None) -> None:
@@ -340,8 +378,8 @@ class _Scanner:
         while position < index:
             if texts[position] == "-v":
                 position += 2
-            elif texts[position] == "--":
-                position += 1
+            elif texts[position] == "--" or texts[position].startswith("-"):
+                position += 1  # `-vname`, or an option printf will refuse
             else:
                 return True  # position is the format
         return False
@@ -350,6 +388,10 @@ class _Scanner:
         if "-g" not in texts and "--globoff" not in texts:
             raise self.refuse("a {{ … }} value is an argument of curl without --globoff, so [ ] and { } in it "
                               "would make curl send many requests", "add --globoff")
+        if (not previous.startswith("-") or previous == "--") and not _CURL_URL.match(word.lead):
+            raise self.refuse("a {{ … }} value is in curl's URL before its path, where it could choose the scheme "
+                              "or the host", "write the URL up to its path in the template: "
+                              "https://host/…{{ … }}")
         if previous == "--data-urlencode" and "=" not in word.lead:
             raise self.refuse("a {{ … }} value is in --data-urlencode without a name=, where a @ in it reads a file",
                               "write --data-urlencode \"name={{ … }}\"")
@@ -478,11 +520,13 @@ class _Scanner:
                 raise self.refuse("`${…}` with an operator is outside what hookbus reads around a value", _LOGIC)
             self.take(close + 1 - self.i)
             word.dynamic()
+            word.unstable = word.unstable or not quoted
         elif nxt in ("(", "[") or (nxt in ("'", '"') and not quoted):
             raise self.refuse(f"`${nxt}` is outside what hookbus reads around a value", _LOGIC)
         elif (name := _NAME.match(self.src, self.i + 1)) is not None:
             self.take(name.end() - self.i)
             word.dynamic()
+            word.unstable = word.unstable or not quoted or name.group(0) in "@*"
         else:
             word.literal(self.take(), quoted)  # a lone `$` is itself
 

@@ -91,6 +91,8 @@ SHAPES: list[tuple[str, Any]] = [
     ("echo \"v: {{ data.v }}\" > /dev/null && printf '%s' \"$HOME\" >/dev/null; printf ok", lambda v: "ok"),
     ("printf '%s' 'fixed' {# {{ data.v }} #}", lambda v: "fixed"),
     ("printf '%s' \"{{ data.v | upper }}\"", lambda v: v.upper()),
+    ("set -euo pipefail\nexport LANG=C\ncd /tmp\nprintf '%s' \"{{ data.v }}\"", lambda v: v),
+    ("printf '%s' \"{{ data.v }}\" >/dev/null 2>&1 && curl --version >/dev/null; printf ok", lambda v: "ok"),
     ("{% if data.v %}printf '%s' \"[{{ data.v }}]\"{% else %}printf empty{% endif %}", lambda v: f"[{v}]" if v else "empty"),
 ]
 
@@ -287,6 +289,18 @@ ATTACKS = [
 
 
 @pytest.mark.parametrize("template", ATTACKS)
-def test_what_the_review_found_is_refused(template: str) -> None:
-    with pytest.raises(TemplateError):
-        render_shell(template.replace("V", "{{ data.v }}"), event(v=f";touch {CANARY};"), shell="/bin/bash")
+def test_what_the_reviews_found_is_refused(template: str) -> None:
+    for shell in ("/bin/bash", "/bin/sh"):
+        with pytest.raises(TemplateError):
+            render_shell(template.replace("V", "{{ data.v }}"), event(v=f";touch {CANARY};"), shell=shell)
+
+
+def test_odd_whitespace_is_a_word_character_not_a_crash() -> None:
+    bound = render_shell("printf '%s' \"a\u00a0{{ data.v }}\"\u2003", event(v="x"), shell="/bin/bash")
+    assert bound.env == {"HOOKBUS_VALUE_1": "x"}
+
+
+def test_curl_after_its_flags_gets_the_url() -> None:
+    bound = render_shell('curl -fsS --globoff -m 10 "https://hc-ping.com/uuid{{ data.v }}"', event(v="/fail"),
+                         shell="/bin/bash")
+    assert bound.text == 'curl -fsS --globoff -m 10 "https://hc-ping.com/uuid${HOOKBUS_VALUE_1}"'
