@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import base64
 import json
+import random
 import resource
 import socket
 import subprocess
@@ -208,6 +209,59 @@ async def idle_connections(root: Path, procs: Processes) -> Row:
     return row
 
 
+async def secrets_in_events(root: Path, procs: Processes) -> Row:
+    row = Row("secrets-in-events", "POST /ingest/netcfgbu with ssh_pass, authpass, login user:pass, a URL with "
+                                   "user:pass and a password= in error text; then GET /api/events")
+    site = Site(root, procs, [])
+    site.start("serve")
+    record = {"host": "sw1", "ssh_pass": "pw-aaa111", "authpass": "pw-bbb222", "login": "admin:pw-ccc333",
+              "mgmt": "ssh://admin:pw-ddd444@sw1"}
+    body = json.dumps({"hook": "backup_failed", "job_id": "r1", "record": record,
+                       "result": "login failed: password=pw-eee555"}).encode()
+    await statuses(site, [("POST", "/ingest/netcfgbu", {"Content-Type": "application/json"}, body)])
+    async with aiohttp.ClientSession() as session, session.get(site.url + "/api/events?limit=10") as answer:
+        text = await answer.text()
+    leaked = [s for s in ("pw-aaa111", "pw-bbb222", "pw-ccc333", "pw-ddd444", "pw-eee555") if s in text]
+    row.held = not leaked and '"sw1"' in text
+    row.note = f"leaked: {', '.join(leaked)}" if leaked else "no secret in the journal; the device kept its host"
+    return row
+
+
+async def file_modes(root: Path, procs: Processes) -> Row:
+    row = Row("file-modes", "what others on the host can read of data_dir after one event")
+    site = Site(root, procs, [{"name": "audit", "kind": "jsonl", "path": str(root / "var" / "events.jsonl")}])
+    site.start("serve")
+    await statuses(site, [("POST", "/events", {"Content-Type": "application/json"}, json.dumps(event(1)).encode())])
+    await until(lambda: (root / "var" / "events.jsonl").exists(), 10)
+    open_to_others = [str(p.relative_to(root)) for p in [root / "var", *(root / "var").rglob("*")]
+                      if p.stat().st_mode & 0o077]
+    row.held = not open_to_others
+    row.note = f"readable by others: {', '.join(open_to_others)}" if open_to_others else "owner-only, every file"
+    return row
+
+
+async def corrupt_journal(root: Path, procs: Processes) -> Row:
+    row = Row("corrupt-journal", "random bytes over the middle of journal.db, then GET /api/events and /api/jobs")
+    site = Site(root, procs, [])
+    proc = site.start("serve")
+    batches = [json.dumps([event(i, message="m" * 2000) for i in range(start, start + 200)]).encode()
+               for start in range(0, 2000, 200)]
+    accepted = await statuses(site, [("POST", "/events", {"Content-Type": "application/cloudevents-batch+json"}, b)
+                                     for b in batches])
+    assert accepted == [202] * len(batches), accepted
+    procs.stop(proc)
+    db = root / "var" / "journal.db"
+    size = db.stat().st_size
+    with db.open("r+b") as f:
+        f.seek(size // 4)
+        f.write(bytes(random.getrandbits(8) for _ in range(size // 4)))
+    site.start("serve")
+    codes = await statuses(site, [("GET", "/api/events?limit=1000", {}, b""), ("GET", "/api/jobs", {}, b"")])
+    row.held = all(c < 500 or c == 503 for c in codes) and 503 in codes
+    row.note = "answers " + ", ".join(str(c) for c in codes) + " (503: the journal cannot be read, in JSON)"
+    return row
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.5):
@@ -223,6 +277,9 @@ ATTACKS: dict[str, Callable[[Path, Processes], Awaitable[Row]]] = {
     "ping-exit-status": ping_exit_status,
     "hmac": hmac_attacks,
     "idle-connections": idle_connections,
+    "secrets-in-events": secrets_in_events,
+    "file-modes": file_modes,
+    "corrupt-journal": corrupt_journal,
 }
 
 
