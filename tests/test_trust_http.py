@@ -10,6 +10,7 @@ through the real entry point: a `hookbus serve` subprocess and real HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import os
@@ -331,3 +332,33 @@ def test_systemd_units_set_limit_nofile() -> None:
     for unit in units.glob("*.service"):
         assert "LimitNOFILE=65536" in unit.read_text(), unit.name
     assert os.path.isdir(units)
+
+
+# -- the replay cache alone ------------------------------------------------------------------------
+
+async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_ids() -> None:
+    from aiohttp import web
+
+    from hookbus.bus.replay import ReplayCache
+
+    calls: list[int] = []
+
+    async def handle(status: int) -> web.Response:
+        calls.append(status)
+        await asyncio.sleep(0.01)
+        return web.Response(status=status, body=b'{"n": %d}' % len(calls), content_type="application/json")
+
+    cache = ReplayCache(tolerance=300, max_entries=3)
+    now = int(time.time())
+    first, repeat = await asyncio.gather(cache.once("a", now, lambda: handle(202)), cache.once("a", now, lambda: handle(202)))
+    assert calls == [202] and first.status == repeat.status == 202 and repeat.body == first.body  # type: ignore[attr-defined]
+    await cache.once("b", now, lambda: handle(400))
+    await cache.once("b", now, lambda: handle(202))
+    assert calls == [202, 400, 202], "a refusal is not remembered: the retry is handled"
+    await cache.once("c", now, lambda: handle(202))
+    await cache.once("d", now, lambda: handle(202))
+    assert len(cache) == 3, "bounded: the oldest id is forgotten first"
+    stale = ReplayCache(tolerance=300)
+    await stale.once("old", now - 400, lambda: handle(202))
+    await stale.once("new", now, lambda: handle(202))
+    assert len(stale) == 1, "an id whose timestamp went stale is forgotten (the signature check refuses it anyway)"
