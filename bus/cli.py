@@ -29,6 +29,7 @@ from .broker import Broker
 from .client import BrokerRefused, BrokerUnavailable, ControlClient
 from .config import Config, ConfigError, find_config_path, load_config, scrub, setup_logging
 from .event import EventError, new_event, parse_event
+from .fdlimit import raise_open_file_limit
 from .journal import Journal
 from .runtime import SubscriberRunner
 
@@ -128,6 +129,7 @@ def tune_gc() -> None:
 async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> None:
     stop = stop_event()
     tune_gc()
+    raise_open_file_limit()  # every connection, peer and file is a descriptor; 1024 is soon gone
     if broker:
         async with running_broker(config, http) as in_process:
             await run_subscribers(config, subscribers, stop, in_process) if subscribers else await stop.wait()

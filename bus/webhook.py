@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from . import signing
+from . import connections, fdlimit, signing
 from .broker import Broker
 from .config import Config, WebhookSettings
 from .event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
@@ -363,13 +364,18 @@ def create_app(config: Config, broker: Broker) -> web.Application:
 
 
 async def start_http(config: Config, broker: Broker) -> web.AppRunner:
-    runner = web.AppRunner(create_app(config, broker), access_log=None, handle_signals=False)
+    # Idle keep-alive connections close after IDLE_TIMEOUT (aiohttp's default is an hour).
+    runner = web.AppRunner(create_app(config, broker), access_log=None, handle_signals=False,
+                           keepalive_timeout=connections.IDLE_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, config.webhook.host, config.webhook.port, backlog=1024)
+    assert runner.server is not None
+    limit, backlog = fdlimit.sizes(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    gate = connections.ConnectionGate(runner.server, limit)
+    site = connections.GatedSite(runner, config.webhook.host, config.webhook.port, gate, backlog)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise OSError(f"webhook.listen {config.webhook.listen}: cannot listen: {exc.strerror}") from None
-    log.info("http: listening on http://%s", config.webhook.listen)
+    log.info("http: listening on http://%s (at most %d connections)", config.webhook.listen, limit)
     return runner
