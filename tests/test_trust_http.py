@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hookbus.bus import signing
 
@@ -263,6 +265,26 @@ def test_a_ping_exit_status_that_is_not_ascii_0_to_255_is_4xx(server: Server, ac
 def test_a_ping_exit_status_in_ascii_digits_is_accepted(server: Server, action: str) -> None:
     status, answer = server.request("GET", f"/ping/{CHECK_KEY}/{action}", token=False)
     assert status == 200, answer
+
+
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x10FFFF, exclude_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.text(min_size=1, max_size=12).filter(lambda a: "/" not in a), header_text, header_text, header_text)
+def test_any_ping_action_or_signature_header_gets_a_4xx_or_success(server: Server, action: str, msg_id: str,
+                                                                   timestamp: str, signature: str) -> None:
+    from urllib.parse import quote
+
+    status, answer = server.request("GET", f"/ping/{CHECK_KEY}/{quote(action, safe='')}", token=False)
+    assert status in (200, 400, 404), (action, status, answer[:200])
+    body = event_json("signed-fuzz")
+    headers = {"Content-Type": "application/json", "webhook-id": msg_id, "webhook-timestamp": timestamp,
+               "webhook-signature": signature}
+    # http.client sends header values as latin-1: carry any text as its UTF-8 bytes.
+    status, answer = server.request("POST", "/events", body, {k: v.encode().decode("latin-1") for k, v in headers.items()},
+                                    token=False)
+    assert status in (400, 401), (headers, status, answer[:200])
 
 
 # -- item 5: file descriptors ----------------------------------------------------------------------
