@@ -85,9 +85,10 @@ def parse_action(action: str | None) -> tuple[str, int | None]:
         return "finish", None
     # ASCII digits only: str.isdigit() also takes '²', '①', '𝟘', '１' (and int() some of them).
     if _DIGITS.fullmatch(action):
-        if len(action) > 3 or int(action) > 255:
+        digits = action.lstrip("0") or "0"  # leading zeros are fine; thousands of digits are no int()
+        if len(digits) > 3 or int(digits) > 255:
             raise BadRequest(400, f"exit status must be between 0 and 255, not {action[:40]}", "exit_status")
-        return "finish", int(action)
+        return "finish", int(digits)
     raise BadRequest(404, f"unknown ping action {action[:40]!r}; use start, fail, log or an exit status 0-255", "action")
 
 

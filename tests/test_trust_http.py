@@ -261,7 +261,7 @@ def test_a_ping_exit_status_that_is_not_ascii_0_to_255_is_4xx(server: Server, ac
     assert orjson.loads(answer)["error"]
 
 
-@pytest.mark.parametrize("action", ["0", "7", "255"])
+@pytest.mark.parametrize("action", ["0", "7", "255", "007", "0000255"])
 def test_a_ping_exit_status_in_ascii_digits_is_accepted(server: Server, action: str) -> None:
     status, answer = server.request("GET", f"/ping/{CHECK_KEY}/{action}", token=False)
     assert status == 200, answer
