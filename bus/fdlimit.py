@@ -16,12 +16,16 @@ FD_RESERVE = 256  # descriptors kept for the journal, spool, ZeroMQ, subscribers
 MAX_BACKLOG = 1024
 
 
-def sizes(soft_limit: int) -> tuple[int, int]:
-    """Given the soft open-file limit, return (connection limit, listen backlog).
-    asyncio accepts up to `backlog` connections before the protocol factory can
-    close any: the limit leaves room for that burst and for FD_RESERVE."""
-    backlog = max(16, min(MAX_BACKLOG, soft_limit // 8))
-    return max(16, min(MAX_CONNECTIONS, soft_limit - backlog - FD_RESERVE)), backlog
+def http_sizes() -> tuple[int, int]:
+    """Return (connection limit, listen backlog) for the HTTP server under the
+    soft open-file limit in force. asyncio accepts up to `backlog` connections
+    before the protocol factory can close any: the limit leaves room for that
+    burst and for FD_RESERVE."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS, MAX_BACKLOG
+    backlog = max(16, min(MAX_BACKLOG, soft // 8))
+    return max(16, min(MAX_CONNECTIONS, soft - backlog - FD_RESERVE)), backlog
 
 
 def raise_open_file_limit() -> int:
@@ -38,7 +42,7 @@ def raise_open_file_limit() -> int:
             log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
     if soft == resource.RLIM_INFINITY:
         return target
-    limit, _ = sizes(soft)
+    limit, _ = http_sizes()
     if limit < MAX_CONNECTIONS:
         log.warning("open-file limit is %d (hard limit %s): at most %d HTTP connections at a time; raise it "
                     "(systemd: LimitNOFILE=65536)", soft, "unlimited" if hard == resource.RLIM_INFINITY else hard, limit)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -156,8 +155,8 @@ def check_signature(request: web.Request, body: bytes, settings: WebhookSettings
 def is_ingest(request: web.Request) -> bool:
     """Whether the request was routed to an ingest endpoint (by its route, not by
     a path prefix that dot segments or encodings could dress up)."""
-    resource = request.match_info.route.resource
-    return request.method == "POST" and resource is not None and resource.canonical in INGEST_ROUTES
+    route = request.match_info.route.resource
+    return request.method == "POST" and route is not None and route.canonical in INGEST_ROUTES
 
 
 # -- ingest -------------------------------------------------------------------
@@ -369,7 +368,7 @@ async def start_http(config: Config, broker: Broker) -> web.AppRunner:
                            keepalive_timeout=connections.IDLE_TIMEOUT)
     await runner.setup()
     assert runner.server is not None
-    limit, backlog = fdlimit.sizes(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    limit, backlog = fdlimit.http_sizes()
     gate = connections.ConnectionGate(runner.server, limit)
     site = connections.GatedSite(runner, config.webhook.host, config.webhook.port, gate, backlog)
     try:

@@ -384,3 +384,13 @@ async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_id
     await stale.once("old", now - 400, lambda: handle(202))
     await stale.once("new", now, lambda: handle(202))
     assert len(stale) == 1, "an id whose timestamp went stale is forgotten (the signature check refuses it anyway)"
+
+
+@pytest.mark.parametrize(("soft", "limit", "backlog"), [(1024, 640, 128), (4096, 3328, 512), (65536, 4096, 1024),
+                                                        (256, 16, 32), (resource.RLIM_INFINITY, 4096, 1024)])
+def test_the_connection_bound_leaves_room_under_the_open_file_limit(monkeypatch: pytest.MonkeyPatch, soft: int,
+                                                                    limit: int, backlog: int) -> None:
+    from hookbus.bus import fdlimit
+
+    monkeypatch.setattr(fdlimit.resource, "getrlimit", lambda _: (soft, resource.RLIM_INFINITY))
+    assert fdlimit.http_sizes() == (limit, backlog)
