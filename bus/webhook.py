@@ -65,7 +65,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         body = await read_body_in_time(request)
         verdict = authenticate(request, body)
         if isinstance(verdict, signing.Signed):  # a signed message is handled once (replay.py)
-            return await request.app[REPLAYS].once(verdict.msg_id, verdict.timestamp, lambda: handler(request))
+            return await request.app[REPLAYS].once(verdict.msg_id, body, verdict.timestamp, lambda: handler(request))
         if verdict is not None:
             return verdict
         return await handler(request)

@@ -372,17 +372,19 @@ async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_id
 
     cache = ReplayCache(tolerance=300, max_entries=3)
     now = int(time.time())
-    first, repeat = await asyncio.gather(cache.once("a", now, lambda: handle(202)), cache.once("a", now, lambda: handle(202)))
+    first, repeat = await asyncio.gather(cache.once("a", b"", now, lambda: handle(202)), cache.once("a", b"", now, lambda: handle(202)))
     assert calls == [202] and first.status == repeat.status == 202 and repeat.body == first.body  # type: ignore[attr-defined]
-    await cache.once("b", now, lambda: handle(400))
-    await cache.once("b", now, lambda: handle(202))
+    await cache.once("b", b"", now, lambda: handle(400))
+    await cache.once("b", b"", now, lambda: handle(202))
     assert calls == [202, 400, 202], "a refusal is not remembered: the retry is handled"
-    await cache.once("c", now, lambda: handle(202))
-    await cache.once("d", now, lambda: handle(202))
+    await cache.once("a", b"another body", now, lambda: handle(202))
+    assert calls == [202, 400, 202, 202], "an id reused for another body is another message"
+    await cache.once("c", b"", now, lambda: handle(202))
+    await cache.once("d", b"", now, lambda: handle(202))
     assert len(cache) == 3, "bounded: the oldest id is forgotten first"
     stale = ReplayCache(tolerance=300)
-    await stale.once("old", now - 400, lambda: handle(202))
-    await stale.once("new", now, lambda: handle(202))
+    await stale.once("old", b"", now - 400, lambda: handle(202))
+    await stale.once("new", b"", now, lambda: handle(202))
     assert len(stale) == 1, "an id whose timestamp went stale is forgotten (the signature check refuses it anyway)"
 
 
