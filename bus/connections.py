@@ -32,7 +32,6 @@ class ConnectionGate:
 
     def __init__(self, server: web.Server, limit: int, idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.server, self.limit, self.idle_timeout = server, limit, idle_timeout
-        self.closed_idle = 0
         # Connections with no request yet, oldest first, with the timer that closes them.
         self._waiting: OrderedDict[RequestHandler, asyncio.TimerHandle] = OrderedDict()
         make_request = server.request_factory
@@ -64,13 +63,16 @@ class ConnectionGate:
         while self._waiting:
             handler, timer = self._waiting.popitem(last=False)
             timer.cancel()
-            if handler.transport is not None:  # else it is gone already
-                self._close(handler)
+            if self._close(handler):
                 return
 
-    def _close(self, handler: RequestHandler) -> None:
-        self.closed_idle += 1
+    @staticmethod
+    def _close(handler: RequestHandler) -> bool:
+        """Close a connection; False if the client had closed it already."""
+        if handler.transport is None:
+            return False
         handler.force_close()
+        return True
 
 
 class GatedSite(web.TCPSite):

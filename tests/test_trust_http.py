@@ -25,10 +25,9 @@ from typing import Any
 
 import orjson
 import pytest
+from hookbus.bus import signing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from hookbus.bus import signing
 
 from .conftest import free_port, toml_value
 
@@ -147,7 +146,7 @@ def test_deep_json_is_400_in_structured_mode(server: Server, depth: int) -> None
 def test_deep_json_is_400_in_batch_mode(server: Server, depth: int) -> None:
     body = b"[%s,%s]" % (event_json(f"deep-batch-ok-{depth}"), event_json(f"deep-batch-{depth}", nested_json(depth)))
     assert_depth_refused(*server.request("POST", "/events", body, {"Content-Type": "application/cloudevents-batch+json"}))
-    status, answer = server.request("GET", f"/api/events?type=backup.log&limit=1000")
+    status, answer = server.request("GET", "/api/events?type=backup.log&limit=1000")
     assert f"deep-batch-ok-{depth}".encode() not in answer, "a refused batch must store none of its events"
 
 
@@ -360,7 +359,6 @@ def test_systemd_units_set_limit_nofile() -> None:
 
 async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_ids() -> None:
     from aiohttp import web
-
     from hookbus.bus.replay import ReplayCache
 
     calls: list[int] = []
@@ -372,7 +370,8 @@ async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_id
 
     cache = ReplayCache(tolerance=300, max_entries=3)
     now = int(time.time())
-    first, repeat = await asyncio.gather(cache.once("a", b"", now, lambda: handle(202)), cache.once("a", b"", now, lambda: handle(202)))
+    first, repeat = await asyncio.gather(cache.once("a", b"", now, lambda: handle(202)),
+                                         cache.once("a", b"", now, lambda: handle(202)))
     assert calls == [202] and first.status == repeat.status == 202 and repeat.body == first.body  # type: ignore[attr-defined]
     await cache.once("b", b"", now, lambda: handle(400))
     await cache.once("b", b"", now, lambda: handle(202))
