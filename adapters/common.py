@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from hookbus.bus.event import TRUNCATION_MARK, Event, EventError, new_id, now_rfc3339
+from hookbus.bus.event import TRUNCATION_MARK, Event, EventError, check_depth, new_id, now_rfc3339
 from hookbus.bus.journal import Journal, hash_key
 
 HOST = socket.gethostname()
@@ -147,13 +147,15 @@ def stable_id(*parts: Any) -> str:
     return hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
-def decode_json(body: bytes, what: str = "body") -> Any:
+def decode_json(body: bytes | str, what: str = "body") -> Any:
     if not body.strip():
         raise EventError(what, "is empty")
     try:
-        return orjson.loads(body)
+        obj = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise EventError(what, f"is not valid JSON: {exc}") from None
+    check_depth(obj, what)  # a tool's payload becomes event data: the same limit
+    return obj
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from .common import JournalJobs, OpenJob, error_line, job_finished, job_started,
 PING_BODY_LIMIT = 100_000  # what healthchecks.io keeps of a ping body, and what borgmatic sends by default
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 FINISHED_ID = "{job_id}/job.finished"
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -82,11 +83,12 @@ def parse_action(action: str | None) -> tuple[str, int | None]:
         return action, None
     if action == "fail":
         return "finish", None
-    if action.isdigit():
-        status = int(action)
-        if status > 255:
-            raise BadRequest(400, f"exit status must be between 0 and 255, not {status}", "exit_status")
-        return "finish", status
+    # ASCII digits only: str.isdigit() also takes '²', '①', '𝟘', '１' (and int() some of them).
+    if _DIGITS.fullmatch(action):
+        digits = action.lstrip("0") or "0"  # leading zeros are fine; thousands of digits are no int()
+        if len(digits) > 3 or int(digits) > 255:
+            raise BadRequest(400, f"exit status must be between 0 and 255, not {action[:40]}", "exit_status")
+        return "finish", int(digits)
     raise BadRequest(404, f"unknown ping action {action[:40]!r}; use start, fail, log or an exit status 0-255", "action")
 
 

@@ -22,12 +22,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from hookbus.bus.event import Event, EventError
 
-from .common import HOST, OUTPUT_TAIL_BYTES, count, json_type, job_finished, error_line, stable_id, tail, timestamp
+from .common import HOST, OUTPUT_TAIL_BYTES, count, decode_json, json_type, job_finished, error_line, stable_id, tail, timestamp
 from .common import field as get
 
 # Summary counters restic reports, kept in `stats` under the same names.
@@ -61,10 +60,7 @@ def parse_output(raw: str) -> Output:
             out.text.append(line.rstrip())
             continue
         where = f"line {number}"
-        try:
-            msg = orjson.loads(stripped)
-        except orjson.JSONDecodeError as exc:
-            raise EventError(where, f"is not valid JSON: {exc}") from None
+        msg = decode_json(stripped, where)
         if not isinstance(msg, dict):
             raise EventError(where, f"must be a JSON object, not {json_type(msg)}")
         kind = get(msg, "message_type", str, where=where, required=True)

@@ -29,6 +29,7 @@ from .broker import Broker
 from .client import BrokerRefused, BrokerUnavailable, ControlClient
 from .config import Config, ConfigError, find_config_path, load_config, scrub, setup_logging
 from .event import EventError, new_event, parse_event
+from .fdlimit import raise_open_file_limit
 from .filemodes import private_dir, private_umask
 from .journal import Journal, JournalError
 from .runtime import SubscriberRunner
@@ -135,6 +136,7 @@ async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[s
     """Run until stopped; return why subscribers that stopped on their own stopped."""
     stop = stop_event()
     tune_gc()
+    raise_open_file_limit()  # every connection, peer and file is a descriptor; 1024 is soon gone
     failures: list[str] = []
     if broker:
         async with running_broker(config, http) as in_process:

@@ -14,11 +14,11 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import redact
+from . import redact, signing
 from .filemodes import refuse_readable_secret
 from .jobconfig import JobConfig, load_jobs
 
@@ -63,11 +63,16 @@ class BusSettings(Strict):
         return value
 
 
+def _hmac_secret(value: str) -> str:
+    signing.secret_bytes(value)  # a malformed whsec_ key would fail every signed request
+    return value
+
+
 class WebhookSettings(Strict):
     enabled: bool = True
     listen: str = "127.0.0.1:8765"
     tokens: list[str] = []
-    hmac_secrets: list[str] = []
+    hmac_secrets: list[Annotated[str, AfterValidator(_hmac_secret)]] = []
     hmac_tolerance: float = Field(300.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     body_timeout: float = Field(30.0, gt=0, le=3600)

@@ -19,6 +19,10 @@ import orjson
 
 SPECVERSION = "1.0"
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+# Levels of arrays and objects in an event's data (or a tool's payload). Far above
+# any tool's payload, far below where encoding fails: orjson writes at most 254
+# levels and the recursive walks over data (fit_to_size) would hit Python's limit.
+MAX_DEPTH = 64
 TRUNCATION_MARK = "…[cut: {n} bytes before this]\n"
 
 EVENT_TYPES: dict[str, str] = {
@@ -137,10 +141,31 @@ def parse_event(obj: Any) -> Event:
     """Given a decoded CloudEvent in JSON form, return the Event.
 
     Raise EventError naming the attribute when the object is not a valid
-    CloudEvents 1.0 event.
+    CloudEvents 1.0 event, or its data nests deeper than MAX_DEPTH.
     """
     event = _plain_event(obj)
-    return event if event is not None else _checked_event(obj)
+    if event is None:
+        event = _checked_event(obj)
+    check_depth(event.data, "data")
+    return event
+
+
+def check_depth(value: Any, field: str) -> None:
+    """Raise EventError(field) when value nests arrays and objects more than
+    MAX_DEPTH levels deep."""
+    if (type(value) is dict or type(value) is list) and _deeper_than_limit(value, 1):
+        raise EventError(field, f"nested more than {MAX_DEPTH} levels deep (arrays and objects); the limit is {MAX_DEPTH}")
+
+
+def _deeper_than_limit(node: dict[str, Any] | list[Any], depth: int) -> bool:
+    # Recursive, as the fastest way on the usual shallow data (0.6 µs against 0.9
+    # level by level); it stops one level past MAX_DEPTH, far from Python's limit.
+    if depth > MAX_DEPTH:
+        return True
+    for child in node.values() if type(node) is dict else node:
+        if (type(child) is dict or type(child) is list) and _deeper_than_limit(child, depth + 1):
+            return True
+    return False
 
 
 def _plain_event(obj: Any) -> Event | None:

@@ -16,21 +16,24 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import signing
+from . import connections, fdlimit, signing
 from .broker import Broker
-from .config import Config
+from .config import Config, WebhookSettings
 from .event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
 from .journal import JournalError
 from .openapi import OPENAPI
+from .replay import ReplayCache
 
 log = logging.getLogger("hookbus.http")
 
 BROKER = web.AppKey("broker", Broker)
 CONFIG = web.AppKey("config", Config)
+REPLAYS = web.AppKey("replays", ReplayCache)
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 # healthchecks-style pings cannot carry a token (borgmatic, runitor, Backrest send none):
 # the check's key in the path is the credential, as on healthchecks.io.
 OPEN_PREFIXES = ("/ping/",)
+INGEST_ROUTES = frozenset({"/events", "/ingest/{adapter}"})  # all an HMAC secret may post to
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,9 +64,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     logged and answered without internals."""
     try:
         body = await read_body_in_time(request)
-        refusal = authenticate(request, body)
-        if refusal is not None:
-            return refusal
+        verdict = authenticate(request, body)
+        if isinstance(verdict, signing.Signed):  # a signed message is handled once (replay.py)
+            return await request.app[REPLAYS].once(verdict.msg_id, body, verdict.timestamp, lambda: handler(request))
+        if verdict is not None:
+            return verdict
         return await handler(request)
     except BadRequest as exc:
         return problem(exc.status, exc.error, exc.field)
@@ -110,9 +115,9 @@ async def read_body_in_time(request: web.Request) -> bytes:
         raise BadRequest(408, f"request body not received within {limit:g}s (webhook.body_timeout)", "body") from None
 
 
-def authenticate(request: web.Request, body: bytes) -> web.Response | None:
-    """Return a 401 unless the request carries an accepted token or signature over
-    its body, or needs neither."""
+def authenticate(request: web.Request, body: bytes) -> web.Response | signing.Signed | None:
+    """Return None for an accepted token (or a request that needs none), the
+    message for an accepted signature over its body, else a 401 saying why."""
     settings = request.app[CONFIG].webhook
     if not (settings.tokens or settings.hmac_secrets) or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return None
@@ -127,16 +132,35 @@ def authenticate(request: web.Request, body: bytes) -> web.Response | None:
             return None
         else:
             reasons.append("bearer token not accepted")
-    if settings.hmac_secrets and "webhook-signature" in request.headers:
-        try:
-            signing.verify(settings.hmac_secrets, request.headers.get("webhook-id"), request.headers.get("webhook-timestamp"),
-                           request.headers.get("webhook-signature"), body, settings.hmac_tolerance)
-            return None
-        except signing.SignatureError as exc:
-            reasons.append(str(exc))
-    elif settings.hmac_secrets:
-        reasons.append("missing webhook-signature")
+    if settings.hmac_secrets:
+        signed = check_signature(request, body, settings)
+        if isinstance(signed, signing.Signed):
+            return signed
+        reasons.append(signed)
     return problem(401, "; ".join(reasons), "Authorization")
+
+
+def check_signature(request: web.Request, body: bytes, settings: WebhookSettings) -> signing.Signed | str:
+    """Return the verified message, or why the request's signature is not accepted."""
+    if not is_ingest(request):
+        # DESIGN §13. Standard Webhooks signs id, timestamp and body, not the method
+        # or path: a signature good for POST /events would be as good for the API.
+        return "an HMAC signature authorises only POST /events and /ingest/*; this needs a bearer token"
+    if "webhook-signature" not in request.headers:
+        return "missing webhook-signature"
+    headers = request.headers
+    try:
+        return signing.verify(settings.hmac_secrets, headers.get("webhook-id"), headers.get("webhook-timestamp"),
+                              headers.get("webhook-signature"), body, settings.hmac_tolerance)
+    except signing.SignatureError as exc:
+        return str(exc)
+
+
+def is_ingest(request: web.Request) -> bool:
+    """Whether the request was routed to an ingest endpoint (by its route, not by
+    a path prefix that dot segments or encodings could dress up)."""
+    route = request.match_info.route.resource
+    return request.method == "POST" and route is not None and route.canonical in INGEST_ROUTES
 
 
 # -- ingest -------------------------------------------------------------------
@@ -329,6 +353,7 @@ def create_app(config: Config, broker: Broker) -> web.Application:
     app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[guard])
     app[CONFIG] = config
     app[BROKER] = broker
+    app[REPLAYS] = ReplayCache(config.webhook.hmac_tolerance)
     app.router.add_post("/events", post_events)
     app.router.add_post("/ingest/{adapter}", ingest_adapter)
     app.router.add_get("/api/events", get_events)
@@ -348,13 +373,18 @@ def create_app(config: Config, broker: Broker) -> web.Application:
 
 
 async def start_http(config: Config, broker: Broker) -> web.AppRunner:
-    runner = web.AppRunner(create_app(config, broker), access_log=None, handle_signals=False)
+    # Idle keep-alive connections close after IDLE_TIMEOUT (aiohttp's default is an hour).
+    runner = web.AppRunner(create_app(config, broker), access_log=None, handle_signals=False,
+                           keepalive_timeout=connections.IDLE_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, config.webhook.host, config.webhook.port, backlog=1024)
+    assert runner.server is not None
+    limit, backlog = fdlimit.http_sizes()
+    gate = connections.ConnectionGate(runner.server, limit)
+    site = connections.GatedSite(runner, config.webhook.host, config.webhook.port, gate, backlog)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
         raise OSError(f"webhook.listen {config.webhook.listen}: cannot listen: {exc.strerror}") from None
-    log.info("http: listening on http://%s", config.webhook.listen)
+    log.info("http: listening on http://%s (at most %d connections)", config.webhook.listen, limit)
     return runner

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookbus.bus.event import EventError, _checked_event, _plain_event, parse_event
+from hookbus.bus.event import MAX_DEPTH, EventError, _checked_event, _plain_event, parse_event
 
 from .conftest import free_port, write_config
 
@@ -77,6 +77,27 @@ def test_the_one_pass_check_accepts_only_what_the_full_check_accepts(obj: dict[s
         return  # left to the full check, which the test above covers
     assert quick == _checked_event(obj)
     assert parse_event(obj) == quick
+
+
+def reference_depth(value: Any) -> int:
+    """Levels of arrays and objects, the plain recursive way (fine for generated sizes)."""
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+    return 0 if children is None else 1 + max((reference_depth(c) for c in children), default=0)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, MAX_DEPTH + 8), json_values, st.lists(st.booleans(), min_size=MAX_DEPTH + 8, max_size=MAX_DEPTH + 8))
+def test_the_depth_limit_is_exact(wraps: int, leaf: Any, as_object: list[bool]) -> None:
+    data = leaf
+    for i in range(wraps):
+        data = {"k": data} if as_object[i] else [data]
+    try:
+        parse_event({**VALID, "data": data})
+    except EventError as exc:
+        assert exc.field == "data" and str(MAX_DEPTH) in exc.message
+        assert reference_depth(data) > MAX_DEPTH
+        return
+    assert reference_depth(data) <= MAX_DEPTH
 
 
 class Server:

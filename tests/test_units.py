@@ -446,6 +446,8 @@ def jsonl(name: str = "audit", **over: Any) -> dict[str, Any]:
     ({"webhook": {"listen": "0.0.0.0:8765"}}, "webhook.listen: 0.0.0.0:8765 is not a loopback address"),
     ({"webhook": {"listen": "192.168.1.5:8765"}}, "set webhook.tokens or webhook.hmac_secrets"),
     ({"webhook": {"listen": "backup-host:8765"}}, "webhook.listen:"),
+    ({"webhook": {"hmac_secrets": ["whsec_not*base64"]}}, "webhook.hmac_secrets[0]: Value error, a whsec_ secret must be base64"),
+    ({"webhook": {"hmac_secrets": ["x" * 20, "whsec_c2hvcnQ="]}}, "webhook.hmac_secrets[1]: Value error, a whsec_ secret must be"),
 ])
 def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
     assert message in config_error(raw)
@@ -456,7 +458,7 @@ def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
     {"listen": "localhost:8765"},
     {"listen": "[::1]:8765"},
     {"listen": "0.0.0.0:8765", "tokens": ["a-long-token"]},
-    {"listen": "0.0.0.0:8765", "hmac_secrets": ["whsec_c2VjcmV0"]},
+    {"listen": "0.0.0.0:8765", "hmac_secrets": ["whsec_c2VjcmV0LXNpZ25pbmcta2V5LTI0Ynl0ZXM="]},
     {"listen": "0.0.0.0:8765", "enabled": False},
 ])
 def test_config_listen_accepted(webhook: dict[str, Any]) -> None:
@@ -466,13 +468,13 @@ def test_config_listen_accepted(webhook: dict[str, Any]) -> None:
 def test_config_env_and_file_values_resolve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOOKBUS_UNIT_TOKEN", "tok-from-env-4711")
     secret_file = tmp_path / "hmac"
-    secret_file.write_text("whsec_ZmlsZS1zZWNyZXQ=\n")
+    secret_file.write_text("whsec_ZmlsZS1zZWNyZXQtb2YtMjQtYnl0ZXMh\n")
     config = build_config({
         "webhook": {"tokens": ["env:HOOKBUS_UNIT_TOKEN", "inline-token"], "hmac_secrets": [f"file:{secret_file}"]},
         "subscribers": [jsonl(path="env:HOOKBUS_UNIT_TOKEN")],
     }, "test")
     assert config.webhook.tokens == ["tok-from-env-4711", "inline-token"]
-    assert config.webhook.hmac_secrets == ["whsec_ZmlsZS1zZWNyZXQ="]  # trailing newline gone
+    assert config.webhook.hmac_secrets == ["whsec_ZmlsZS1zZWNyZXQtb2YtMjQtYnl0ZXMh"]  # trailing newline gone
     assert config.subscriber("audit").path == Path("tok-from-env-4711")
     with pytest.raises(ConfigError, match="no subscriber named 'ops'"):
         config.subscriber("ops")
@@ -564,15 +566,29 @@ def test_signature_tampering_fails(msg_id: str, ts_shift: int, body: bytes, sign
         signing.verify([SECRET], msg_id, str(ts), h["webhook-signature"] if signature is None else signature, body, now=now)
 
 
-def test_signature_timestamp_must_be_an_integer() -> None:
-    with pytest.raises(signing.SignatureError, match="integer"):
-        signing.verify([SECRET], "m", "yesterday", "v1,AAAA", BODY)
+@pytest.mark.parametrize("timestamp", ["yesterday", "9" * 400, "１７００００００００", "1_700_000_000", " 1700000000", "-1", "1e9"])
+def test_signature_timestamp_must_be_ascii_digits(timestamp: str) -> None:
+    with pytest.raises(signing.SignatureError, match="ASCII digits"):
+        signing.verify([SECRET], "m", timestamp, "v1,AAAA", BODY)
+
+
+def test_signature_with_non_ascii_bytes_is_a_verdict_not_an_error() -> None:
+    now = 1_700_000_000
+    for msg_id, signature in (("m", "v1,\u00e9\udcff"), ("m-\udcff", "v1,AAAA")):
+        with pytest.raises(signing.SignatureError, match="does not match"):
+            signing.verify([SECRET], msg_id, str(now), signature, BODY, now=now)
 
 
 def test_whsec_secret_is_base64() -> None:
-    assert signing.sign("whsec_" + base64.b64encode(b"raw").decode(), "m", 1, BODY) == signing.sign("raw", "m", 1, BODY)
+    raw = "a-raw-key-of-24-bytes-ok"
+    assert signing.sign("whsec_" + base64.b64encode(raw.encode()).decode(), "m", 1, BODY) == signing.sign(raw, "m", 1, BODY)
     with pytest.raises(ValueError, match="base64"):
         signing.secret_bytes("whsec_not base64!")
+    for short in ("whsec_", "whsec_" + base64.b64encode(b"raw").decode()):
+        with pytest.raises(ValueError, match="16 to 256 bytes"):
+            signing.secret_bytes(short)
+    with pytest.raises(ValueError, match="empty"):
+        signing.secret_bytes("")
 
 
 # -- outbound HTTP --------------------------------------------------------------------------------
