@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from . import protocol
 from .config import BusSettings
-from .curve import apply_client, parse_certificate
+from .credentials import NoCredential, apply_credential, find_credential
 
 log = logging.getLogger("hookbus.client")
 
@@ -32,13 +32,14 @@ class BrokerRefused(ValueError):
 
 
 def configure_client_socket(sock: zmq.asyncio.Socket, bus: BusSettings) -> None:
+    """Reconnect quickly, and speak CURVE with this client's credential, pinned to
+    the broker's public key: a process squatting the port cannot complete the
+    handshake, so nothing is sent to it and no answer of its is read.
+    Raise NoCredential when there is none (see credentials.find_credential)."""
     sock.linger = 0
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    if bus.curve_public_key:
-        if not bus.curve_client_key:
-            raise ValueError("bus.curve_client_key: required when bus.curve_public_key is set")
-        apply_client(sock, bus.curve_public_key, parse_certificate(bus.curve_client_key, "bus.curve_client_key"))
+    apply_credential(sock, find_credential(bus))
 
 
 class ControlClient:
@@ -61,7 +62,11 @@ class ControlClient:
     def _socket(self) -> zmq.asyncio.Socket:
         if self._sock is None:
             sock = self.ctx.socket(zmq.DEALER)
-            configure_client_socket(sock, self.bus)
+            try:
+                configure_client_socket(sock, self.bus)
+            except NoCredential as exc:
+                sock.close(linger=0)
+                raise BrokerUnavailable(str(exc)) from None
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -125,7 +130,13 @@ class ControlClient:
         raise BrokerUnavailable(f"broker at {self.bus.control} did not answer within {timeout:.0f}s")
 
     async def publish(self, bodies: list[bytes], *, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Publish CloudEvent JSON bodies; return [{"id", "seq", "duplicate"}] once durable."""
+        """Publish CloudEvent JSON bodies; return [{"id", "seq", "duplicate"}] once durable.
+        Raise BrokerRefused at once for a body the broker's frame limit would drop."""
+        limit = protocol.max_frame_bytes(self.bus.max_event_bytes)
+        for index, body in enumerate(bodies):
+            if len(body) > limit:
+                raise BrokerRefused({"error": f"event of {len(body)} bytes: the bus takes at most {limit} "
+                                              "(4 × bus.max_event_bytes)", "field": "event", "index": index})
         info, _ = await self.request(protocol.PUB, {}, bodies, timeout=timeout, attempt_timeout=5.0)
         accepted: list[dict[str, Any]] = info["accepted"]
         return accepted
