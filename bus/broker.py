@@ -23,7 +23,7 @@ import zmq.asyncio
 from . import commands, protocol
 from .commands import BadRequest
 from .config import Config, is_local_endpoint
-from .credentials import authorized, ensure_keys
+from .credentials import authorized, ensure_keys, key_folders
 from .curve import apply_server
 from .event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
 from .journal import Accepted, Journal, JournalError
@@ -104,7 +104,7 @@ class Broker:
         self._configure(router, xpub)
         for sock in (router, xpub):
             apply_server(sock, keys)
-        self._zap = ZapHandler(self.ctx, lambda: authorized(self.bus))
+        self._zap = ZapHandler(self.ctx, lambda: authorized(self.bus), [f for f, _ in key_folders(self.bus)])
         try:
             self._zap.start()
             router.bind(self.bus.control)

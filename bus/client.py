@@ -125,6 +125,10 @@ class ControlClient:
                 return info, reply[3:]
         finally:
             self._waiting.pop(req, None)
+        if not self._waiting:
+            # libzmq gives up on a connection whose handshake was refused (a process squatting the
+            # port, a key not yet authorized): the next request starts on a new socket.
+            self._drop_socket()
         if busy:
             raise BrokerUnavailable(f"broker at {self.bus.control} could not commit within {timeout:.0f}s: {busy}")
         raise BrokerUnavailable(f"broker at {self.bus.control} did not answer within {timeout:.0f}s")
@@ -141,13 +145,16 @@ class ControlClient:
         accepted: list[dict[str, Any]] = info["accepted"]
         return accepted
 
-    def close(self) -> None:
+    def _drop_socket(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             self._reader = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+
+    def close(self) -> None:
+        self._drop_socket()
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()

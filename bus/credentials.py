@@ -190,20 +190,24 @@ def grant(bus: BusSettings, role: str, dest: Path, user: str | None = None) -> P
     return public
 
 
-def authorized(bus: BusSettings) -> dict[bytes, str]:
-    """Every client public key the broker accepts (z85) → its role.
-
-    data_dir/keys/{operate,publish}/*.key; and, from bus.curve_authorized_keys,
-    its own *.key and operate/*.key (operate: the cross-host subscribers it was
-    made for) and publish/*.key (publish only)."""
-    found: dict[bytes, str] = {}
+def key_folders(bus: BusSettings) -> list[tuple[Path, str]]:
+    """Where the broker finds the client public keys it accepts, and their role:
+    data_dir/keys/{publish,operate}/*.key; and, from bus.curve_authorized_keys,
+    its publish/*.key (publish only), its own *.key and operate/*.key (operate:
+    the cross-host subscribers it was made for). Operate, read last, wins."""
     folders = [(keys_dir(bus) / PUBLISH, PUBLISH), (keys_dir(bus) / OPERATE, OPERATE)]
     if bus.curve_authorized_keys is not None:
         extra = bus.curve_authorized_keys
         folders += [(extra / PUBLISH, PUBLISH), (extra, OPERATE), (extra / OPERATE, OPERATE)]
-    for folder, role in folders:
+    return folders
+
+
+def authorized(bus: BusSettings) -> dict[bytes, str]:
+    """Every client public key the broker accepts (z85) → its role."""
+    found: dict[bytes, str] = {}
+    for folder, role in key_folders(bus):
         for key in _public_keys(folder):
-            found[key] = role  # operate, read last, wins over publish for a key in both
+            found[key] = role
     return found
 
 

@@ -274,13 +274,7 @@ class SubscriberRunner:
 
     async def _follow_socket(self) -> None:
         """In a process of its own, live events come over the broker's XPUB socket."""
-        sock = self.ctx.socket(zmq.SUB)
-        configure_client_socket(sock, self.bus)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.subscribe(b"")  # every seq, so that gaps are visible
-        sock.connect(self.bus.publish)
-        # Once woken, take everything already queued without a future per message.
-        raw: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        sock, raw = self._live_socket()
         silent_ms = int(3000 * self.bus.heartbeat)
         try:
             while True:
@@ -288,7 +282,11 @@ class SubscriberRunner:
                 behind = self.high < self.target
                 if not await sock.poll(50 if behind else silent_ms):  # POLLIN
                     if not behind:
-                        log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_ms / 1000)
+                        # libzmq does not reconnect after a refused handshake (e.g. a process held the
+                        # port while the broker restarted): connect afresh. PINGs keep the target meanwhile.
+                        log.debug("subscriber %s: no heartbeat from broker for %.0fs; reconnecting", self.name, silent_ms / 1000)
+                        sock.close(linger=0)
+                        sock, raw = self._live_socket()
                     continue
                 for _ in range(MAX_INFLIGHT):
                     try:
@@ -298,6 +296,16 @@ class SubscriberRunner:
                     self._on_frames(frames)
         finally:
             sock.close(linger=0)
+
+    def _live_socket(self) -> tuple[zmq.asyncio.Socket, zmq.Socket[bytes]]:
+        """A SUB socket on the broker's publish socket, and a plain shadow of it that
+        takes everything already queued without a future per message."""
+        sock = self.ctx.socket(zmq.SUB)
+        configure_client_socket(sock, self.bus)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.subscribe(b"")  # every seq, so that gaps are visible
+        sock.connect(self.bus.publish)
+        return sock, zmq.Socket.shadow(sock.underlying)
 
     def _on_frames(self, frames: list[bytes]) -> None:
         """One live message, checked: a malformed one is logged and skipped, never

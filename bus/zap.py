@@ -6,16 +6,18 @@ with its role as the ZAP User-Id, which the broker reads off every request
 its requests never reach the broker at all. The live stream (XPUB) carries
 every event, so only operate keys may subscribe to it.
 
-A key not in the lists sends the handler back to the key folders (at most once
-a second), so a credential written by `hookbus grant` works without a restart.
+A key not in the lists sends the handler back to the key folders when one of
+them changed, so a credential written by `hookbus grant` works without a
+restart. (It must work on the first try: libzmq does not reconnect a client
+that was refused.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
@@ -28,15 +30,26 @@ log = logging.getLogger("hookbus.zap")
 ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
 CONTROL_DOMAIN, LIVE_DOMAIN = b"control", b"live"
 ALLOWED = {CONTROL_DOMAIN: {PUBLISH, OPERATE}, LIVE_DOMAIN: {OPERATE}}
-RELOAD_EVERY = 1.0
+
+
+def _stamp(folders: list[Path]) -> tuple[int, ...]:
+    """When each folder last changed (a key added or removed), -1 for none."""
+    stamps = []
+    for folder in folders:
+        try:
+            stamps.append(folder.stat().st_mtime_ns)
+        except OSError:
+            stamps.append(-1)
+    return tuple(stamps)
 
 
 class ZapHandler:
-    def __init__(self, ctx: zmq.asyncio.Context, load: Callable[[], dict[bytes, str]]) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, load: Callable[[], dict[bytes, str]], folders: list[Path]) -> None:
         self.ctx = ctx
         self._load = load
+        self._folders = folders
+        self._stamp = _stamp(folders)
         self.keys = load()
-        self._loaded_at = time.monotonic()
         self._sock: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -56,9 +69,9 @@ class ZapHandler:
 
     def role_of(self, public_key: bytes) -> str | None:
         role = self.keys.get(public_key)
-        if role is None and time.monotonic() - self._loaded_at >= RELOAD_EVERY:
+        if role is None and (stamp := _stamp(self._folders)) != self._stamp:
+            self._stamp = stamp
             self.keys = self._load()
-            self._loaded_at = time.monotonic()
             role = self.keys.get(public_key)
         return role
 
