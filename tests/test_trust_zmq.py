@@ -346,13 +346,17 @@ class FakeBroker:
 
     def __init__(self, site: Site, ctx: zmq.Context[Any]) -> None:
         from hookbus.bus.config import BusSettings
-        from hookbus.bus.credentials import ensure_keys
         from hookbus.bus.curve import apply_server
 
-        keys = ensure_keys(BusSettings(data_dir=site.root / "var"))
         self.router, self.xpub = open_socket(ctx, zmq.ROUTER), open_socket(ctx, zmq.XPUB)
-        for sock in (self.router, self.xpub):
-            apply_server(sock, keys)
+        try:
+            from hookbus.bus.credentials import ensure_keys
+        except ImportError:  # the code before trust boundaries: no keys
+            pass
+        else:
+            keys = ensure_keys(BusSettings(data_dir=site.root / "var"))
+            for sock in (self.router, self.xpub):
+                apply_server(sock, keys)
         self.router.bind(site.control)
         self.xpub.bind(site.publish)
         self.events: list[bytes] = []
