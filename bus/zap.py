@@ -6,10 +6,10 @@ with its role as the ZAP User-Id, which the broker reads off every request
 its requests never reach the broker at all. The live stream (XPUB) carries
 every event, so only operate keys may subscribe to it.
 
-A key not in the lists sends the handler back to the key folders when one of
-them changed, so a credential written by `hookbus grant` works without a
-restart. (It must work on the first try: libzmq does not reconnect a client
-that was refused.)
+The handler reads the key folders again whenever one of them changed (a few
+stat calls per connection), so a credential written by `hookbus grant` works
+without a restart, on its first try (libzmq does not reconnect a client that
+was refused), and a deleted key is refused from the next connection on.
 """
 
 from __future__ import annotations
@@ -68,12 +68,10 @@ class ZapHandler:
             self._sock.close(linger=0)
 
     def role_of(self, public_key: bytes) -> str | None:
-        role = self.keys.get(public_key)
-        if role is None and (stamp := _stamp(self._folders)) != self._stamp:
+        if (stamp := _stamp(self._folders)) != self._stamp:
             self._stamp = stamp
             self.keys = self._load()
-            role = self.keys.get(public_key)
-        return role
+        return self.keys.get(public_key)
 
     def decide(self, frames: list[bytes]) -> list[bytes]:
         """Given a ZAP request, return the reply: 200 with the role as User-Id, or 400."""
