@@ -154,7 +154,7 @@ async def test_a_dealer_without_credential_gets_nothing_and_changes_nothing(site
     await start_broker(site, procs, "serve", heartbeat=0.2)
     code, out = await run("emit", "--config", str(site.config), "backup.log", "--data", '{"n": 1}')
     assert code == 0, out  # the user that runs hookbus publishes with no configuration at all
-    await wait_for(lambda: len(read_jsonl(site.root / "audit.jsonl")) == 1, 20, "the audit subscriber to deliver seq 1")
+    await wait_for(lambda: status(site)["subscribers"][0]["cursor"] == 1, 20, "the audit subscriber's cursor at seq 1")
     before = status(site)
 
     stranger = dealer(zctx, site.control)
