@@ -37,10 +37,11 @@ _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _LAST = int(zmq.NOBLOCK)
 
 # Memory stays bounded whatever clients send or fail to read (DESIGN §13):
-MAX_REQUESTS = 256  # control requests in progress; beyond, the ROUTER queues, then its peers' sends block
+MAX_REQUESTS = 128  # control requests in progress; beyond, the ROUTER queues, then its peers' sends block
 CONTROL_RCVHWM = 100  # requests queued per connection before its sender is slowed (TCP backpressure)
-CONTROL_SNDHWM = 8  # replies queued per connection that does not read them; beyond, dropped (clients resend)
-FETCH_REPLY_BYTES = 2 << 20  # event bytes in one FETCH answer (at least one event)
+CONTROL_SNDHWM = 16  # replies queued per connection; beyond, a reply waits for room (a publisher's window
+REPLY_PATIENCE = 0.25  # of acks settles at once) at most this long, then is dropped (the client resends)
+FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 32 MiB per connection that stops reading
 FETCH_READ_BYTES = 32 << 20  # at most this much read from the journal for one FETCH (limit × max_event_bytes)
 LIVE_BODY_MAX = 32 << 10  # larger events go live as a bare "head is seq" notice: subscribers read them from the journal
 XPUB_QUEUE_BYTES = 32 << 20  # per subscriber connection that does not read: SNDHWM = this / LIVE_BODY_MAX
@@ -55,6 +56,7 @@ class Broker:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self._tasks: list[asyncio.Task[None]] = []
         self._router: zmq.asyncio.Socket | None = None
+        self._router_raw: zmq.Socket[bytes] | None = None  # replies: sent without blocking, see _send_reply
         # XPUB is used through a plain (not asyncio) shadow of the socket, never
         # blocking: an asyncio socket's send costs a Future and an events check per
         # message, a large share of the broker's time per event.
@@ -115,6 +117,7 @@ class Broker:
             await self._zap.stop()
             raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
         self._router, self._xpub_async, self._xpub = router, xpub, zmq.Socket.shadow(xpub.underlying)
+        self._router_raw = zmq.Socket.shadow(router.underlying)
         self._tasks = [
             asyncio.create_task(self._serve_control(), name="broker-control"),
             asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
@@ -130,7 +133,7 @@ class Broker:
         router.setsockopt(zmq.MAXMSGSIZE, protocol.max_frame_bytes(self.bus.max_event_bytes))
         router.setsockopt(zmq.RCVHWM, CONTROL_RCVHWM)
         router.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue says so (EAGAIN) instead of dropping silently
         router.zap_domain = CONTROL_DOMAIN
         xpub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX)
         xpub.setsockopt(zmq.SNDHWM, XPUB_QUEUE_BYTES // LIVE_BODY_MAX)
@@ -143,7 +146,7 @@ class Broker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # A commit settled after this point must not send through the shadow of a closed socket.
         self._topics.clear()
-        self._xpub = None
+        self._xpub = self._router_raw = None
         for sock in (self._router, self._xpub_async):
             if sock is not None:
                 sock.close(linger=0)
@@ -251,11 +254,28 @@ class Broker:
         except Exception as exc:  # answer anyway: a client waiting on a reply must not hang
             log.exception("control command %r failed", command)
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"internal error: {type(exc).__name__}"})]
-        assert self._router is not None
-        try:
-            await self._router.send_multipart(reply)
-        except zmq.ZMQError as exc:
-            log.debug("control reply not sent: %s", exc)
+        await self._send_reply(reply)
+
+    async def _send_reply(self, reply: list[bytes]) -> None:
+        """Send a reply when its connection's queue has room: a burst waits a moment;
+        a client that does not read gets its replies dropped after REPLY_PATIENCE,
+        so its queue (and the broker's memory) stays bounded."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLY_PATIENCE
+        pause = 0.001
+        while self._router_raw is not None:
+            try:
+                self._router_raw.send_multipart(reply, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if loop.time() >= deadline:
+                    log.debug("control reply dropped: the client is not reading")
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            except zmq.ZMQError as exc:  # EHOSTUNREACH: the client is gone
+                log.debug("control reply not sent: %s", exc)
+                return
 
     async def _on_pub(self, _: commands.Empty, bodies: list[bytes]) -> tuple[Any, list[bytes]]:
         events = []
