@@ -41,8 +41,7 @@ MAX_REQUESTS = 128  # control requests in progress; beyond, the ROUTER queues, t
 CONTROL_RCVHWM = 100  # requests queued per connection before its sender is slowed (TCP backpressure)
 CONTROL_SNDHWM = 16  # replies queued per connection; beyond, a reply waits for room (a publisher's window
 REPLY_PATIENCE = 0.25  # of acks settles at once) at most this long, then is dropped (the client resends)
-FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 32 MiB per connection that stops reading
-FETCH_READ_BYTES = 32 << 20  # at most this much read from the journal for one FETCH (limit × max_event_bytes)
+FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 8 MiB queued per connection
 LIVE_BODY_MAX = 32 << 10  # larger events go live as a bare "head is seq" notice: subscribers read them from the journal
 XPUB_QUEUE_BYTES = 32 << 20  # per subscriber connection that does not read: SNDHWM = this / LIVE_BODY_MAX
 SUBSCRIPTION_MAX = 4096  # an XPUB subscription message is a topic prefix
@@ -296,14 +295,8 @@ class Broker:
 
     async def _on_fetch(self, req: commands.Fetch, _: list[bytes]) -> tuple[Any, list[bytes]]:
         matcher = compile_globs(req.events).match if req.events is not None else None
-        limit = max(1, min(req.limit, FETCH_READ_BYTES // self.bus.max_event_bytes))
-        stored, scanned = await asyncio.to_thread(self.journal.read, req.after, limit, matcher)
-        size = 0
-        for count, event in enumerate(stored):  # an answer of at most FETCH_REPLY_BYTES: the rest next time
-            size += len(event.body)
-            if size > FETCH_REPLY_BYTES and count:
-                stored, scanned = stored[:count], stored[count - 1].seq
-                break
+        stored, scanned = await asyncio.to_thread(self.journal.read, req.after, req.limit, matcher,
+                                                  max_bytes=FETCH_REPLY_BYTES)  # the rest next time
         meta = {"seqs": [e.seq for e in stored], "scanned_to": scanned, "head": self.head}
         return meta, [e.body for e in stored]
 

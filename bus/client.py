@@ -66,7 +66,7 @@ class ControlClient:
                 configure_client_socket(sock, self.bus)
             except NoCredential as exc:
                 sock.close(linger=0)
-                raise BrokerUnavailable(str(exc)) from None
+                raise BrokerUnavailable(f"broker at {self.bus.control}: {exc}") from None
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
