@@ -55,7 +55,6 @@ class Broker:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self._tasks: list[asyncio.Task[None]] = []
         self._router: zmq.asyncio.Socket | None = None
-        self._router_raw: zmq.Socket[bytes] | None = None  # replies: sent without blocking, see _send_reply
         # XPUB is used through a plain (not asyncio) shadow of the socket, never
         # blocking: an asyncio socket's send costs a Future and an events check per
         # message, a large share of the broker's time per event.
@@ -68,6 +67,7 @@ class Broker:
         self._topics: set[bytes] = set()
         self._zap: ZapHandler | None = None
         self._slots = asyncio.Semaphore(MAX_REQUESTS)
+        self._replying = True  # until stop(): replies settled later are not sent on a closed socket
         # Subscribers running in this process: handed every event fanned out (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
@@ -116,7 +116,6 @@ class Broker:
             await self._zap.stop()
             raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
         self._router, self._xpub_async, self._xpub = router, xpub, zmq.Socket.shadow(xpub.underlying)
-        self._router_raw = zmq.Socket.shadow(router.underlying)
         self._tasks = [
             asyncio.create_task(self._serve_control(), name="broker-control"),
             asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
@@ -145,7 +144,8 @@ class Broker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # A commit settled after this point must not send through the shadow of a closed socket.
         self._topics.clear()
-        self._xpub = self._router_raw = None
+        self._xpub = None
+        self._replying = False
         for sock in (self._router, self._xpub_async):
             if sock is not None:
                 sock.close(linger=0)
@@ -262,9 +262,11 @@ class Broker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REPLY_PATIENCE
         pause = 0.001
-        while self._router_raw is not None:
+        while self._replying and self._router is not None:
             try:
-                self._router_raw.send_multipart(reply, flags=zmq.NOBLOCK)
+                # Through the asyncio socket (never its plain shadow): it must see what a send
+                # does to the socket's edge-triggered wake-ups, or a waiting recv could sleep on.
+                await self._router.send_multipart(reply, flags=zmq.NOBLOCK)
                 return
             except zmq.Again:
                 if loop.time() >= deadline:
