@@ -38,10 +38,12 @@ _LAST = int(zmq.NOBLOCK)
 
 # Memory stays bounded whatever clients send or fail to read (DESIGN §13):
 MAX_REQUESTS = 128  # control requests in progress; beyond, the ROUTER queues, then its peers' sends block
+MAX_READS = 16  # of them, requests with large answers (FETCH, REPLAYS, STATUS): ≤ 16 × 512 KiB held
+READS = frozenset({protocol.FETCH, protocol.REPLAYS, protocol.STATUS})
 CONTROL_RCVHWM = 100  # requests queued per connection before its sender is slowed (TCP backpressure)
-CONTROL_SNDHWM = 16  # replies queued per connection; beyond, a reply waits for room (a publisher's window
+CONTROL_SNDHWM = 8  # replies queued per connection; beyond, a reply waits for room (a publisher's window
 REPLY_PATIENCE = 0.25  # of acks settles at once) at most this long, then is dropped (the client resends)
-FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 8 MiB queued per connection
+FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 4 MiB queued per connection
 LIVE_BODY_MAX = 4 << 10  # larger events go live as a bare "head is seq" notice: subscribers read them from the journal
 XPUB_QUEUE_BYTES = 32 << 20  # per subscriber connection that does not read: SNDHWM = this / LIVE_BODY_MAX
 SUBSCRIPTION_MAX = 4096  # an XPUB subscription message is a topic prefix
@@ -67,6 +69,7 @@ class Broker:
         self._topics: set[bytes] = set()
         self._zap: ZapHandler | None = None
         self._slots = asyncio.Semaphore(MAX_REQUESTS)
+        self._reads = asyncio.Semaphore(MAX_READS)
         self._replying = True  # until stop(): replies settled later are not sent on a closed socket
         # Subscribers running in this process: handed every event fanned out (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
@@ -228,7 +231,11 @@ class Broker:
 
     async def _answer(self, frames: list[bytes], role: str | None) -> None:
         try:
-            await self._reply(frames, role)
+            if frames[1] in READS:  # large answers: few at a time, from the read to the send
+                async with self._reads:
+                    await self._reply(frames, role)
+            else:
+                await self._reply(frames, role)
         finally:
             self._slots.release()
 

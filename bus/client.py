@@ -64,9 +64,9 @@ class ControlClient:
             sock = self.ctx.socket(zmq.DEALER)
             try:
                 configure_client_socket(sock, self.bus)
-            except NoCredential as exc:
+            except BaseException:
                 sock.close(linger=0)
-                raise BrokerUnavailable(f"broker at {self.bus.control}: {exc}") from None
+                raise
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -93,7 +93,16 @@ class ControlClient:
         Raise BrokerUnavailable after `timeout` seconds without an answer,
         BrokerRefused when the broker answers ERR.
         """
-        sock = self._socket()
+        try:
+            sock = self._socket()
+        except NoCredential:
+            # As if the broker did not answer, but paced: callers retry at once (a subscriber's hello,
+            # a run's spool), and the broker may be writing the keys at its first start right now.
+            await asyncio.sleep(min(timeout, 1.0))
+            try:
+                sock = self._socket()
+            except NoCredential as exc:
+                raise BrokerUnavailable(f"broker at {self.bus.control}: {exc}") from None
         req = self._prefix + next(self._ids).to_bytes(8, "big")
         frames = [command, req, orjson.dumps(payload if payload is not None else {}), *(bodies or [])]
         loop = asyncio.get_running_loop()

@@ -237,6 +237,28 @@ async def test_check_config_refuses_a_non_loopback_endpoint_without_curve(tmp_pa
     assert code == 2 and "bus.control" in out and "curve_secret_key" in out, out
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+async def test_grant_to_another_user_writes_a_file_only_that_user_reads(site: Site, tmp_path: Path) -> None:
+    import pwd
+
+    site.configure([])
+    dest = tmp_path / "nobody" / "credential"
+    code, out = await run("grant", "publish", "--config", str(site.config), "--to", str(dest), "--user", "nobody")
+    assert code == 0, out
+    info = dest.stat()
+    assert info.st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(info.st_mode) == 0o600
+    assert "HOOKBUS_CREDENTIAL" in out
+
+
+async def test_a_key_folder_others_can_read_is_refused_at_start(site: Site, procs: Any) -> None:
+    site.configure([])
+    code, out = await run("grant", "publish", "--config", str(site.config), "--to", str(site.root / "c"))
+    assert code == 0, out  # the keys exist now
+    (site.root / "var" / "keys").chmod(0o755)
+    code, out = await run("broker", "--config", str(site.config), timeout=30)
+    assert code == 1 and "keys" in out and "chmod go-rwx" in out, out
+
+
 # -- control inputs ------------------------------------------------------------------
 
 async def test_control_inputs_are_checked(site: Site, procs: Any, zctx: Any) -> None:
