@@ -20,12 +20,15 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from . import protocol
-from .config import Config
-from .curve import apply_server, parse_certificate
+from . import commands, protocol
+from .commands import BadRequest
+from .config import Config, is_local_endpoint
+from .credentials import authorized, ensure_keys, key_folders
+from .curve import apply_server
 from .event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
 from .journal import Accepted, Journal, JournalError, LeaseHeld
 from .redact import clean_event, redact_text
+from .zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
 
 log = logging.getLogger("hookbus.broker")
 
@@ -33,6 +36,18 @@ HOSTNAME = socket.gethostname()
 DELIVERY_FAILED = "hookbus.delivery.failed"
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _LAST = int(zmq.NOBLOCK)
+
+# Memory stays bounded whatever clients send or fail to read (DESIGN §13):
+MAX_REQUESTS = 128  # control requests in progress; beyond, the ROUTER queues, then its peers' sends block
+MAX_READS = 16  # of them, requests with large answers (FETCH, REPLAYS, STATUS): ≤ 16 × 512 KiB held
+READS = frozenset({protocol.FETCH, protocol.REPLAYS, protocol.STATUS})
+CONTROL_RCVHWM = 100  # requests queued per connection before its sender is slowed (TCP backpressure)
+CONTROL_SNDHWM = 8  # replies queued per connection; beyond, a reply waits for room (a publisher's window
+REPLY_PATIENCE = 0.25  # of acks settles at once) at most this long, then is dropped (the client resends)
+FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 4 MiB queued per connection
+LIVE_BODY_MAX = 4 << 10  # larger events go live as a bare "head is seq" notice: subscribers read them from the journal
+XPUB_QUEUE_BYTES = 32 << 20  # per subscriber connection that does not read: SNDHWM = this / LIVE_BODY_MAX
+SUBSCRIPTION_MAX = 4096  # an XPUB subscription message is a topic prefix
 
 
 class Broker:
@@ -53,7 +68,10 @@ class Broker:
         # in-process subscribers are handed events directly, and a subscriber that
         # connects later starts from its cursor in the journal anyway.
         self._topics: set[bytes] = set()
-        self._auth: Any = None
+        self._zap: ZapHandler | None = None
+        self._slots = asyncio.Semaphore(MAX_REQUESTS)
+        self._reads = asyncio.Semaphore(MAX_READS)
+        self._replying = True  # until stop(): replies settled later are not sent on a closed socket
         # Subscribers running in this process: handed every event fanned out (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
@@ -62,7 +80,7 @@ class Broker:
         # subscriber told of that would read from the journal what is about to come live.
         self.head = journal.last_seq
         self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
-        self._handlers: dict[bytes, Callable[[dict[str, Any], list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
+        self._handlers: dict[bytes, Callable[[Any, list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
             protocol.FETCH: self._on_fetch,
             protocol.HELLO: self._on_hello,
@@ -79,21 +97,27 @@ class Broker:
     # -- life cycle --------------------------------------------------------
 
     async def start(self) -> None:
+        for key in ("control", "publish"):
+            if not is_local_endpoint(getattr(self.bus, key)) and not self.bus.curve_secret_key:
+                raise OSError(f"bus.{key}: {getattr(self.bus, key)} is not a loopback address; the broker serves "
+                              "beyond loopback only with keys of its own: set bus.curve_secret_key and bus.curve_authorized_keys")
+        if self.bus.curve_authorized_keys is not None and not self.bus.curve_authorized_keys.is_dir():
+            raise OSError("bus.curve_authorized_keys: must name a folder of client public certificates")
+        keys = await asyncio.to_thread(ensure_keys, self.bus)
         router = self.ctx.socket(zmq.ROUTER)
         xpub = self.ctx.socket(zmq.XPUB)
+        self._configure(router, xpub)
         for sock in (router, xpub):
-            sock.linger = 0
-            sock.setsockopt(zmq.SNDHWM, 100_000)
-            sock.setsockopt(zmq.RCVHWM, 100_000)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        if self.bus.curve_secret_key:
-            self._start_curve(router, xpub)
+            apply_server(sock, keys)
+        self._zap = ZapHandler(self.ctx, lambda: authorized(self.bus), [f for f, _ in key_folders(self.bus)])
         try:
+            self._zap.start()
             router.bind(self.bus.control)
             xpub.bind(self.bus.publish)
         except zmq.ZMQError as exc:
             router.close()
             xpub.close()
+            await self._zap.stop()
             raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
         self._router, self._xpub_async, self._xpub = router, xpub, zmq.Socket.shadow(xpub.underlying)
         self._tasks = [
@@ -104,17 +128,19 @@ class Broker:
         ]
         log.info("broker: control %s, publish %s, journal %s (head %d)", self.bus.control, self.bus.publish, self.journal.path, self.journal.last_seq)
 
-    def _start_curve(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
-        from zmq.auth.asyncio import AsyncioAuthenticator
-
-        keys = parse_certificate(self.bus.curve_secret_key or "", "bus.curve_secret_key")
-        if not self.bus.curve_authorized_keys or not self.bus.curve_authorized_keys.is_dir():
-            raise OSError("bus.curve_authorized_keys: must name a folder of client public certificates when CURVE is on")
-        self._auth = AsyncioAuthenticator(self.ctx)
-        self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(self.bus.curve_authorized_keys))
+    def _configure(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
+        """Bounds on every queue and message (DESIGN §13); ZAP domains for the roles."""
         for sock in (router, xpub):
-            apply_server(sock, keys)
+            sock.linger = 0
+        router.setsockopt(zmq.MAXMSGSIZE, protocol.max_frame_bytes(self.bus.max_event_bytes))
+        router.setsockopt(zmq.RCVHWM, CONTROL_RCVHWM)
+        router.setsockopt(zmq.SNDHWM, CONTROL_SNDHWM)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full queue says so (EAGAIN) instead of dropping silently
+        router.zap_domain = CONTROL_DOMAIN
+        xpub.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_MAX)
+        xpub.setsockopt(zmq.SNDHWM, XPUB_QUEUE_BYTES // LIVE_BODY_MAX)
+        xpub.setsockopt(zmq.RCVHWM, 1000)
+        xpub.zap_domain = LIVE_DOMAIN
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -123,11 +149,12 @@ class Broker:
         # A commit settled after this point must not send through the shadow of a closed socket.
         self._topics.clear()
         self._xpub = None
+        self._replying = False
         for sock in (self._router, self._xpub_async):
             if sock is not None:
                 sock.close(linger=0)
-        if self._auth is not None:
-            self._auth.stop()
+        if self._zap is not None:
+            await self._zap.stop()
 
     # -- ingest --------------------------------------------------------------
 
@@ -168,9 +195,13 @@ class Broker:
         if self._topics and self._xpub is not None:
             # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
             # (At the high-water mark XPUB drops without a word; subscribers read the gap from the journal.)
-            self._xpub.send(type_.encode(), _MORE)
-            self._xpub.send(protocol.seq_bytes(seq), _MORE)
-            self._xpub.send(body, _LAST)
+            if len(body) > LIVE_BODY_MAX:  # not queued per subscriber: "the head is seq", read from the journal
+                self._xpub.send(protocol.HEARTBEAT_TOPIC, _MORE)
+                self._xpub.send(protocol.seq_bytes(seq), _LAST)
+            else:
+                self._xpub.send(type_.encode(), _MORE)
+                self._xpub.send(protocol.seq_bytes(seq), _MORE)
+                self._xpub.send(body, _LAST)
             self.counters["published"] += 1
         self._tell_listeners(type_, seq, body)
 
@@ -184,23 +215,45 @@ class Broker:
     # -- control socket -----------------------------------------------------
 
     async def _serve_control(self) -> None:
+        """Take requests while fewer than MAX_REQUESTS are in progress: a flood
+        waits in the ROUTER's bounded queue, then in its sender's."""
         assert self._router is not None
         while True:
-            frames = await self._router.recv_multipart()
-            if len(frames) < 4:
+            await self._slots.acquire()
+            try:
+                parts = await self._router.recv_multipart(copy=False)
+            except BaseException:
+                self._slots.release()
+                raise
+            role = parts[0].get("User-Id")  # set by the ZAP handler: the connection's role
+            if len(parts) < 4:
+                self._slots.release()
                 continue
-            asyncio.create_task(self._answer(frames))
+            asyncio.create_task(self._answer([p.bytes for p in parts], role))
 
-    async def _answer(self, frames: list[bytes]) -> None:
-        ident, command, req, payload, bodies = frames[0], frames[1], frames[2], frames[3], frames[4:]
-        handler = self._handlers.get(command)
+    async def _answer(self, frames: list[bytes], role: str | None) -> None:
         try:
-            if handler is None:
-                raise ValueError(f"unknown command {command!r}")
-            info, out = await handler(orjson.loads(payload) if payload else {}, bodies)
+            if frames[1] in READS:  # large answers: few at a time, from the read to the send
+                async with self._reads:
+                    await self._reply(frames, role)
+            else:
+                await self._reply(frames, role)
+        finally:
+            self._slots.release()
+
+    async def _reply(self, frames: list[bytes], role: str | None) -> None:
+        ident, command, req, payload, bodies = frames[0], frames[1], frames[2], frames[3], frames[4:]
+        try:
+            if not commands.may(role, command):
+                raise BadRequest(f"not allowed: {command[:32]!r} needs the operate right; this key may only publish"
+                                 if role else "not allowed: no role", "command")
+            request = commands.parse(command, orjson.loads(payload) if payload else {})
+            info, out = await self._handlers[command](request, bodies)
             reply = [ident, protocol.OK, req, orjson.dumps(info), *out]
         except LeaseHeld as exc:
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc)})]
+        except BadRequest as exc:
+            reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"bad request: {exc}", "field": exc.field})]
         except EventError as exc:
             self.counters["rejected"] += 1
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": str(exc), "field": exc.field, **getattr(exc, "extra", {})})]
@@ -211,13 +264,32 @@ class Broker:
         except Exception as exc:  # answer anyway: a client waiting on a reply must not hang
             log.exception("control command %r failed", command)
             reply = [ident, protocol.ERR, req, orjson.dumps({"error": f"internal error: {type(exc).__name__}"})]
-        assert self._router is not None
-        try:
-            await self._router.send_multipart(reply)
-        except zmq.ZMQError as exc:
-            log.debug("control reply not sent: %s", exc)
+        await self._send_reply(reply)
 
-    async def _on_pub(self, info: dict[str, Any], bodies: list[bytes]) -> tuple[Any, list[bytes]]:
+    async def _send_reply(self, reply: list[bytes]) -> None:
+        """Send a reply when its connection's queue has room: a burst waits a moment;
+        a client that does not read gets its replies dropped after REPLY_PATIENCE,
+        so its queue (and the broker's memory) stays bounded."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REPLY_PATIENCE
+        pause = 0.001
+        while self._replying and self._router is not None:
+            try:
+                # Through the asyncio socket (never its plain shadow): it must see what a send
+                # does to the socket's edge-triggered wake-ups, or a waiting recv could sleep on.
+                await self._router.send_multipart(reply, flags=zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                if loop.time() >= deadline:
+                    log.debug("control reply dropped: the client is not reading")
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            except zmq.ZMQError as exc:  # EHOSTUNREACH: the client is gone
+                log.debug("control reply not sent: %s", exc)
+                return
+
+    async def _on_pub(self, _: commands.Empty, bodies: list[bytes]) -> tuple[Any, list[bytes]]:
         events = []
         for index, body in enumerate(bodies):
             try:
@@ -234,42 +306,47 @@ class Broker:
         accepted = await self.ingest(events)
         return {"accepted": [{"id": a.id, "seq": a.seq, "duplicate": a.duplicate} for a in accepted]}, []
 
-    async def _on_fetch(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        patterns = info.get("events")
-        matcher = compile_globs(patterns).match if patterns is not None else None
-        limit = max(1, min(int(info.get("limit", 500)), 5000))
-        stored, scanned = await asyncio.to_thread(self.journal.read, int(info["after"]), limit, matcher)
+    async def _on_fetch(self, req: commands.Fetch, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        matcher = compile_globs(req.events).match if req.events is not None else None
+        stored, scanned = await asyncio.to_thread(self.journal.read, req.after, req.limit, matcher,
+                                                  max_bytes=FETCH_REPLY_BYTES)  # the rest next time
         meta = {"seqs": [e.seq for e in stored], "scanned_to": scanned, "head": self.head}
         return meta, [e.body for e in stored]
 
-    async def _on_hello(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        name = str(info["name"])
-        if info.get("runner"):  # one live runner per name: a second would deliver everything twice
-            await self.journal.take_lease(name, str(info["runner"]), self._lease_ttl())
+    async def _on_hello(self, req: commands.Hello, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        name = req.name
+        if req.runner:  # one live runner per name: a second would deliver everything twice
+            await self.journal.take_lease(name, req.runner, self._lease_ttl())
         cursor, epoch = self.journal.cursors().get(name, (None, 0))
         if cursor is None:
-            start = info.get("start", "beginning")
-            cursor = self.journal.last_seq if start == "now" else 0
+            cursor = self.journal.last_seq if req.start == "now" else 0
             await self.journal.set_cursor(name, cursor, epoch)
         retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in self.journal.retries(name)]
         self.seen[name] = (time.time(), {})
         return {"cursor": cursor, "epoch": epoch, "head": self.head, "retries": retries,
                 "journal": self.journal.identity}, []
 
-    async def _on_ack(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        ok = await self.journal.set_cursor(str(info["name"]), int(info["cursor"]), int(info["epoch"]))
+    async def _on_ack(self, req: commands.Ack, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        if req.cursor > self.journal.last_seq:  # a cursor past the head would skip events not yet written
+            raise BadRequest(f"cursor: {req.cursor} is beyond the journal head {self.journal.last_seq}", "cursor")
+        ok = await self.journal.set_cursor(req.name, req.cursor, req.epoch)
         return {"ok": ok}, []
 
-    async def _on_retry(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        name, seq = str(info["name"]), int(info["seq"])
-        if int(info["attempts"]) == 0:
-            await self.journal.clear_retry(name, seq)
+    async def _on_retry(self, req: commands.Retry, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        if req.attempts == 0:
+            await self.journal.clear_retry(req.name, req.seq)
         else:
-            await self.journal.set_retry(name, seq, int(info["attempts"]), float(info["next_at"]), str(info.get("error", ""))[:2000])
+            self._check_seq(req.seq)
+            await self.journal.set_retry(req.name, req.seq, req.attempts, req.next_at, req.error[:2000])
         return {}, []
 
-    async def _on_dead(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        name, seq, attempts, error = str(info["name"]), int(info["seq"]), int(info["attempts"]), redact_text(str(info["error"])[:4000])
+    def _check_seq(self, seq: int) -> None:
+        if not 1 <= seq <= self.journal.last_seq:
+            raise BadRequest(f"seq: {seq} is not in the journal (head {self.journal.last_seq})", "seq")
+
+    async def _on_dead(self, req: commands.Dead, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        self._check_seq(req.seq)
+        name, seq, attempts, error = req.name, req.seq, req.attempts, redact_text(req.error[:4000])
         stored = self.journal.get(seq)
         failure = None
         if stored is not None and stored.type != DELIVERY_FAILED:  # never alert on a failed alert: no loops
@@ -292,11 +369,11 @@ class Broker:
                 self._publish(DELIVERY_FAILED, acc.seq, failure[1])
         return {"dead_letter": dead_id}, []
 
-    async def _on_ping(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        name = str(info["name"])
-        self.seen[name] = (time.time(), info.get("stats") or {})
-        if info.get("runner"):
-            await self.journal.renew_lease(name, str(info["runner"]), self._lease_ttl())
+    async def _on_ping(self, req: commands.Ping, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        name = req.name
+        self.seen[name] = (time.time(), dict(req.stats))
+        if req.runner:
+            await self.journal.renew_lease(name, req.runner, self._lease_ttl())
         cursor, epoch = self.journal.cursors().get(name, (0, 0))
         replays = self.journal.count_dead("replaying").get(name, 0)
         return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays}, []
@@ -304,9 +381,9 @@ class Broker:
     def _lease_ttl(self) -> float:
         return 3 * self.bus.heartbeat + 1  # as long as status counts a runner connected
 
-    async def _on_replays(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+    async def _on_replays(self, req: commands.Replays, _: list[bytes]) -> tuple[Any, list[bytes]]:
         items, bodies = [], []
-        for dead in self.journal.dead_letters(str(info["name"]), "replaying", limit=int(info.get("limit", 100))):
+        for dead in self.journal.dead_letters(req.name, "replaying", limit=req.limit):
             stored = self.journal.get(dead.seq)
             if stored is None:
                 await self.journal.finish_replay(dead.id, False, "event no longer in the journal")
@@ -315,22 +392,21 @@ class Broker:
             bodies.append(stored.body)
         return {"items": items}, bodies
 
-    async def _on_replayed(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        await self.journal.finish_replay(int(info["id"]), bool(info["ok"]), str(info.get("error", ""))[:4000])
+    async def _on_replayed(self, req: commands.Replayed, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        await self.journal.finish_replay(req.id, req.ok, req.error[:4000])
         return {}, []
 
-    async def _on_replay(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
-        subscriber = info.get("subscriber")
-        if info.get("from_seq") is not None:
+    async def _on_replay(self, req: commands.Replay, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        subscriber = req.subscriber
+        if req.from_seq is not None:
             if not subscriber:
-                raise ValueError("replay from a sequence number needs a subscriber")
-            epoch = await self.journal.reset_cursor(subscriber, max(0, int(info["from_seq"]) - 1))
-            return {"subscriber": subscriber, "from_seq": int(info["from_seq"]), "epoch": epoch}, []
-        ids = info.get("ids")
-        queued = await self.journal.mark_replay([int(i) for i in ids] if ids else None, subscriber)
+                raise BadRequest("subscriber: replay from a sequence number needs a subscriber", "subscriber")
+            epoch = await self.journal.reset_cursor(subscriber, min(req.from_seq - 1, self.journal.last_seq))
+            return {"subscriber": subscriber, "from_seq": req.from_seq, "epoch": epoch}, []
+        queued = await self.journal.mark_replay(list(req.ids) if req.ids else None, subscriber)
         return {"queued": queued}, []
 
-    async def _on_status(self, info: dict[str, Any], _: list[bytes]) -> tuple[Any, list[bytes]]:
+    async def _on_status(self, _: commands.Empty, __: list[bytes]) -> tuple[Any, list[bytes]]:
         return await asyncio.to_thread(self.status), []
 
     def status(self) -> dict[str, Any]:

@@ -333,6 +333,25 @@ def cmd_test(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_grant(args: argparse.Namespace, config: Config) -> int:
+    from pathlib import Path
+
+    from .credentials import ENV, grant
+
+    dest = Path(args.to)
+    try:
+        public = grant(config.bus, args.role, dest, args.user)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except PermissionError as exc:
+        fail(f"{exc}" + (" (--user needs root)" if args.user else ""), EXIT_FAILED)
+    owner = f", owned by {args.user}" if args.user else ""
+    print(f"wrote a {args.role} credential to {dest} (mode 0600{owner}).\n"
+          f"That user points hookbus at it: {ENV}={dest} (or [bus] credential = \"{dest}\").\n"
+          f"To take the right back, delete {public}.")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     from hookbus.subscribers import create
 
@@ -345,6 +364,9 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
             f"{j.name} ({len(j.pre_hooks)} pre-hook(s), {len(j.post_hooks)} post-hook(s))" for j in config.jobs))
     print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
           f"http {'http://' + config.webhook.listen if config.webhook.enabled else 'off'}")
+    print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "
+          "for another user)" + (f"; clients authorized in {config.bus.curve_authorized_keys}"
+                                 if config.bus.curve_authorized_keys else ""))
     return 0
 
 
@@ -409,6 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="the subscriber's name")
     p.add_argument("--type", metavar="TYPE", help="which sample event (default: backup.job.finished if it takes it)")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("grant", parents=[common], help="write a credential that lets another local user publish (or operate)")
+    p.add_argument("role", choices=["publish", "operate"], help="publish: emit, run, the spool; operate: also subscribers, status, replay")
+    p.add_argument("--to", required=True, metavar="FILE", help="where to write it (mode 0600)")
+    p.add_argument("--user", metavar="NAME", help="make NAME the file's owner (run as root)")
+    p.set_defaults(func=cmd_grant)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration")
     p.set_defaults(func=cmd_check_config)

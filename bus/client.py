@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from . import protocol
 from .config import BusSettings
-from .curve import apply_client, parse_certificate
+from .credentials import NoCredential, apply_credential, find_credential
 
 log = logging.getLogger("hookbus.client")
 
@@ -32,13 +32,14 @@ class BrokerRefused(ValueError):
 
 
 def configure_client_socket(sock: zmq.asyncio.Socket, bus: BusSettings) -> None:
+    """Reconnect quickly, and speak CURVE with this client's credential, pinned to
+    the broker's public key: a process squatting the port cannot complete the
+    handshake, so nothing is sent to it and no answer of its is read.
+    Raise NoCredential when there is none (see credentials.find_credential)."""
     sock.linger = 0
     sock.setsockopt(zmq.RECONNECT_IVL, 100)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-    if bus.curve_public_key:
-        if not bus.curve_client_key:
-            raise ValueError("bus.curve_client_key: required when bus.curve_public_key is set")
-        apply_client(sock, bus.curve_public_key, parse_certificate(bus.curve_client_key, "bus.curve_client_key"))
+    apply_credential(sock, find_credential(bus))
 
 
 class ControlClient:
@@ -61,7 +62,11 @@ class ControlClient:
     def _socket(self) -> zmq.asyncio.Socket:
         if self._sock is None:
             sock = self.ctx.socket(zmq.DEALER)
-            configure_client_socket(sock, self.bus)
+            try:
+                configure_client_socket(sock, self.bus)
+            except BaseException:
+                sock.close(linger=0)
+                raise
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -88,7 +93,16 @@ class ControlClient:
         Raise BrokerUnavailable after `timeout` seconds without an answer,
         BrokerRefused when the broker answers ERR.
         """
-        sock = self._socket()
+        try:
+            sock = self._socket()
+        except NoCredential:
+            # As if the broker did not answer, but paced: callers retry at once (a subscriber's hello,
+            # a run's spool), and the broker may be writing the keys at its first start right now.
+            await asyncio.sleep(min(timeout, 1.0))
+            try:
+                sock = self._socket()
+            except NoCredential as exc:
+                raise BrokerUnavailable(f"broker at {self.bus.control}: {exc}") from None
         req = self._prefix + next(self._ids).to_bytes(8, "big")
         frames = [command, req, orjson.dumps(payload if payload is not None else {}), *(bodies or [])]
         loop = asyncio.get_running_loop()
@@ -120,23 +134,36 @@ class ControlClient:
                 return info, reply[3:]
         finally:
             self._waiting.pop(req, None)
+        if not self._waiting:
+            # libzmq gives up on a connection whose handshake was refused (a process squatting the
+            # port, a key not yet authorized): the next request starts on a new socket.
+            self._drop_socket()
         if busy:
             raise BrokerUnavailable(f"broker at {self.bus.control} could not commit within {timeout:.0f}s: {busy}")
         raise BrokerUnavailable(f"broker at {self.bus.control} did not answer within {timeout:.0f}s")
 
     async def publish(self, bodies: list[bytes], *, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Publish CloudEvent JSON bodies; return [{"id", "seq", "duplicate"}] once durable."""
+        """Publish CloudEvent JSON bodies; return [{"id", "seq", "duplicate"}] once durable.
+        Raise BrokerRefused at once for a body the broker's frame limit would drop."""
+        limit = protocol.max_frame_bytes(self.bus.max_event_bytes)
+        for index, body in enumerate(bodies):
+            if len(body) > limit:
+                raise BrokerRefused({"error": f"event of {len(body)} bytes: the bus takes at most {limit} "
+                                              "(4 × bus.max_event_bytes)", "field": "event", "index": index})
         info, _ = await self.request(protocol.PUB, {}, bodies, timeout=timeout, attempt_timeout=5.0)
         accepted: list[dict[str, Any]] = info["accepted"]
         return accepted
 
-    def close(self) -> None:
+    def _drop_socket(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
             self._reader = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+
+    def close(self) -> None:
+        self._drop_socket()
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()

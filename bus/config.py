@@ -54,6 +54,12 @@ class BusSettings(Strict):
     curve_public_key: str | None = None  # the broker's public key, for clients
     curve_authorized_keys: Path | None = None  # folder of clients' public certificates
     curve_client_key: str | None = None  # a client's own certificate (secret) file text
+    credential: Path | None = None  # a client's credential file (`hookbus grant`); else $HOOKBUS_CREDENTIAL, else data_dir's own
+
+    @property
+    def curve_configured(self) -> bool:
+        """Keys were given, not only the ones data_dir sets up for its own user."""
+        return bool(self.curve_secret_key or self.curve_client_key or self.credential)
 
     @field_validator("control", "publish")
     @classmethod
@@ -260,6 +266,7 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
     _check_checks(base)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
+    _check_endpoints(base.bus)
     if not base.webhook.is_loopback and base.webhook.enabled and not (base.webhook.tokens or base.webhook.hmac_secrets):
         raise ConfigError(
             f"webhook.listen: {base.webhook.listen} is not a loopback address and no authentication is "
@@ -278,6 +285,30 @@ def _check_key_files(raw: dict[str, Any]) -> None:
                 refuse_readable_secret(Path(value[5:]).expanduser(), f"bus.{key}")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """ipc://, inproc://, or tcp:// on a loopback address."""
+    if not endpoint.startswith("tcp://"):
+        return True
+    host = endpoint[6:].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # `*`, an interface name or a host name: reachable from elsewhere
+
+
+def _check_endpoints(bus: BusSettings) -> None:
+    """Beyond loopback, CURVE keys must be configured, as HTTP needs tokens there."""
+    for key in ("control", "publish"):
+        endpoint = getattr(bus, key)
+        if not is_local_endpoint(endpoint) and not (bus.curve_configured or os.environ.get("HOOKBUS_CREDENTIAL")):
+            raise ConfigError(
+                f"bus.{key}: {endpoint} is not a loopback address and no CURVE keys are configured; set "
+                "bus.curve_secret_key and bus.curve_authorized_keys (broker), or bus.curve_public_key and "
+                "bus.curve_client_key or bus.credential (clients)")
 
 
 def _check_checks(config: Config) -> None:

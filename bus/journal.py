@@ -181,6 +181,19 @@ class DeadLetter:
 _Op = tuple[Callable[[sqlite3.Connection], Any], "_Waiter | Callable[[Any, BaseException | None], None]"]
 
 
+def _within(cursor: sqlite3.Cursor, max_bytes: int | None) -> list[Any]:
+    """The (seq, type, body) rows of `cursor` until their bodies reach `max_bytes` (at least one)."""
+    if max_bytes is None:
+        return cursor.fetchall()
+    rows, size = [], 0
+    for row in cursor:
+        rows.append(row)
+        size += len(row[2])
+        if size >= max_bytes:
+            break
+    return rows
+
+
 class Journal:
     """Durable, gap-free event log with subscriber cursors, retries and dead letters."""
 
@@ -568,17 +581,19 @@ class Journal:
                 self._readers.append(conn)
         return conn
 
-    def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000) -> tuple[list[StoredEvent], int]:
+    def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000,
+             max_bytes: int | None = None) -> tuple[list[StoredEvent], int]:
         """Return up to `limit` events with seq > after whose type passes `types`,
         and the seq up to which the journal was scanned (at most `scan` rows
-        further when filtered)."""
+        further when filtered); with `max_bytes`, stop after the event whose body
+        reaches that many bytes (at least one event)."""
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for all reads
         try:
             meta = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             if types is None:  # the first `limit` rows are the answer
-                rows = conn.execute("SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after, limit)).fetchall()
+                rows = _within(conn.execute("SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                                            (after, limit)), max_bytes)
                 seen = len(rows)
                 scanned = rows[-1][0] if rows else after
             else:  # look at types first; read only the bodies that match
@@ -592,11 +607,17 @@ class Journal:
                     scanned = seq
                     if types(type_):
                         wanted.append(seq)
-                rows = []
+                rows, budget = [], max_bytes
                 for start in range(0, len(wanted), 500):
                     chunk = wanted[start:start + 500]
-                    rows += conn.execute(f"SELECT seq, type, body FROM events WHERE seq IN ({','.join('?' * len(chunk))}) "
-                                         "ORDER BY seq", chunk).fetchall()
+                    got = _within(conn.execute(f"SELECT seq, type, body FROM events WHERE seq IN ({','.join('?' * len(chunk))}) "
+                                               "ORDER BY seq", chunk), budget)
+                    rows += got
+                    if budget is not None:
+                        budget -= sum(len(row[2]) for row in got)
+                        if budget <= 0 and (len(got) < len(chunk) or start + len(chunk) < len(wanted)):
+                            scanned = rows[-1][0]  # the byte budget ends the answer here
+                            break
         finally:
             conn.execute("COMMIT")
         if not seen and meta:

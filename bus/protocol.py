@@ -31,3 +31,10 @@ def seq_bytes(seq: int) -> bytes:
 
 def seq_from(frame: bytes) -> int:
     return int.from_bytes(frame, "big")
+
+
+def max_frame_bytes(max_event_bytes: int) -> int:
+    """The largest frame the broker's control socket takes (ZMQ_MAXMSGSIZE; a
+    larger one drops the connection): an event body up to 4 × [bus]
+    max_event_bytes, which the broker cuts to fit, and 1 MiB at least."""
+    return max(4 * max_event_bytes, 1 << 20)

@@ -50,6 +50,31 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
 
 
+def read_message(raw: zmq.Socket[bytes]) -> list[bytes]:
+    """Every frame of the next message (it arrives whole), at most four kept.
+    Raise zmq.Again when none is waiting."""
+    frames = [raw.recv(_NOBLOCK)]
+    while raw.get(_RCVMORE):
+        frame = raw.recv(_NOBLOCK)
+        if len(frames) < 4:
+            frames.append(frame)
+    return frames
+
+
+def live_problem(frames: list[bytes], heartbeat: bool) -> str:
+    """What is wrong with a live message, or "" for [type, seq, body] or [heartbeat topic, seq]."""
+    if len(frames) != (2 if heartbeat else 3):
+        return f"{len(frames)}{'+' if len(frames) == 4 else ''} frames"
+    if len(frames[1]) != 8:
+        return f"a seq frame of {len(frames[1])} bytes, not 8"
+    if not heartbeat:
+        try:
+            frames[0].decode()
+        except UnicodeDecodeError:
+            return "a topic that is not UTF-8"
+    return ""
+
+
 class LiveFeed(Protocol):
     """The broker, to subscribers running in its own process: it calls every
     attached listener with what it publishes on XPUB, so they skip the socket."""
@@ -252,13 +277,7 @@ class SubscriberRunner:
 
     async def _follow_socket(self) -> None:
         """In a process of its own, live events come over the broker's XPUB socket."""
-        sock = self.ctx.socket(zmq.SUB)
-        configure_client_socket(sock, self.bus)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.subscribe(b"")  # every seq, so that gaps are visible
-        sock.connect(self.bus.publish)
-        # Once woken, take everything already queued without a future per message.
-        raw: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
+        sock, raw = self._live_socket()
         silent_ms = int(3000 * self.bus.heartbeat)
         try:
             while True:
@@ -266,26 +285,53 @@ class SubscriberRunner:
                 behind = self.high < self.target
                 if not await sock.poll(50 if behind else silent_ms):  # POLLIN
                     if not behind:
-                        log.debug("subscriber %s: no heartbeat from broker for %.0fs", self.name, silent_ms / 1000)
+                        # libzmq does not reconnect after a refused handshake (e.g. a process held the
+                        # port while the broker restarted): connect afresh. PINGs keep the target meanwhile.
+                        log.debug("subscriber %s: no heartbeat from broker for %.0fs; reconnecting", self.name, silent_ms / 1000)
+                        sock.close(linger=0)
+                        sock, raw = self._live_socket()
                     continue
                 for _ in range(MAX_INFLIGHT):
                     try:
-                        topic = raw.recv(_NOBLOCK)
+                        frames = read_message(raw)
                     except zmq.Again:
                         break
-                    # A message arrives whole, so its other frames are here. Frame by frame:
-                    # recv_multipart asks for RCVMORE after each frame, a third of the cost.
-                    seq = raw.recv(_NOBLOCK)
-                    heartbeat = topic == protocol.HEARTBEAT_TOPIC
-                    body = b"" if heartbeat else raw.recv(_NOBLOCK)
-                    if raw.get(_RCVMORE):  # not a message of this protocol: skip the rest of it
-                        while raw.get(_RCVMORE):
-                            raw.recv(_NOBLOCK)
-                        log.warning("subscriber %s: skipped a live message with more frames than expected", self.name)
-                        continue
-                    self.on_live(None if heartbeat else topic.decode(), protocol.seq_from(seq), body)
+                    self._on_frames(frames)
         finally:
             sock.close(linger=0)
+
+    def _live_socket(self) -> tuple[zmq.asyncio.Socket, zmq.Socket[bytes]]:
+        """A SUB socket on the broker's publish socket, and a plain shadow of it that
+        takes everything already queued without a future per message."""
+        sock = self.ctx.socket(zmq.SUB)
+        configure_client_socket(sock, self.bus)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.subscribe(b"")  # every seq, so that gaps are visible
+        sock.connect(self.bus.publish)
+        return sock, zmq.Socket.shadow(sock.underlying)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        """One live message, checked: a malformed one is logged and skipped, never
+        fatal (the journal has the event; a gap in seqs makes the subscriber read it)."""
+        topic = frames[0]
+        heartbeat = topic == protocol.HEARTBEAT_TOPIC
+        problem = live_problem(frames, heartbeat)
+        if problem:
+            self.stats["malformed"] = self.stats.get("malformed", 0) + 1
+            log.warning("subscriber %s: skipped a malformed live message: %s", self.name, problem)
+            return
+        self.on_live(None if heartbeat else topic.decode(), protocol.seq_from(frames[1]), b"" if heartbeat else frames[2])
+
+    def _heard_of_head(self, head: int) -> None:
+        """The broker's own word on its head, after a FETCH: a live message that
+        claimed more (no broker sends one) is forgotten, or every pass would FETCH again."""
+        if self.high >= head and self.target > head:
+            (log.warning if self.target > head + 10_000 else log.debug)(
+                "subscriber %s: the live stream announced seq %d but the broker's head is %d; going on from there",
+                self.name, self.target, head)
+            self.target = head
+        else:
+            self.target = max(self.target, head)
 
     async def _fetch(self) -> None:
         try:
@@ -300,15 +346,19 @@ class SubscriberRunner:
             if seq > self.high:
                 self._accept(seq, None, body)
         self.high = max(self.high, int(info["scanned_to"]))
-        self.target = max(self.target, int(info["head"]))
+        self._heard_of_head(int(info["head"]))
 
     def _accept(self, seq: int, type_: str | None, body: bytes) -> None:
         if type_ is not None and not self.match_type(type_):
             return
         try:
             event = from_stored(body)
-        except (ValueError, KeyError, AttributeError) as exc:  # stored events are valid; say so if not
-            log.error("subscriber %s: seq %d is not a valid event (%s); skipped", self.name, seq, exc)
+        except (ValueError, KeyError, AttributeError) as exc:
+            if type_ is not None and self.high == seq:  # a live copy: read the journal's instead
+                log.warning("subscriber %s: live seq %d is not a valid event (%s); reading it from the journal", self.name, seq, exc)
+                self.high = seq - 1
+                return
+            log.error("subscriber %s: seq %d is not a valid event (%s); skipped", self.name, seq, exc)  # stored events are valid
             return
         event.seq = seq
         if not wants(self.config, event) or self._is_own_failure(event):

@@ -283,7 +283,12 @@ async def test_next_run_delivers_what_an_earlier_run_left(site: Site, procs: Any
     broker_config.write_text(site.config.read_text().replace(str(site.root / "var"), str(other)))
     procs("serve", "--config", str(broker_config))
     await wait_for(lambda: http_ready(site.url), 20, "the broker")
-    done = await run_cli("run", "quick", "--job-id", "next-2", "--config", str(site.config))
+    # this "host" has none of the broker's keys: it publishes with a credential from `hookbus grant`
+    credential = site.root / "granted.credential"
+    granted = await run_cli("grant", "publish", "--to", str(credential), "--config", str(broker_config))
+    assert granted.returncode == 0, granted.stderr
+    done = await run_cli("run", "quick", "--job-id", "next-2", "--config", str(site.config),
+                         env={"HOOKBUS_CREDENTIAL": str(credential)})
     assert done.returncode == 0
     assert not left.exists()
     async with aiohttp.ClientSession() as session:

@@ -101,7 +101,7 @@ async def publish_all(bus: BusSettings, bodies: list[bytes], batch: int = 500, i
 
 
 def bus_settings(site: Site) -> BusSettings:
-    return BusSettings(control=site.control, publish=site.publish)
+    return BusSettings(data_dir=site.root / "var", control=site.control, publish=site.publish)  # its credential is there
 
 
 async def test_burst_of_100k_events_loses_nothing(site: Site, procs: Any) -> None:

@@ -16,6 +16,7 @@ import zmq.asyncio
 
 from hookbus.bus import protocol
 from hookbus.bus.broker import Broker
+from hookbus.bus.client import configure_client_socket
 from hookbus.bus.config import Config, build_config
 from hookbus.bus.event import Event, parse_event
 from hookbus.bus.journal import Journal
@@ -230,8 +231,8 @@ async def test_a_subscriber_behind_goes_on_from_the_live_events_it_kept(broker: 
     fetches: list[int] = []
     fetch = broker._handlers[b"FETCH"]
 
-    async def counted(info: dict[str, Any], bodies: list[bytes]) -> Any:
-        fetches.append(int(info["after"]))
+    async def counted(info: Any, bodies: list[bytes]) -> Any:
+        fetches.append(info.after)
         return await fetch(info, bodies)
 
     broker._handlers[b"FETCH"] = counted
@@ -275,6 +276,7 @@ async def test_events_go_out_on_the_socket_only_while_a_socket_subscriber_listen
     assert heard == [1] and broker.counters["published"] == 0  # nothing sent on the socket
 
     sub = broker.ctx.socket(zmq.SUB)
+    configure_client_socket(sub, broker.bus)  # the credential data_dir set up for this user
     sub.subscribe(b"backup.task.")
     sub.connect(broker.bus.publish)
     try:
@@ -294,6 +296,7 @@ async def test_a_commit_settled_after_stop_sends_nothing_on_the_closed_socket(br
     """The journal can settle a commit after the broker stopped (serve's shutdown);
     its fan-out must not touch the shadow of the closed XPUB socket."""
     sub = broker.ctx.socket(zmq.SUB)
+    configure_client_socket(sub, broker.bus)
     sub.subscribe(b"")
     sub.connect(broker.bus.publish)
     try:

@@ -1,0 +1,136 @@
+"""Control commands' inputs, checked like HTTP's (DESIGN §13), and who may send them.
+
+Each command's JSON is validated once, on arrival, by its model here: a bad
+request gets an ERR naming the field, never a crash and never a poisoned state
+(a RETRY due at "inf", a cursor past the head). Publishing and operating are
+separate rights: a publish key may only PUB; operate keys may do everything.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import protocol
+from .credentials import OPERATE, PUBLISH
+
+MAX_SEQ = 2 ** 62
+MAX_RETRY_AHEAD = 366 * 86400.0  # a retry due later than this is no backoff anyone configured
+MAX_IDS = 1000
+
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
+Attempts = Annotated[int, Field(ge=0, le=1_000_000)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Empty(Request):
+    pass
+
+
+class Fetch(Request):
+    after: Seq
+    limit: int = Field(500, ge=1, le=5000)
+    events: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(None, max_length=100)
+
+
+Runner = Annotated[str, Field(max_length=200)]  # who runs a subscriber: host, pid, start (journal.runner_name)
+
+
+class Hello(Request):
+    name: Name
+    start: Literal["beginning", "now"] = "beginning"
+    runner: Runner | None = None
+
+
+class Ack(Request):
+    name: Name
+    cursor: Seq
+    epoch: Seq
+
+
+class Retry(Request):
+    name: Name
+    seq: Seq
+    attempts: Attempts
+    next_at: float = Field(0.0, ge=0, allow_inf_nan=False)
+    error: str = ""
+
+    @field_validator("next_at")
+    @classmethod
+    def _sane(cls, value: float) -> float:
+        if value > time.time() + MAX_RETRY_AHEAD:
+            raise ValueError("must be a time (Unix seconds) within a year from now")
+        return value
+
+
+class Dead(Request):
+    name: Name
+    seq: Seq
+    attempts: Attempts
+    error: str
+
+
+class Ping(Request):
+    name: Name
+    runner: Runner | None = None
+    stats: dict[Annotated[str, Field(max_length=64)], int | float] = Field(default_factory=dict, max_length=32)
+
+
+class Replays(Request):
+    name: Name
+    limit: int = Field(100, ge=1, le=MAX_IDS)
+
+
+class Replayed(Request):
+    id: Annotated[int, Field(ge=1, le=MAX_SEQ)]
+    ok: bool
+    error: str = ""
+
+
+class Replay(Request):
+    subscriber: Name | None = None
+    from_seq: Annotated[int, Field(ge=1, le=MAX_SEQ)] | None = None
+    ids: list[Annotated[int, Field(ge=1, le=MAX_SEQ)]] | None = Field(None, max_length=MAX_IDS)
+    dead_letters: bool = False
+
+
+MODELS: dict[bytes, type[Request]] = {
+    protocol.PUB: Empty, protocol.FETCH: Fetch, protocol.HELLO: Hello, protocol.ACK: Ack, protocol.RETRY: Retry,
+    protocol.DEAD: Dead, protocol.PING: Ping, protocol.REPLAYS: Replays, protocol.REPLAYED: Replayed,
+    protocol.STATUS: Empty, protocol.REPLAY: Replay,
+}
+RIGHT: dict[bytes, str] = {protocol.PUB: PUBLISH}  # every other command needs OPERATE
+
+
+class BadRequest(ValueError):
+    """A control request that is not allowed or not valid; `field` names what is wrong."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def may(role: str | None, command: bytes) -> bool:
+    """Whether a connection let in as `role` may send `command`."""
+    return role == OPERATE or (role is not None and RIGHT.get(command) == role)
+
+
+def parse(command: bytes, payload: Any) -> Request:
+    """Validate a command's JSON; raise BadRequest naming the first field at fault."""
+    model = MODELS.get(command)
+    if model is None:
+        raise BadRequest(f"unknown command {command[:32]!r}", "command")
+    if not isinstance(payload, dict):
+        raise BadRequest("the request must be a JSON object", "payload")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "payload"
+        raise BadRequest(f"{field}: {err['msg']}", str(err["loc"][0]) if err["loc"] else "payload") from None
