@@ -29,6 +29,7 @@ import zmq
 
 from .config import BusSettings
 from .curve import KeyPair, apply_client, parse_certificate
+from .filemodes import KEYS_FOLDER
 
 PUBLISH, OPERATE = "publish", "operate"
 ROLES = (PUBLISH, OPERATE)
@@ -52,7 +53,7 @@ class Credential:
 
 
 def keys_dir(bus: BusSettings) -> Path:
-    return bus.data_dir / "keys"
+    return bus.data_dir / KEYS_FOLDER
 
 
 def apply_credential(sock: zmq.Socket, cred: Credential) -> None:  # type: ignore[type-arg]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 log = logging.getLogger("hookbus.files")
 
+KEYS_FOLDER = "keys"  # under data_dir: the CURVE keys hookbus sets up
+
 PRIVATE_UMASK = 0o077
 
 
@@ -30,6 +32,8 @@ def private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     tightened: list[str] = []
     for entry in [path, *path.rglob("*")]:
+        if entry.relative_to(path).parts[:1] == (KEYS_FOLDER,):
+            continue  # keys found open may have been read already: the broker refuses them (bus/credentials.py)
         try:
             mode = stat.S_IMODE(entry.lstat().st_mode)
         except OSError:
