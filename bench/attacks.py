@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import zmq
+
+from hookbus.bus import protocol
+from hookbus.bus.credentials import apply_credential, load_credential
 
 from ._common import HOST, Processes, bench_dir, hookbus_command
 from .chaos import Site, signed_headers, until
@@ -266,6 +270,125 @@ async def corrupt_journal(root: Path, procs: Processes) -> Row:
     return row
 
 
+# -- ZeroMQ --------------------------------------------------------------------------------
+
+def _dealer(ctx: zmq.Context[Any], endpoint: str, role: str | None, root: Path) -> zmq.Socket[Any]:
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    if role is not None:
+        apply_credential(sock, load_credential(root / "var" / "keys" / f"{role}.credential"))
+    sock.connect(endpoint)
+    return sock
+
+
+def _ask(sock: zmq.Socket[Any], command: bytes, payload: dict[str, Any], wait_ms: int = 1500) -> list[bytes] | None:
+    sock.send_multipart([command, b"r1", json.dumps(payload).encode()])
+    return sock.recv_multipart() if sock.poll(wait_ms) else None
+
+
+async def zmq_no_credential(root: Path, procs: Processes) -> Row:
+    row = Row("zmq-no-credential", "a plain DEALER on the control port sends PUB, FETCH, STATUS, ACK (cursor 10^6), "
+                                   "RETRY (next_at inf), DEAD, REPLAY; a plain SUB on the publish port")
+    site = Site(root, procs, [])
+    site.start("serve")
+    ctx = zmq.Context()
+    try:
+        sock = _dealer(ctx, site.control, None, root)
+        tries = [(protocol.PUB, {}), (protocol.FETCH, {"after": 0, "limit": 10}), (protocol.STATUS, {}),
+                 (protocol.ACK, {"name": "audit", "cursor": 1_000_000, "epoch": 0}),
+                 (protocol.RETRY, {"name": "audit", "seq": 1, "attempts": 1, "next_at": "inf", "error": "x"}),
+                 (protocol.DEAD, {"name": "audit", "seq": 1, "attempts": 1, "error": "forged"}),
+                 (protocol.REPLAY, {"subscriber": "audit", "from_seq": 1})]
+        answers = [await asyncio.to_thread(_ask, sock, c, p) for c, p in tries]
+        sub = ctx.socket(zmq.SUB)
+        sub.linger = 0
+        sub.subscribe(b"")
+        sub.connect(site.publish)
+        await statuses(site, [("POST", "/events", {"Content-Type": "application/json"}, json.dumps(event(1)).encode())])
+        heard = sub.poll(1500)
+        row.held = all(a is None for a in answers) and not heard
+        row.note = f"{sum(a is not None for a in answers)} of {len(tries)} answered; the SUB heard " + \
+                   ("something" if heard else "nothing")
+    finally:
+        ctx.destroy(linger=0)
+    return row
+
+
+async def zmq_impostor(root: Path, procs: Processes) -> Row:
+    row = Row("zmq-impostor", "the broker down, a ROUTER of another process binds its control port and answers "
+                              "every request with a seq; then `hookbus emit`")
+    site = Site(root, procs, [])
+    proc = site.start("serve")  # sets up the keys, as on any installed host
+    procs.stop(proc)
+    ctx = zmq.Context()
+    stop = asyncio.Event()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    router.bind(site.control)
+
+    def answer() -> None:
+        while not stop.is_set():
+            if router.poll(100):
+                ident, _, req, *_ = router.recv_multipart()
+                router.send_multipart([ident, protocol.OK, req, b'[{"id": "x", "seq": 424242, "duplicate": false}]'])
+
+    task = asyncio.create_task(asyncio.to_thread(answer))
+    try:
+        emit = await asyncio.to_thread(subprocess.run, [*hookbus_command(), "emit", "backup.log", "--data",
+                                                        '{"job_id": "x"}', "--timeout", "5", "--config",
+                                                        str(site.config)], capture_output=True, text=True, timeout=60)
+    finally:
+        stop.set()
+        await task
+        ctx.destroy(linger=0)
+    row.held = emit.returncode != 0 and "424242" not in emit.stdout
+    row.note = f"emit exit {emit.returncode}; " + ("printed the impostor's seq" if "424242" in emit.stdout
+                                                   else "the impostor's answer was never believed")
+    return row
+
+
+async def zmq_floods(root: Path, procs: Processes) -> Row:
+    row = Row("zmq-floods", "with the operate credential: a 64 MiB frame, 20 DEALERs x 2,000 unread FETCH "
+                            "requests, an idle SUB while 2,000 events of 100 KB are published; /healthz meanwhile",
+              bound_mib=256)
+    site = Site(root, procs, [])
+    proc = site.start("serve")
+    await asyncio.sleep(1)
+    before = rss_mib(proc.pid)
+    ctx = zmq.Context()
+    try:
+        big = _dealer(ctx, site.control, "operate", root)
+        big.send_multipart([protocol.PUB, b"r1", b"{}", b"x" * (64 << 20)])
+        flooders = [_dealer(ctx, site.control, "operate", root) for _ in range(20)]
+        for sock in flooders:
+            for i in range(2000):
+                try:
+                    sock.send_multipart([protocol.FETCH, str(i).encode(), b'{"after": 0, "limit": 500}'],
+                                        flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    break  # the broker stopped taking requests from this sender: the flood slows its sender
+        sub = ctx.socket(zmq.SUB)
+        sub.linger = 0
+        apply_credential(sub, load_credential(root / "var" / "keys" / "operate.credential"))
+        sub.subscribe(b"")
+        sub.connect(site.publish)
+        await asyncio.sleep(1)
+        started = time.monotonic()
+        health = await statuses(site, [("GET", "/healthz", {}, b"")])
+        healthz_s = time.monotonic() - started
+        payload = "y" * 100_000
+        for start in range(0, 2000, 8):
+            batch = json.dumps([event(i, output_tail=payload) for i in range(start, start + 8)]).encode()
+            await statuses(site, [("POST", "/events", {"Content-Type": "application/cloudevents-batch+json"}, batch)])
+        peak = rss_mib(proc.pid)
+        row.rss_before_mib, row.rss_after_mib = before, peak
+        row.held = health == [200] and healthz_s < 5 and peak - before < (row.bound_mib or 0)
+        row.note = f"/healthz {health[0]} in {healthz_s:.2f} s during the flood; RSS +{peak - before:.0f} MiB"
+    finally:
+        ctx.destroy(linger=0)
+    return row
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=0.5):
@@ -284,6 +407,9 @@ ATTACKS: dict[str, Callable[[Path, Processes], Awaitable[Row]]] = {
     "secrets-in-events": secrets_in_events,
     "file-modes": file_modes,
     "corrupt-journal": corrupt_journal,
+    "zmq-no-credential": zmq_no_credential,
+    "zmq-impostor": zmq_impostor,
+    "zmq-floods": zmq_floods,
 }
 
 

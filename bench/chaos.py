@@ -86,6 +86,7 @@ class Site:
                 f"{k} = {json.dumps(v)}\n" for k, v in webhook.items()), 1)
             self.config.write_text(text)
         self.url = f"http://{HOST}:{self.http_port}"
+        self.control, self.publish = f"tcp://{HOST}:{control}", f"tcp://{HOST}:{publish}"
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         proc = self.procs.start(f"{args[0]}-{time.monotonic_ns()}", [*hookbus_command(), *args, "--config", str(self.config)])
