@@ -42,9 +42,9 @@ MAX_REQUESTS = 128  # control requests in progress; beyond, the ROUTER queues, t
 MAX_READS = 16  # of them, requests with large answers (FETCH, REPLAYS, STATUS): ≤ 16 × 512 KiB held
 READS = frozenset({protocol.FETCH, protocol.REPLAYS, protocol.STATUS})
 CONTROL_RCVHWM = 100  # requests queued per connection before its sender is slowed (TCP backpressure)
-CONTROL_SNDHWM = 8  # replies queued per connection; beyond, a reply waits for room (a publisher's window
-REPLY_PATIENCE = 0.25  # of acks settles at once) at most this long, then is dropped (the client resends)
-FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 4 MiB queued per connection
+CONTROL_SNDHWM = 32  # replies queued per connection; beyond, a reply waits for room (a publisher's window
+REPLY_PATIENCE = 1.0  # of acks settles at once) at most this long, then is dropped (the client resends)
+FETCH_REPLY_BYTES = 512 << 10  # event bytes in one FETCH answer (at least one event): ≤ 16 MiB queued per connection
 LIVE_BODY_MAX = 4 << 10  # larger events go live as a bare "head is seq" notice: subscribers read them from the journal
 XPUB_QUEUE_BYTES = 32 << 20  # per subscriber connection that does not read: SNDHWM = this / LIVE_BODY_MAX
 SUBSCRIPTION_MAX = 4096  # an XPUB subscription message is a topic prefix
