@@ -14,17 +14,22 @@ values is held to a small part of the shell language that is read here in full,
 and anything outside it is refused (accept-list, not deny-list):
 
 - simple commands joined by `;`, `&`, `&&`, `||`, `|` and newlines, with
-  redirections and heredocs; no subshells, groups, compound commands
-  (`if`, `for`, `case`, …), command substitution, backticks, arithmetic or
-  `${…}` with operators (write the logic with `{% if %}` in the template);
-- a value is an argument only of a command in DATA_COMMANDS, which take
-  their arguments as data, and reaches stdin (a pipe, a heredoc, `<<<`) only of
-  DATA_READERS;
+  redirections (not `&>`, which sh reads as `&` then `>`) and heredocs; no
+  subshells, groups, compound commands (`if`, `for`, `case`, …), command
+  substitution, backticks, arithmetic, `${…}` with operators, or commands that
+  change what a name runs (`alias`, `eval`, `source`, `exec`, `PATH=`, …)
+  (write the logic with `{% if %}` in the template);
+- a value is an argument only of a command in DATA_COMMANDS, named as a bare
+  word, positional or after one of the options listed for it, and reaches stdin
+  (a pipe, a heredoc, `<<<`) only of DATA_READERS;
 - a value never starts a word: the word begins with fixed text that is not an
-  option (`"subject: {{ … }}"`, `https://…/{{ … }}`, `--name={{ … }}`), so no
-  value can be an option (printf's arguments after its format are the exception);
-- no value in a command name, an assignment, single quotes, a quoted heredoc,
-  a `#!` line or a comment; a `#!` script runs under a POSIX shell.
+  option (`"subject: {{ … }}"`, `https://host/…{{ … }}`), so no value can be an
+  option (printf's arguments after its format are the exception); no unquoted
+  `$VAR`, `"$@"`, glob or brace stands in or before its word, where it could
+  split the value off or move it;
+- no value in a command name, an assignment, a redirection's file, single
+  quotes, a quoted heredoc, a `#!` line or a comment; the shell is sh, bash,
+  dash or ash.
 
 Commands without values are not read at all: they are the config author's.
 The same reading runs for `check-config` (on sample events) and for every real
