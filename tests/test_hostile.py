@@ -4,7 +4,6 @@ that trickles its body. Never a 5xx, never a traceback, never a secret in the lo
 
 from __future__ import annotations
 
-import http.client
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 
 from hookbus.bus.event import MAX_DEPTH, EventError, _checked_event, _plain_event, parse_event
 
-from .conftest import free_port, write_config
+from .conftest import free_port, http_request, write_config
 
 TOKEN = "hostile-test-token-0f9a"
 
@@ -125,15 +124,7 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except OSError:
-            return 0, b""
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, {"Authorization": f"Bearer {TOKEN}", **(headers or {})})
 
     def stop(self) -> None:
         self.proc.terminate()

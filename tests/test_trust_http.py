@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import http.client
 import os
 import resource
 import socket
@@ -29,7 +28,7 @@ from hookbus.bus import signing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import free_port, toml_value
+from .conftest import free_port, http_request, toml_value
 
 TOKEN = "tok-trust-7c1e5a"
 SECRET = "whsec_" + base64.b64encode(b"trust-boundaries-secret-32-bytes").decode()
@@ -82,16 +81,8 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
                 *, token: bool = True, timeout: float = 10) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         auth = {"Authorization": f"Bearer {TOKEN}"} if token else {}
-        try:
-            conn.request(method, path, body=body, headers={**auth, **(headers or {})})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except OSError:
-            return 0, b""
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, {**auth, **(headers or {})}, timeout)
 
     def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*HOOKBUS, *args, "--config", str(self.config)], capture_output=True, text=True,
