@@ -27,7 +27,7 @@ from .credentials import authorized, ensure_keys, key_folders
 from .curve import apply_server
 from .event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
 from .journal import Accepted, Journal, JournalError, LeaseHeld
-from .redact import clean_event, redact_text
+from .redact import clean_event
 from .zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
 
 log = logging.getLogger("hookbus.broker")
@@ -225,7 +225,10 @@ class Broker:
             except BaseException:
                 self._slots.release()
                 raise
-            role = parts[0].get("User-Id")  # set by the ZAP handler: the connection's role
+            try:
+                role: str | None = parts[0].get("User-Id")  # set by the ZAP handler: the connection's role
+            except zmq.ZMQError:  # no ZAP verdict on this connection: it may do nothing
+                role = None
             if len(parts) < 4:
                 self._slots.release()
                 continue
@@ -337,7 +340,7 @@ class Broker:
             await self.journal.clear_retry(req.name, req.seq)
         else:
             self._check_seq(req.seq)
-            await self.journal.set_retry(req.name, req.seq, req.attempts, req.next_at, req.error[:2000])
+            await self.journal.set_retry(req.name, req.seq, req.attempts, req.next_at, req.error)
         return {}, []
 
     def _check_seq(self, seq: int) -> None:
@@ -346,7 +349,7 @@ class Broker:
 
     async def _on_dead(self, req: commands.Dead, _: list[bytes]) -> tuple[Any, list[bytes]]:
         self._check_seq(req.seq)
-        name, seq, attempts, error = req.name, req.seq, req.attempts, redact_text(req.error[:4000])
+        name, seq, attempts, error = req.name, req.seq, req.attempts, req.error
         stored = self.journal.get(seq)
         failure = None
         if stored is not None and stored.type != DELIVERY_FAILED:  # never alert on a failed alert: no loops
@@ -393,7 +396,7 @@ class Broker:
         return {"items": items}, bodies
 
     async def _on_replayed(self, req: commands.Replayed, _: list[bytes]) -> tuple[Any, list[bytes]]:
-        await self.journal.finish_replay(req.id, req.ok, req.error[:4000])
+        await self.journal.finish_replay(req.id, req.ok, req.error)
         return {}, []
 
     async def _on_replay(self, req: commands.Replay, _: list[bytes]) -> tuple[Any, list[bytes]]:
@@ -427,7 +430,7 @@ class Broker:
                 "name": name,
                 "cursor": cursor,
                 "lag": head - cursor,
-                "connected": last is not None and now - last < 3 * self.bus.heartbeat + 1,
+                "connected": last is not None and now - last < self._lease_ttl(),
                 "last_seen_s": round(now - last, 1) if last else None,
                 "retries_in_flight": retries.get(name, 0),
                 "dead_letters": dead.get(name, 0),

@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import protocol
 from .credentials import OPERATE, PUBLISH
+from .redact import redact_text
 
 MAX_SEQ = 2 ** 62
 MAX_RETRY_AHEAD = 366 * 86400.0  # a retry due later than this is no backoff anyone configured
@@ -23,6 +24,8 @@ MAX_IDS = 1000
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 Attempts = Annotated[int, Field(ge=0, le=1_000_000)]
+# A subscriber's error text is stored and shown: redacted before it is cut, so a cut cannot hide a credential's end.
+ErrorText = Annotated[str, AfterValidator(lambda text: redact_text(text[:16000])[:4000])]
 
 
 class Request(BaseModel):
@@ -59,7 +62,7 @@ class Retry(Request):
     seq: Seq
     attempts: Attempts
     next_at: float = Field(0.0, ge=0, allow_inf_nan=False)
-    error: str = ""
+    error: ErrorText = ""
 
     @field_validator("next_at")
     @classmethod
@@ -73,7 +76,7 @@ class Dead(Request):
     name: Name
     seq: Seq
     attempts: Attempts
-    error: str
+    error: ErrorText
 
 
 class Ping(Request):
@@ -90,7 +93,7 @@ class Replays(Request):
 class Replayed(Request):
     id: Annotated[int, Field(ge=1, le=MAX_SEQ)]
     ok: bool
-    error: str = ""
+    error: ErrorText = ""
 
 
 class Replay(Request):
@@ -132,5 +135,5 @@ def parse(command: bytes, payload: Any) -> Request:
         return model.model_validate(payload)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "payload"
-        raise BadRequest(f"{field}: {err['msg']}", str(err["loc"][0]) if err["loc"] else "payload") from None
+        loc = [str(part)[:64] for part in err["loc"]]  # a dict key in the path is the client's text, of any size
+        raise BadRequest(f"{'.'.join(loc) or 'payload'}: {err['msg']}", loc[0] if loc else "payload") from None

@@ -38,7 +38,6 @@ LOCAL = "local"  # the name, in operate/ and publish/, of the keys of hookbus's 
 _SERVER_KEY = re.compile(r'^\s*server-key\s*=\s*"([^"]{40})"', re.M)
 _ROLE = re.compile(r'^\s*role\s*=\s*"([a-z]+)"', re.M)
 _PUBLIC = re.compile(r'^\s*public-key\s*=\s*"([^"]{40})"', re.M)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class NoCredential(ConnectionError):
@@ -65,12 +64,17 @@ def apply_credential(sock: zmq.Socket, cred: Credential) -> None:  # type: ignor
 def _write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, never through a symlink, replacing it whole."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)  # left by a crash of a process with this pid (always 1 in a container)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _certificate(keys: KeyPair, *, secret: bool, meta: dict[str, str], comment: str) -> str:

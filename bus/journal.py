@@ -238,7 +238,7 @@ class Journal:
 
     def _hash_plain_keys(self) -> None:
         """Rows written before keys were hashed keep a ping key in plain text: hash them."""
-        rows = self._conn.execute("SELECT key FROM adapter_jobs WHERE key NOT LIKE 'sha256:%'").fetchall()
+        rows = self._conn.execute("SELECT key FROM adapter_jobs WHERE key NOT LIKE ?", (f"{KEY_HASH}%",)).fetchall()
         if not rows:
             return
         with self._conn:

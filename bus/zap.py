@@ -92,4 +92,9 @@ class ZapHandler:
         assert self._sock is not None
         while True:
             frames = await self._sock.recv_multipart()
-            await self._sock.send_multipart(self.decide(frames))
+            try:
+                verdict = self.decide(frames)
+            except Exception:  # a handshake must get an answer, or every later one waits behind it
+                log.exception("ZAP: could not decide on a handshake; refused")
+                verdict = [b"1.0", frames[1] if len(frames) > 1 else b"", b"500", b"internal error", b"", b""]
+            await self._sock.send_multipart(verdict)
