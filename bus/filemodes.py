@@ -23,8 +23,17 @@ KEYS_FOLDER = "keys"  # under data_dir: the CURVE keys hookbus sets up
 PRIVATE_UMASK = 0o077
 
 
+_inherited = {"umask": -1}  # the umask hookbus was started with (-1: unchanged), for the commands it runs
+
+
 def private_umask() -> None:
-    os.umask(PRIVATE_UMASK)
+    _inherited["umask"] = os.umask(PRIVATE_UMASK)
+
+
+def inherited_umask() -> int:
+    """The umask the commands hookbus runs get: the one it was started with, not its own 077
+    (a backup tool's repository or a hook's report keeps the modes its user expects)."""
+    return _inherited["umask"]
 
 
 def private_dir(path: Path) -> None:

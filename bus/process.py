@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .config import scrub
 from .event import TRUNCATION_MARK
+from .filemodes import inherited_umask
 
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to keep reading after exit (a background child may hold the pipe)
@@ -190,7 +191,7 @@ async def run(argv: list[str], *, env: Mapping[str, str] | None = None, cwd: Pat
     proc = await asyncio.create_subprocess_exec(
         *argv, env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, umask=inherited_umask(),
     )
     assert proc.stdout is not None
     tail = Tail(output_limit)

@@ -302,3 +302,19 @@ async def test_a_huge_replay_does_not_fail_concurrent_ingests(site: Site, procs:
         client.close()
     assert info == {"queued": 0}
     assert [status for status, _ in results] == [202] * 185
+
+async def test_commands_hookbus_runs_keep_the_umask_it_was_started_with(site: Site) -> None:
+    """hookbus's own files are 0600, but a backup tool or hook it runs creates files as its user expects."""
+    out = site.root / "made-by-hook"
+    site.configure([])
+    site.config.write_text(site.config.read_text() + f'''
+[[jobs]]
+name = "modes"
+repository = "R"
+backup = "touch {out}"
+''')
+    done = subprocess.run(["sh", "-c", f"umask 022 && exec {' '.join(HOOKBUS)} run modes --timeout 0 --config {site.config}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert not [p for p in (site.root / "var").rglob("*") if p.stat().st_mode & 0o077]
