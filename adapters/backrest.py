@@ -33,12 +33,12 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.event import Event, EventError, new_id
+from hookbus.bus.events.event import Event, EventError, new_id
 
-from . import restic
-from .common import HOST, FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
-from .common import field as get
-from .common import parse_time, task_event, timestamp
+from hookbus.adapters import restic
+from hookbus.adapters.common import HOST, FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
+from hookbus.adapters.common import field as get
+from hookbus.adapters.common import parse_time, task_event, timestamp
 
 KINDS = {"SNAPSHOT": "backup", "PRUNE": "prune", "CHECK": "check", "FORGET": "forget"}
 STATES = ("START", "END", "SUCCESS", "ERROR", "WARNING", "SKIPPED")
@@ -191,7 +191,7 @@ def events_for(hook: Hook, job: OpenJob | None, source: str) -> list[Event]:
 
 
 async def ingest(request: web.Request) -> list[Event]:
-    from hookbus.bus.webhook import BROKER
+    from hookbus.bus.http.app import BROKER
 
     hook = parse_hook(decode_json(await request.read()))
     jobs = JournalJobs(request.app[BROKER].journal)

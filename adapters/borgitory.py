@@ -26,11 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.event import Event, EventError
+from hookbus.bus.events.event import Event, EventError
 
-from .common import (HOST, OUTPUT_TAIL_BYTES, FileJobs, count, job_finished, job_started, json_object, new_job,
-                     seconds_between, tail, task_event, timestamp)
-from .common import field as get
+from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, FileJobs, count, job_finished, job_started, json_object, new_job, seconds_between, tail, task_event, timestamp
+from hookbus.adapters.common import field as get
 
 JOB_STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled", "stopped")
 FINAL = ("completed", "failed", "cancelled", "stopped")

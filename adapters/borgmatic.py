@@ -26,11 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.event import Event, EventError
+from hookbus.bus.events.event import Event, EventError
 
-from .common import (HOST, OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object,
-                     error_line, new_job, tail)
-from .common import field as get
+from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object, error_line, new_job, tail
+from hookbus.adapters.common import field as get
 
 STATES = ("start", "finish", "fail")
 DEFAULT_JOB = "borgmatic"
@@ -79,7 +78,7 @@ def from_cli(args: argparse.Namespace, jobs: FileJobs | None = None) -> list[Eve
 
 
 async def ingest(request: web.Request) -> list[Event]:
-    from hookbus.bus.webhook import BROKER
+    from hookbus.bus.http.app import BROKER
 
     obj = json_object(await request.read())
     state = get(obj, "state", str, required=True)

@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from hookbus.bus.event import TRUNCATION_MARK, Event, EventError, check_depth, new_id, now_rfc3339
-from hookbus.bus.journal import Journal, hash_key
+from hookbus.bus.events.event import TRUNCATION_MARK, Event, EventError, check_depth, new_id, now_rfc3339
+from hookbus.bus.store.journal import Journal, hash_key
 
 HOST = socket.gethostname()
 OUTPUT_TAIL_BYTES = 16 * 1024  # what a finished job keeps of a tool's output when nothing else says

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from hookbus.bus.event import Event, EventError
+from hookbus.bus.events.event import Event, EventError
 
 ADAPTERS: tuple[str, ...] = ("borgmatic", "borgitory", "backrest", "restic")
 

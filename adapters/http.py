@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from hookbus import __version__
-from hookbus.subscribers.base import DeliveryError
+from hookbus.bus.delivery.subscriber import DeliveryError
 
 USER_AGENT = f"hookbus/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx

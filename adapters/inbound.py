@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from hookbus.bus.event import Event
+from hookbus.bus.events.event import Event
 
 Adapter = Callable[[web.Request], Awaitable[list[Event]]]
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.event import Event, EventError, new_id, now_rfc3339
+from hookbus.bus.events.event import Event, EventError, new_id, now_rfc3339
 
-from . import netcfgbu_plugin as mapping
-from .common import count, json_object, timestamp
-from .common import field as get
+from hookbus.adapters import netcfgbu_plugin as mapping
+from hookbus.adapters.common import count, json_object, timestamp
+from hookbus.adapters.common import field as get
 
 HOOKS = ("backup_success", "backup_failed", "report", "git_report")
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hookbus.bus.broker import Broker
-from hookbus.bus.config import Check, Config
-from hookbus.bus.event import Event, new_id, now_rfc3339
-from hookbus.bus.webhook import BadRequest
+from hookbus.bus.transport.broker import Broker
+from hookbus.bus.settings import Check
+from hookbus.config import Config
+from hookbus.bus.events.event import Event, new_id, now_rfc3339
+from hookbus.bus.http.app import BadRequest
 
-from .common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job, tail
+from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job, tail
 
 PING_BODY_LIMIT = 100_000  # what healthchecks.io keeps of a ping body, and what borgmatic sends by default
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

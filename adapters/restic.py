@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.event import Event, EventError
+from hookbus.bus.events.event import Event, EventError
 
-from .common import HOST, OUTPUT_TAIL_BYTES, count, decode_json, json_type, job_finished, error_line, stable_id, tail, timestamp
-from .common import field as get
+from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, count, decode_json, json_type, job_finished, error_line, stable_id, tail, timestamp
+from hookbus.adapters.common import field as get
 
 # Summary counters restic reports, kept in `stats` under the same names.
 COUNTERS = ("files_new", "files_changed", "files_unmodified", "dirs_new", "dirs_changed", "dirs_unmodified",

@@ -52,7 +52,7 @@ def hookbus_command() -> list[str]:
     script = Path(sys.executable).parent / "hookbus"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "hookbus.bus.cli"]
+    return [sys.executable, "-m", "hookbus.cli"]
 
 
 def _toml_value(value: Any) -> str:

@@ -32,8 +32,8 @@ from typing import Any
 import aiohttp
 import zmq
 
-from hookbus.bus import protocol
-from hookbus.bus.credentials import apply_credential, load_credential
+from hookbus.bus.transport import protocol
+from hookbus.bus.transport.credentials import apply_credential, load_credential
 
 from ._common import HOST, Processes, bench_dir, hookbus_command
 from .chaos import Site, signed_headers, until

@@ -37,10 +37,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from hookbus.bus.client import ControlClient
-from hookbus.bus.config import BusSettings
-from hookbus.bus.event import Event
-from hookbus.bus.runtime import SubscriberRunner
+from hookbus.bus.transport.client import ControlClient
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.events.event import Event
+from hookbus.bus.delivery.runner import SubscriberRunner
 from hookbus.subscribers import Subscriber, SubscriberConfig
 
 from ._common import (

@@ -89,11 +89,11 @@ def _request(i: int) -> bytes:
 
 
 async def _hookbus_app(tmp: Path) -> web.Application:
-    from hookbus.bus.broker import Broker
-    from hookbus.bus.cli import tune_gc
-    from hookbus.bus.config import build_config
-    from hookbus.bus.journal import Journal
-    from hookbus.bus.webhook import create_app
+    from hookbus.bus.transport.broker import Broker
+    from hookbus.cli import tune_gc
+    from hookbus.config import build_config
+    from hookbus.bus.store.journal import Journal
+    from hookbus.bus.http.app import create_app
 
     control, publish = free_ports(2)
     config = build_config({"bus": {"data_dir": str(tmp / "var"), "control": f"tcp://127.0.0.1:{control}",

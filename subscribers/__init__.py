@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hookbus.bus.config import ConfigError, describe_errors
+from hookbus.bus.settings import ConfigError, describe_errors
 
-from .base import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 
 __all__ = ["DeliveryError", "Subscriber", "SubscriberConfig", "load_kind", "load_subscriber_config", "create"]
 
@@ -55,7 +55,7 @@ def load_subscriber_config(table: Any, index: int) -> SubscriberConfig:
         config = cls.Config.model_validate(table)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, where)) from None
-    from hookbus.bus.event import compile_globs
+    from hookbus.bus.events.event import compile_globs
 
     for i, pattern in enumerate(config.events or []):
         if not pattern or any(c in pattern for c in " \t\n"):

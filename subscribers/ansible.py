@@ -38,12 +38,12 @@ from typing import Any
 from pydantic import Field, field_validator
 
 import hookbus.adapters
-from hookbus.bus import process
-from hookbus.bus.config import ConfigError
-from hookbus.bus.event import Event
-from hookbus.bus.validation import Reporter, Result
+from hookbus.bus.jobs import process
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.events.event import Event
+from hookbus.bus.delivery.validation import Reporter, Result
 
-from .base import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 
 log = logging.getLogger("hookbus.subscriber.ansible")
 

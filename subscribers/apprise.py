@@ -29,12 +29,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import apprise
 from pydantic import field_validator, model_validator
 
-from hookbus.bus.config import mark_secret
-from hookbus.bus.event import Event
-from hookbus.bus.messages import CUT_MARK, cut_end, cut_front, split_title
-from hookbus.bus.notify import Notifier, NotifierConfig
+from hookbus.bus.secrets import mark_secret
+from hookbus.bus.events.event import Event
+from hookbus.bus.notify.messages import CUT_MARK, cut_end, cut_front, split_title
+from hookbus.bus.notify.notifier import Notifier, NotifierConfig
 
-from .base import DeliveryError
+from hookbus.bus.delivery.subscriber import DeliveryError
 
 log = logging.getLogger("hookbus.subscriber.apprise")
 

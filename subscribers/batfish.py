@@ -43,11 +43,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from hookbus.bus.config import ConfigError
-from hookbus.bus.event import Event
-from hookbus.bus.validation import Reporter, Result
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.events.event import Event
+from hookbus.bus.delivery.validation import Reporter, Result
 
-from .base import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
 
 log = logging.getLogger("hookbus.subscriber.batfish")
 

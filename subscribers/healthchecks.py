@@ -34,11 +34,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 
 from hookbus.adapters.http import HttpClient, redact_url
-from hookbus.bus.config import mark_secret
-from hookbus.bus.event import Event
-from hookbus.bus.messages import cut_front_bytes, render_default
+from hookbus.bus.secrets import mark_secret
+from hookbus.bus.events.event import Event
+from hookbus.bus.notify.messages import cut_front_bytes, render_default
 
-from .base import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 
 log = logging.getLogger("hookbus.subscriber.healthchecks")
 

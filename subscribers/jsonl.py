@@ -23,9 +23,9 @@ from typing import IO
 
 import orjson
 
-from hookbus.bus.event import Event
+from hookbus.bus.events.event import Event
 
-from .base import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 
 log = logging.getLogger("hookbus.subscribers.jsonl")
 

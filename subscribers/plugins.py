@@ -41,11 +41,11 @@ from typing import Any
 
 from pydantic import model_validator
 
-from hookbus.bus.config import ConfigError
-from hookbus.bus.event import Event
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.events.event import Event
 from hookbus.bus.filemodes import refuse_writable
 
-from .base import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
 
 log = logging.getLogger("hookbus.subscriber.plugins")
 

@@ -29,13 +29,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.adapters.backrest import KINDS  # Backrest's operation words → task kinds
-from hookbus.bus.event import Event, compile_globs
-from hookbus.bus.hooks import HookResult, hook_env, run_command
-from hookbus.bus.jobconfig import DEFAULT_SHELL, is_template
-from hookbus.bus.process import DRAIN, GRACE
-from hookbus.bus.shellvalues import BoundCommand
+from hookbus.bus.events.event import Event, compile_globs
+from hookbus.bus.jobs.command import HookResult, hook_env, run_command
+from hookbus.bus.jobs.config import DEFAULT_SHELL, is_template
+from hookbus.bus.jobs.process import DRAIN, GRACE
+from hookbus.bus.notify.shellvalues import BoundCommand
 
-from .base import DeliveryError, Subscriber, SubscriberConfig, wants
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, wants
 
 log = logging.getLogger("hookbus.subscriber.shell")
 
@@ -170,7 +170,7 @@ class ShellConfig(SubscriberConfig):
 
 def check_template(command: str, patterns: list[str], shell: str) -> None:
     """Render a command template against the sample events it could see; raise ValueError."""
-    from hookbus.bus.templates import SAMPLES, TemplateError, check_shell
+    from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_shell
 
     match = compile_globs(patterns).match
     samples = [e for t, e in SAMPLES.items() if match(t)] or [SAMPLES["backup.job.finished"]]
@@ -224,7 +224,7 @@ class ShellSubscriber(Subscriber):
         command = self.config.command
         if not is_template(command):
             return BoundCommand(command, {})
-        from hookbus.bus.templates import TemplateError, render_shell
+        from hookbus.bus.notify.templates import TemplateError, render_shell
 
         try:
             return render_shell(command, event, shell=self.config.shell)
@@ -243,7 +243,7 @@ class ShellSubscriber(Subscriber):
         """For `hookbus test`: a sample that meets the first condition."""
         if not self.config.on:
             return event
-        from hookbus.bus.templates import SAMPLES
+        from hookbus.bus.notify.templates import SAMPLES
 
         type_, kind, status = _example(self.config.on[0])
         base = SAMPLES[type_]

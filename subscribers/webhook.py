@@ -7,10 +7,10 @@ from pydantic import field_validator
 
 from hookbus.adapters.http import HttpClient
 from hookbus.bus import signing
-from hookbus.bus.config import mark_secret
-from hookbus.bus.event import Event
+from hookbus.bus.secrets import mark_secret
+from hookbus.bus.events.event import Event
 
-from .base import Subscriber, SubscriberConfig
+from hookbus.bus.delivery.subscriber import Subscriber, SubscriberConfig
 
 
 class WebhookConfig(SubscriberConfig):

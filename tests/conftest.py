@@ -20,7 +20,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-HOOKBUS = [sys.executable, "-m", "hookbus.bus.cli"]
+HOOKBUS = [sys.executable, "-m", "hookbus.cli"]
 
 
 _HANDED_OUT: set[int] = set()
@@ -233,12 +233,12 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> Iterator[None]:
     """Loading a config remembers its secrets process-wide for scrubbing; keep each test's to itself."""
-    from hookbus.bus import config
+    from hookbus.bus import secrets
 
-    saved = set(config._SECRETS)
+    saved = set(secrets.known_secrets())
     yield
-    config._SECRETS.clear()
-    config._SECRETS.update(saved)
+    secrets.known_secrets().clear()
+    secrets.known_secrets().update(saved)
 
 
 @pytest.fixture(autouse=True)

@@ -26,11 +26,12 @@ import pytest
 import zmq.asyncio
 from aiohttp.test_utils import TestClient
 
-from hookbus.bus import config as config_module
-from hookbus.bus.broker import Broker
-from hookbus.bus.config import Config, ConfigError, build_config
-from hookbus.bus.journal import Journal
-from hookbus.bus.webhook import create_app
+from hookbus.bus import secrets
+from hookbus.bus.transport.broker import Broker
+from hookbus.config import Config, build_config
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.store.journal import Journal
+from hookbus.bus.http.app import create_app
 
 SAMPLES = Path(__file__).parent / "samples"
 UUID_KEY = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"
@@ -86,10 +87,10 @@ def make_config(data_dir: Path, **extra: Any) -> Config:
 
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> Any:
-    saved = set(config_module._SECRETS)
+    saved = set(secrets.known_secrets())
     yield
-    config_module._SECRETS.clear()
-    config_module._SECRETS.update(saved)
+    secrets.known_secrets().clear()
+    secrets.known_secrets().update(saved)
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from hookbus.bus import process
-from hookbus.bus.config import ConfigError, build_config
-from hookbus.bus.event import parse_event
-from hookbus.bus.messages import render_default
-from hookbus.bus.templates import is_error
+from hookbus.bus.jobs import process
+from hookbus.bus.settings import ConfigError
+from hookbus.config import build_config
+from hookbus.bus.events.event import parse_event
+from hookbus.bus.notify.messages import render_default
+from hookbus.bus.notify.templates import is_error
 from hookbus.subscribers import create
 
 from .conftest import Site, http_ready, read_jsonl, wait_for

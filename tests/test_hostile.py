@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookbus.bus.event import MAX_DEPTH, EventError, _checked_event, _plain_event, parse_event
+from hookbus.bus.events.event import MAX_DEPTH, EventError, _checked_event, _plain_event, parse_event
 
 from .conftest import free_port, http_request, write_config
 
@@ -111,7 +111,7 @@ class Server:
         )
         self.log = root / "serve.log"
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "hookbus.bus.cli", "serve", "--config", str(self.config)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "hookbus.cli", "serve", "--config", str(self.config)],
                                          stdout=out, stderr=subprocess.STDOUT, cwd=root)
         deadline = time.monotonic() + 20
         while self.request("GET", "/healthz")[0] != 200:

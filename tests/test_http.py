@@ -21,11 +21,11 @@ import zmq.asyncio
 from aiohttp.test_utils import TestClient
 
 from hookbus.bus import signing
-from hookbus.bus.broker import Broker
-from hookbus.bus.config import Config, build_config
-from hookbus.bus.event import TRUNCATION_MARK
-from hookbus.bus.journal import Journal
-from hookbus.bus.webhook import create_app
+from hookbus.bus.transport.broker import Broker
+from hookbus.config import Config, build_config
+from hookbus.bus.events.event import TRUNCATION_MARK
+from hookbus.bus.store.journal import Journal
+from hookbus.bus.http.app import create_app
 
 MAX_EVENT = 8192
 MAX_BODY = 64 * 1024

@@ -16,9 +16,9 @@ import aiohttp
 import orjson
 import pytest
 
-from hookbus.bus.hooks import run_command
-from hookbus.bus.jobs import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
-from hookbus.bus.process import group_alive
+from hookbus.bus.jobs.command import run_command
+from hookbus.bus.jobs.runner import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
+from hookbus.bus.jobs.process import group_alive
 
 from .conftest import HOOKBUS, Site, http_ready, read_jsonl, toml_value, wait_for
 from .test_process import jsonl_sub, run_cli
@@ -419,8 +419,8 @@ class Recorder:
 
 
 async def test_a_second_signal_stops_the_cleanup_hooks_too() -> None:
-    from hookbus.bus.jobconfig import JobConfig
-    from hookbus.bus.jobs import SKIP_CANCELLED, JobRun
+    from hookbus.bus.jobs.config import JobConfig
+    from hookbus.bus.jobs.runner import SKIP_CANCELLED, JobRun
 
     job = JobConfig.model_validate({"name": "j", "repository": "R", "backup": "sleep 600", "post_hooks": [
         {"name": "slow cleanup", "command": "sleep 600", "run_on_job_failure": True},

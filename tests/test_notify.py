@@ -13,10 +13,10 @@ import aiohttp
 import orjson
 import pytest
 
-from hookbus.bus.config import build_config
-from hookbus.bus.event import Event
+from hookbus.config import build_config
+from hookbus.bus.events.event import Event
 from hookbus.subscribers.apprise import AppriseSubscriber
-from hookbus.subscribers.base import DeliveryError
+from hookbus.bus.delivery.subscriber import DeliveryError
 from hookbus.subscribers.healthchecks import HealthchecksSubscriber, run_id
 
 from .conftest import Site, http_ready, wait_for

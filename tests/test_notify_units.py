@@ -15,13 +15,15 @@ from apprise.plugins.discord import NotifyDiscord
 from apprise.plugins.growl import NotifyGrowl
 from apprise.plugins.telegram import NotifyTelegram
 
-from hookbus.bus.config import ConfigError, RetrySettings, build_config, scrub
-from hookbus.bus.digest import Digest
-from hookbus.bus.event import Event
-from hookbus.bus.messages import (CUT_MARK, cut_front, cut_front_bytes, render_default, split_title, template_for)
-from hookbus.bus.templates import SAMPLES
+from hookbus.bus.settings import ConfigError, RetrySettings
+from hookbus.config import build_config
+from hookbus.bus.secrets import scrub
+from hookbus.bus.notify.digest import Digest
+from hookbus.bus.events.event import Event
+from hookbus.bus.notify.messages import CUT_MARK, cut_front, cut_front_bytes, render_default, split_title, template_for
+from hookbus.bus.notify.templates import SAMPLES
 from hookbus.subscribers.apprise import fit
-from hookbus.subscribers.base import DeliveryError
+from hookbus.bus.delivery.subscriber import DeliveryError
 from hookbus.subscribers.healthchecks import HealthchecksSubscriber, ping_body, ping_url, run_id
 from hookbus.subscribers.slack import BLOCKS_MAX, HEADER_MAX, SECTION_MAX, TEXT_MAX, RateLimiter, SlackSubscriber, payload
 

@@ -14,8 +14,8 @@ import aiohttp
 import orjson
 import zmq.asyncio
 
-from hookbus.bus.client import ControlClient
-from hookbus.bus.config import BusSettings
+from hookbus.bus.transport.client import ControlClient
+from hookbus.bus.settings import BusSettings
 
 from .conftest import Receiver, Site, cloudevent, count_lines, http_ready, read_jsonl, wait_for
 
@@ -220,7 +220,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | Non
     import sys
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hookbus.bus.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "hookbus.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})}, cwd=cwd)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return CliResult(proc.returncode or 0, out.decode(), err.decode())

@@ -14,13 +14,13 @@ import orjson
 import pytest
 import zmq.asyncio
 
-from hookbus.bus import protocol
-from hookbus.bus.broker import Broker
-from hookbus.bus.client import configure_client_socket
-from hookbus.bus.config import Config, build_config
-from hookbus.bus.event import Event, parse_event
-from hookbus.bus.journal import Journal
-from hookbus.bus.runtime import SubscriberRunner
+from hookbus.bus.transport import protocol
+from hookbus.bus.transport.broker import Broker
+from hookbus.bus.transport.client import configure_client_socket
+from hookbus.config import Config, build_config
+from hookbus.bus.events.event import Event, parse_event
+from hookbus.bus.store.journal import Journal
+from hookbus.bus.delivery.runner import SubscriberRunner
 from hookbus.subscribers import DeliveryError, Subscriber, SubscriberConfig
 from hookbus.subscribers.jsonl import JsonlConfig, JsonlSubscriber
 
@@ -224,7 +224,7 @@ async def test_a_subscriber_behind_goes_on_from_the_live_events_it_kept(broker: 
     """Events published while a subscriber has no room are kept (up to a bound)
     and taken from there, not read back from the journal; past the bound, the
     rest is read from the journal. Each is delivered once, in order."""
-    import hookbus.bus.runtime as runtime
+    import hookbus.bus.delivery.runner as runtime
 
     monkeypatch.setattr(runtime, "MAX_INFLIGHT", 5)
     monkeypatch.setattr(runtime, "KEEP_EVENTS", 30)

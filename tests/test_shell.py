@@ -12,8 +12,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from hookbus.bus.config import ConfigError, build_config
-from hookbus.bus.event import Event
+from hookbus.bus.settings import ConfigError
+from hookbus.config import build_config
+from hookbus.bus.events.event import Event
 from hookbus.subscribers import DeliveryError, load_subscriber_config
 from hookbus.subscribers.shell import CONDITIONS, ShellSubscriber
 
@@ -259,7 +260,7 @@ def test_check_config_accepts_the_backrest_examples() -> None:
 
 @pytest.mark.parametrize("condition", sorted(CONDITIONS))
 def test_hookbus_test_gets_a_sample_that_meets_each_condition(condition: str) -> None:
-    from hookbus.bus.templates import SAMPLES
+    from hookbus.bus.notify.templates import SAMPLES
 
     sub = ShellSubscriber(shell_config(on=[condition], command='echo "type: {{ type }}"'))
     sample = sub.sample(SAMPLES["backup.job.finished"])
@@ -270,7 +271,7 @@ def test_hookbus_test_gets_a_sample_that_meets_each_condition(condition: str) ->
 
 
 def test_preview_says_when_nothing_would_run() -> None:
-    from hookbus.bus.templates import SAMPLES
+    from hookbus.bus.notify.templates import SAMPLES
 
     sub = ShellSubscriber(shell_config(on=["CONDITION_PRUNE_ERROR"]))
     with pytest.raises(DeliveryError, match="does not meet this hook's conditions"):

@@ -13,7 +13,6 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +23,10 @@ import orjson
 import pytest
 
 from hookbus.adapters import netcfgbu_plugin
-from hookbus.bus.config import BusSettings, build_config, scrub
-from hookbus.bus.journal import Journal
+from hookbus.bus.settings import BusSettings
+from hookbus.config import build_config
+from hookbus.bus.secrets import scrub
+from hookbus.bus.store.journal import Journal
 
 from .conftest import HOOKBUS, Proc, Site, cloudevent, http_ready, read_jsonl, wait_for
 
@@ -91,7 +92,7 @@ async def test_secrets_never_reach_the_journal_from_any_way_in(site: Site, procs
 
 
 def test_dead_letter_text_and_logs_lose_secret_prefixes_and_base64() -> None:
-    from hookbus.bus import redact
+    from hookbus.bus import secrets as redact
 
     build_config({"subscribers": [{"name": "h", "kind": "webhook", "url": "http://127.0.0.1:9/",
                                    "headers": {"X-Token": TOKEN}}]}, "test")
@@ -105,7 +106,7 @@ def test_dead_letter_text_and_logs_lose_secret_prefixes_and_base64() -> None:
 
 
 def test_the_netcfgbu_file_drops_the_keys_hookbus_drops() -> None:
-    from hookbus.bus import redact
+    from hookbus.bus import secrets as redact
 
     # The plugin file runs alone inside netcfgbu's Python: it carries the rule's text, held equal here.
     assert netcfgbu_plugin.SECRET_KEY.pattern == redact.SECRET_KEY.pattern
@@ -162,7 +163,7 @@ def test_a_world_writable_plugins_folder_or_file_is_refused(tmp_path: Path) -> N
 
 
 async def test_ping_keys_are_stored_hashed_and_old_rows_are_migrated(site: Site, procs: Callable[..., Proc]) -> None:
-    from hookbus.bus.journal import hash_key
+    from hookbus.bus.store.journal import hash_key
 
     key = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"
     site.configure([])
@@ -212,7 +213,7 @@ async def test_a_second_runner_of_one_subscriber_is_refused(site: Site, procs: C
     await wait_for(lambda: "subscriber audit (jsonl): starting" in proc.output(), 20, "serve's own audit runner")
     out = run_hookbus("subscriber", "audit", "--config", str(site.config), cwd=site.root)
     assert out.returncode == 1, out
-    assert "subscriber audit is already running (" in out.stderr and f"pid " in out.stderr
+    assert "subscriber audit is already running (" in out.stderr and "pid " in out.stderr
 
 
 async def test_a_corrupted_journal_is_a_503_or_one_line_at_start(site: Site, procs: Callable[..., Proc]) -> None:
@@ -266,9 +267,9 @@ async def test_a_retry_is_not_put_off_when_the_clock_went_back(site: Site, procs
 async def test_metrics_escape_label_values(site: Site, procs: Callable[..., Proc]) -> None:
     """A name that would write a metric line of its own: refused by the control socket's checks (even with the
     operate credential), and escaped by /metrics should one ever get through."""
-    from hookbus.bus import protocol
-    from hookbus.bus.client import BrokerRefused, ControlClient
-    from hookbus.bus.webhook import label
+    from hookbus.bus.transport import protocol
+    from hookbus.bus.transport.client import BrokerRefused, ControlClient
+    from hookbus.bus.http.app import label
 
     site.configure([])
     await start(procs, site)
@@ -285,9 +286,9 @@ async def test_metrics_escape_label_values(site: Site, procs: Callable[..., Proc
 
 async def test_a_huge_replay_does_not_fail_concurrent_ingests(site: Site, procs: Callable[..., Proc]) -> None:
     """The largest REPLAY the control socket takes goes in chunks beside 185 ingests; a larger one is refused."""
-    from hookbus.bus import protocol
-    from hookbus.bus.client import BrokerRefused, ControlClient
-    from hookbus.bus.commands import MAX_IDS
+    from hookbus.bus.transport import protocol
+    from hookbus.bus.transport.client import BrokerRefused, ControlClient
+    from hookbus.bus.transport.commands import MAX_IDS
 
     site.configure([])
     await start(procs, site)

@@ -27,14 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hookbus.bus import signing
-from hookbus.bus.event import MAX_DEPTH
+from hookbus.bus.events.event import MAX_DEPTH
 
 from .conftest import free_port, http_request, toml_value
 
 TOKEN = "tok-trust-7c1e5a"
 SECRET = "whsec_" + base64.b64encode(b"trust-boundaries-secret-32-bytes").decode()
 CHECK_KEY = "nightly-db"
-HOOKBUS = [sys.executable, "-m", "hookbus.bus.cli"]
+HOOKBUS = [sys.executable, "-m", "hookbus.cli"]
 DEPTH_LIMIT = str(MAX_DEPTH)
 
 
@@ -351,7 +351,7 @@ def test_systemd_units_set_limit_nofile() -> None:
 
 async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_ids() -> None:
     from aiohttp import web
-    from hookbus.bus.replay import ReplayCache
+    from hookbus.bus.http.replay import ReplayCache
 
     calls: list[int] = []
 
@@ -383,7 +383,7 @@ async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_id
                                                         (256, 16, 32), (resource.RLIM_INFINITY, 4096, 1024)])
 def test_the_connection_bound_leaves_room_under_the_open_file_limit(monkeypatch: pytest.MonkeyPatch, soft: int,
                                                                     limit: int, backlog: int) -> None:
-    from hookbus.bus import fdlimit
+    from hookbus.bus.http import fdlimit
 
     monkeypatch.setattr(fdlimit.resource, "getrlimit", lambda _: (soft, resource.RLIM_INFINITY))
     assert fdlimit.http_sizes() == (limit, backlog)

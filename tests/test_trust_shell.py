@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hookbus.bus.event import Event
-from hookbus.bus.templates import TemplateError, render_shell
+from hookbus.bus.events.event import Event
+from hookbus.bus.notify.templates import TemplateError, render_shell
 
 from .conftest import Receiver, Site, cloudevent, http_ready, read_jsonl, wait_for
 from .test_jobs import add_jobs, spooled_events

@@ -24,15 +24,15 @@ import orjson
 import pytest
 import zmq
 
-from hookbus.bus import protocol
+from hookbus.bus.transport import protocol
 
 try:
-    from hookbus.bus.credentials import Credential, apply_credential, load_credential
+    from hookbus.bus.transport.credentials import Credential, apply_credential, load_credential
 except ImportError:  # the code before trust boundaries: these tests then fail on what they test, not on an import
     Credential = Any  # type: ignore[misc,assignment]
     apply_credential = load_credential = None  # type: ignore[assignment]
 
-from .conftest import HOOKBUS, Site, cloudevent, free_port, http_ready, read_jsonl, wait_for, write_config
+from .conftest import HOOKBUS, Site, cloudevent, http_ready, read_jsonl, wait_for, write_config
 
 REPLY_WAIT_MS = 1500  # a refused request gets an ERR at once; a refused connection gets nothing
 _OPEN: list[zmq.Socket[Any]] = []  # closed when the test ends (a socket collected open warns)
@@ -367,12 +367,12 @@ class FakeBroker:
     what only the broker could send on the publish socket; counts FETCHes."""
 
     def __init__(self, site: Site, ctx: zmq.Context[Any]) -> None:
-        from hookbus.bus.config import BusSettings
-        from hookbus.bus.curve import apply_server
+        from hookbus.bus.settings import BusSettings
+        from hookbus.bus.transport.curve import apply_server
 
         self.router, self.xpub = open_socket(ctx, zmq.ROUTER), open_socket(ctx, zmq.XPUB)
         try:
-            from hookbus.bus.credentials import ensure_keys
+            from hookbus.bus.transport.credentials import ensure_keys
         except ImportError:  # the code before trust boundaries: no keys
             pass
         else:

@@ -19,13 +19,15 @@ import pytest
 from aioresponses import aioresponses
 
 from hookbus.adapters.http import USER_AGENT, HttpClient, classify, parse_retry_after, redact_url
-from hookbus.bus import event as event_module
+from hookbus.bus.events import event as event_module
 from hookbus.bus import signing
-from hookbus.bus.config import ConfigError, ScrubFilter, build_config, scrub
-from hookbus.bus.event import (TRUNCATION_MARK, Event, EventError, compile_globs, fit_to_size, new_event, new_id,
-                               parse_event)
-from hookbus.bus.journal import Journal
-from hookbus.subscribers.base import DeliveryError
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.logs import ScrubFilter
+from hookbus.config import build_config
+from hookbus.bus.secrets import scrub
+from hookbus.bus.events.event import TRUNCATION_MARK, Event, EventError, compile_globs, fit_to_size, new_event, new_id, parse_event
+from hookbus.bus.store.journal import Journal
+from hookbus.bus.delivery.subscriber import DeliveryError
 
 
 # -- events ---------------------------------------------------------------------------------------

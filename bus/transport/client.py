@@ -12,9 +12,9 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from . import protocol
-from .config import BusSettings
-from .credentials import NoCredential, apply_credential, find_credential
+from hookbus.bus.transport import protocol
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.transport.credentials import NoCredential, apply_credential, find_credential
 
 log = logging.getLogger("hookbus.client")
 

@@ -26,9 +26,9 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 from pydantic import Field
 
-from hookbus.bus.config import RetrySettings, Strict
-from hookbus.bus.event import Event
-from hookbus.bus.journal import settle_future
+from hookbus.bus.settings import RetrySettings, Strict
+from hookbus.bus.events.event import Event
+from hookbus.bus.store.journal import settle_future
 
 T = TypeVar("T")
 

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hookbus.subscribers.base import DeliveryError, Publish
+from hookbus.bus.delivery.subscriber import DeliveryError, Publish
 
-from .client import BrokerRefused, BrokerUnavailable
-from .event import Event, now_rfc3339
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable
+from hookbus.bus.events.event import Event, now_rfc3339
 
 log = logging.getLogger("hookbus.validation")
 

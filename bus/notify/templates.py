@@ -27,8 +27,8 @@ from jinja2 import StrictUndefined, TemplateError, nodes, pass_context
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .event import Event
-from .shellvalues import MARK, BoundCommand, UnsafeTemplate, bind
+from hookbus.bus.events.event import Event
+from hookbus.bus.notify.shellvalues import MARK, BoundCommand, UnsafeTemplate, bind
 
 __all__ = ["TemplateError", "BoundCommand", "render", "render_shell", "check", "check_shell", "context", "SAMPLES"]
 

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .event import compile_globs
-from .journal import Journal
-from .webhook import BadRequest, int_param, ok
+from hookbus.bus.events.event import compile_globs
+from hookbus.bus.store.journal import Journal
+from hookbus.bus.http.app import BadRequest, int_param, ok
 
 MAX_JOBS = 5000  # the newest jobs kept in memory
 _TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match

@@ -105,7 +105,7 @@ def check_command_template(command: str, shell: str) -> None:
     will run it; raise ValueError saying what is wrong."""
     if not is_template(command):
         return
-    from .templates import SAMPLES, TemplateError, check_shell
+    from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_shell
 
     try:
         check_shell(command, [SAMPLES["backup.task.started"]], shell=shell, job=SAMPLE_JOB, task=SAMPLE_TASK)
@@ -116,7 +116,7 @@ def check_command_template(command: str, shell: str) -> None:
 def load_jobs(tables: Any) -> list[JobConfig]:
     """Validate the `[[jobs]]` tables; raise ValueError whose lines name the key
     at fault, e.g. `jobs[0] (nightly).pre_hooks[1].command: Field required`."""
-    from .config import describe_errors
+    from hookbus.bus.settings import describe_errors
 
     if not isinstance(tables, list):
         raise ValueError("jobs: must be an array of tables ([[jobs]])")

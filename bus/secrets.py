@@ -11,22 +11,24 @@ One place decides what a secret looks like:
   are hidden as they are, base64-encoded (alone or inside `user:secret`), and
   as any leading part of 8 characters or more (`${TOKEN:0:12}`).
 
-`clean_event` is the cheap entry for every event from any way in: one regex
+`clean_event` (bus/events) is the cheap entry for every event from any way in: one regex
 over the event's JSON bytes decides whether anything needs a closer look.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import re
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-import orjson
 
-if TYPE_CHECKING:
-    from .event import Event
+from hookbus.bus.settings import ConfigError
+
 
 MASK = "***"
+
 
 # A key naming a credential. "pass" but not "passed"/"passes"/"passing" (validation counts).
 SECRET_KEY = re.compile(
@@ -34,7 +36,10 @@ SECRET_KEY = re.compile(
     r"|auth.?key|snmp.*(?:auth|priv)|^(?:key|psk|pw|enable|auth|authorization)$",
     re.IGNORECASE,
 )
+
+
 _LOGIN_KEY = re.compile(r"^login$", re.IGNORECASE)
+
 
 # Credentials inside free text. Each keeps what names the thing and masks the secret.
 _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -50,11 +55,13 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(login\s*[=:]\s*['\"]?[^\s:'\"]+):[^\s'\"]+", re.IGNORECASE), rf"\1:{MASK}"),
 )
 
+
 # The cheap look at an event's JSON (lowered): a credential-named key, a credential
 # pattern or userinfo (@) must show one of these. `in` on bytes is a C search; a regex
 # alternation of the same words costs ten times as much per event.
 _HINTS = (b"pass", b"pwd", b"secret", b"token", b"credential", b"communit", b"cookie", b"key", b"auth", b"login",
           b"priv", b'"psk"', b'"pw"', b'"enable"', b"-u ", b"@")
+
 
 PREFIX_MIN = 8  # a leading part of a secret this long or longer is hidden too
 
@@ -188,15 +195,45 @@ def may_hold_secret(raw: bytes) -> bool:
     return False
 
 
-def clean_event(event: Event) -> None:
-    """Redact an event in place, whatever way it came in; an event that changes
-    loses its received JSON (`stored`) so that its redacted form is what is kept."""
-    raw = event.stored if event.stored is not None else orjson.dumps(
-        [event.source, event.subject, event.data, event.extensions], default=str)
-    if not may_hold_secret(raw):
-        return
-    data, extensions = redact_data(event.data), redact_data(event.extensions)
-    source, subject = redact_text(event.source), redact_text(event.subject) if event.subject else event.subject
-    if (data, extensions, source, subject) != (event.data, event.extensions, event.source, event.subject):
-        event.data, event.extensions, event.source, event.subject = data, extensions, source, subject
-        event.stored = None
+# -- configured secrets: `env:NAME` and `file:PATH` values --
+
+def resolve_value(value: str, key: str) -> str:
+    """Given a config string, return it with `env:NAME` / `file:PATH` read in."""
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"{key}: environment variable {name} is not set")
+        secret = os.environ[name]
+    elif value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            secret = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    else:
+        return value
+    mark_secret(secret)
+    return secret
+
+
+def _resolve_tree(node: Any, key: str) -> Any:
+    if isinstance(node, str):
+        return resolve_value(node, key)
+    if isinstance(node, list):
+        return [_resolve_tree(v, f"{key}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, dict):
+        return {k: _resolve_tree(v, f"{key}.{k}" if key else k) for k, v in node.items()}
+    return node
+
+
+def mark_secret(value: str | None) -> None:
+    """Remember a value that must never be printed (tokens given inline, URL paths)."""
+    if value and len(value) >= 4:
+        remember(value)
+
+
+def scrub(text: str) -> str:
+    """Return text with every known secret (and its base64 and leading parts) and
+    every credential-shaped part (URL user:password, Authorization headers,
+    password=…) replaced by ***."""
+    return redact_text(text)

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import process
-from .config import scrub
-from .jobconfig import DEFAULT_SHELL, DEFAULT_TIMEOUT
-from .process import GRACE
+from hookbus.bus.jobs import process
+from hookbus.bus.secrets import scrub
+from hookbus.bus.jobs.config import DEFAULT_SHELL, DEFAULT_TIMEOUT
+from hookbus.bus.jobs.process import GRACE
 
 __all__ = ["HookResult", "hook_env", "run_command"]
 

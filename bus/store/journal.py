@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from .event import Event
+from hookbus.bus.events.event import Event
 
 log = logging.getLogger("hookbus.journal")
 

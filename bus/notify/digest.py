@@ -39,11 +39,11 @@ from typing import Any
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from hookbus.subscribers.base import GiveUp
+from hookbus.bus.delivery.subscriber import GiveUp
 
-from .config import RetrySettings
-from .event import Event
-from .runtime import Backoff, describe, is_retryable
+from hookbus.bus.settings import RetrySettings
+from hookbus.bus.events.event import Event
+from hookbus.bus.delivery.runner import Backoff, describe, is_retryable
 
 log = logging.getLogger("hookbus.digest")
 

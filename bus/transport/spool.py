@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import orjson
 
-from .client import BrokerRefused, BrokerUnavailable, ControlClient
-from .config import BusSettings
-from .event import Event, EventError, parse_event
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.events.event import Event, EventError, parse_event
 
 log = logging.getLogger("hookbus.spool")
 

@@ -23,7 +23,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
-from .credentials import OPERATE, PUBLISH
+from hookbus.bus.transport.credentials import OPERATE, PUBLISH
 
 log = logging.getLogger("hookbus.zap")
 

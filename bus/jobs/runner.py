@@ -25,11 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from .config import Config, scrub
-from .event import Event, new_event, new_id, now_rfc3339
-from .hooks import HookResult, hook_env, run_command
-from .jobconfig import NAME_PATTERN, Command, JobConfig, is_template
-from .spool import SpoolingPublisher
+from hookbus.config import Config
+from hookbus.bus.secrets import scrub
+from hookbus.bus.events.event import Event, new_event, new_id, now_rfc3339
+from hookbus.bus.jobs.command import HookResult, hook_env, run_command
+from hookbus.bus.jobs.config import NAME_PATTERN, Command, JobConfig, is_template
+from hookbus.bus.transport.spool import SpoolingPublisher
 
 HOST = socket.gethostname()
 
@@ -279,7 +280,7 @@ class JobRun:
         text, values = command.command, {}
         shell = command.shell or self.job.shell
         if is_template(text):
-            from .templates import TemplateError, render_shell
+            from hookbus.bus.notify.templates import TemplateError, render_shell
 
             try:
                 bound = render_shell(text, started, shell=shell, job=self.context(), task=task.as_dict())

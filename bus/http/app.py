@@ -16,13 +16,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import connections, fdlimit, signing
-from .broker import Broker
-from .config import Config, WebhookSettings
-from .event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
-from .journal import JournalError
-from .openapi import OPENAPI
-from .replay import ReplayCache
+from hookbus.bus.http import connections, fdlimit
+from hookbus.bus import signing
+from hookbus.bus.transport.broker import Broker
+from hookbus.config import Config
+from hookbus.bus.settings import WebhookSettings
+from hookbus.bus.events.event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
+from hookbus.bus.store.journal import JournalError
+from hookbus.bus.http.openapi import OPENAPI
+from hookbus.bus.http.replay import ReplayCache
 
 log = logging.getLogger("hookbus.http")
 
@@ -358,7 +360,7 @@ def create_app(config: Config, broker: Broker) -> web.Application:
     app.router.add_post("/ingest/{adapter}", ingest_adapter)
     app.router.add_get("/api/events", get_events)
     app.router.add_get("/api/subscribers", get_subscribers)
-    from . import jobhistory  # here: it uses this module's answers
+    from hookbus.bus.http import history as jobhistory  # here: it uses this module's answers
 
     jobhistory.add_routes(app, broker.journal)  # GET /api/jobs, /api/jobs/{job_id}
     app.router.add_get("/api/dead-letters", get_dead_letters)

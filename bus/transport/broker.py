@@ -20,15 +20,16 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from . import commands, protocol
-from .commands import BadRequest
-from .config import Config, is_local_endpoint
-from .credentials import authorized, ensure_keys, key_folders
-from .curve import apply_server
-from .event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
-from .journal import Accepted, Journal, JournalError, LeaseHeld
-from .redact import clean_event
-from .zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
+from hookbus.bus.transport import commands, protocol
+from hookbus.bus.transport.commands import BadRequest
+from hookbus.config import Config
+from hookbus.bus.settings import is_local_endpoint
+from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
+from hookbus.bus.transport.curve import apply_server
+from hookbus.bus.events.event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
+from hookbus.bus.store.journal import Accepted, Journal, JournalError, LeaseHeld
+from hookbus.bus.events.event import clean_event
+from hookbus.bus.transport.zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
 
 log = logging.getLogger("hookbus.broker")
 

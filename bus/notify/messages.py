@@ -14,8 +14,8 @@ import fnmatch
 from datetime import datetime, timezone
 from typing import Any
 
-from .event import Event
-from .templates import SAMPLES, TemplateError, check, render, summary
+from hookbus.bus.events.event import Event
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, check, render, summary
 
 __all__ = ["TEMPLATES", "DIGEST", "GENERIC", "template_for", "render_message", "check_template", "split_title",
            "cut_front", "cut_front_bytes", "cut_end", "digest_context", "sample_digest", "NETCFGBU_TIME"]
@@ -318,7 +318,7 @@ def _failure_line(event: Event) -> str:
 
 
 def _failed(event: Event) -> bool:
-    from .templates import is_error
+    from hookbus.bus.notify.templates import is_error
 
     return is_error(event)
 

@@ -24,15 +24,18 @@ import zmq.asyncio
 
 from hookbus import __version__
 
-from . import protocol, spool
-from .broker import Broker
-from .client import BrokerRefused, BrokerUnavailable, ControlClient
-from .config import Config, ConfigError, find_config_path, load_config, scrub, setup_logging
-from .event import EventError, new_event, parse_event
-from .fdlimit import raise_open_file_limit
-from .filemodes import private_dir, private_umask
-from .journal import Journal, JournalError
-from .runtime import SubscriberRunner
+from hookbus.bus.transport import protocol, spool
+from hookbus.bus.transport.broker import Broker
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
+from hookbus.config import Config, find_config_path, load_config
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.secrets import scrub
+from hookbus.bus.logs import setup_logging
+from hookbus.bus.events.event import EventError, new_event, parse_event
+from hookbus.bus.http.fdlimit import raise_open_file_limit
+from hookbus.bus.filemodes import private_dir, private_umask
+from hookbus.bus.store.journal import Journal, JournalError
+from hookbus.bus.delivery.runner import SubscriberRunner
 
 log = logging.getLogger("hookbus")
 
@@ -62,7 +65,7 @@ def data_dir_lock(config: Config) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
-    from .webhook import start_http
+    from hookbus.bus.http.app import start_http
 
     journal = Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
     broker = Broker(config, journal)
@@ -263,7 +266,7 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from .jobs import cmd_run as run_job
+    from hookbus.bus.jobs.runner import cmd_run as run_job
 
     return run_job(config, args.job, job_type=args.job_type, job_id=args.job_id, publish_timeout=args.timeout)
 
@@ -274,8 +277,8 @@ def sample_for(patterns: list[str], wanted: str | None) -> Any:
     neither drops it as a repeat nor as too old."""
     import dataclasses
 
-    from .event import compile_globs, new_id, now_rfc3339
-    from .templates import SAMPLES
+    from hookbus.bus.events.event import compile_globs, new_id, now_rfc3339
+    from hookbus.bus.notify.templates import SAMPLES
 
     if wanted is not None and wanted not in SAMPLES:
         fail(f"--type: no sample {wanted!r}; samples: {', '.join(SAMPLES)}", EXIT_USAGE)
@@ -336,7 +339,7 @@ def cmd_test(args: argparse.Namespace, config: Config) -> int:
 def cmd_grant(args: argparse.Namespace, config: Config) -> int:
     from pathlib import Path
 
-    from .credentials import ENV, grant
+    from hookbus.bus.transport.credentials import ENV, grant
 
     dest = Path(args.to)
     try:

@@ -27,14 +27,15 @@ import zmq.asyncio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from hookbus.subscribers import DeliveryError, Subscriber, SubscriberConfig
-from hookbus.subscribers.base import wants
+from hookbus.bus.delivery.subscriber import wants
 
-from . import protocol
-from .client import BrokerUnavailable, ControlClient, configure_client_socket
-from .config import BusSettings, scrub
-from .broker import DELIVERY_FAILED
-from .event import Event, compile_globs, from_stored
-from .journal import runner_name
+from hookbus.bus.transport import protocol
+from hookbus.bus.transport.client import BrokerUnavailable, ControlClient, configure_client_socket
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.secrets import scrub
+from hookbus.bus.transport.broker import DELIVERY_FAILED
+from hookbus.bus.events.event import Event, compile_globs, from_stored
+from hookbus.bus.store.journal import runner_name
 
 log = logging.getLogger("hookbus.subscriber")
 

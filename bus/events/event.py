@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from hookbus.bus.secrets import may_hold_secret, redact_data, redact_text
+
 SPECVERSION = "1.0"
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 # Levels of arrays and objects in an event's data (or a tool's payload). Far above
@@ -333,3 +335,17 @@ def compile_globs(patterns: list[str]) -> re.Pattern[str]:
     if not patterns:
         return re.compile(r"(?!)")
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def clean_event(event: Event) -> None:
+    """Redact an event in place, whatever way it came in; an event that changes
+    loses its received JSON (`stored`) so that its redacted form is what is kept."""
+    raw = event.stored if event.stored is not None else orjson.dumps(
+        [event.source, event.subject, event.data, event.extensions], default=str)
+    if not may_hold_secret(raw):
+        return
+    data, extensions = redact_data(event.data), redact_data(event.extensions)
+    source, subject = redact_text(event.source), redact_text(event.subject) if event.subject else event.subject
+    if (data, extensions, source, subject) != (event.data, event.extensions, event.source, event.subject):
+        event.data, event.extensions, event.source, event.subject = data, extensions, source, subject
+        event.stored = None

@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from hookbus.subscribers.base import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 
-from .config import ConfigError
-from .digest import Digest
-from .event import Event, compile_globs
-from .messages import DIGEST_KEY, check_template, digest_context, render_default, render_message, template_for
-from .templates import SAMPLES, TemplateError, is_error
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.notify.digest import Digest
+from hookbus.bus.events.event import Event, compile_globs
+from hookbus.bus.notify.messages import DIGEST_KEY, check_template, digest_context, render_default, render_message, template_for
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, is_error
 
 log = logging.getLogger("hookbus.notify")
 
