@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from hookbus.bus.events.event import Event, EventError, new_id
+from hookbus.bus.http.keys import BROKER
 
 from hookbus.adapters import restic
 from hookbus.adapters.common import HOST, FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
@@ -191,8 +192,6 @@ def events_for(hook: Hook, job: OpenJob | None, source: str) -> list[Event]:
 
 
 async def ingest(request: web.Request) -> list[Event]:
-    from hookbus.bus.http.app import BROKER
-
     hook = parse_hook(decode_json(await request.read()))
     jobs = JournalJobs(request.app[BROKER].journal)
     if hook.is_start:

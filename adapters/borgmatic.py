@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from hookbus.bus.events.event import Event, EventError
+from hookbus.bus.http.keys import BROKER
 
 from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object, error_line, new_job, tail
 from hookbus.adapters.common import field as get
@@ -78,8 +79,6 @@ def from_cli(args: argparse.Namespace, jobs: FileJobs | None = None) -> list[Eve
 
 
 async def ingest(request: web.Request) -> list[Event]:
-    from hookbus.bus.http.app import BROKER
-
     obj = json_object(await request.read())
     state = get(obj, "state", str, required=True)
     if state not in STATES:

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from hookbus.bus.transport.broker import Broker
 from hookbus.bus.settings import Check
-from hookbus.config import Config
 from hookbus.bus.events.event import Event, new_id, now_rfc3339
-from hookbus.bus.http.app import BadRequest
+from hookbus.bus.http.answers import BadRequest
+from hookbus.bus.http.keys import BROKER
 
 from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job, tail
 
@@ -53,14 +54,15 @@ class PingState:
 PING = web.AppKey("ping", PingState)
 
 
-def add_routes(app: web.Application, config: Config, broker: Broker) -> None:
-    """Serve the ping API on app (called by `create_app`)."""
+def add_routes(app: web.Application, checks: Sequence[Check]) -> None:
+    """Serve the ping API on app, for these checks (the application adds it)."""
+    broker = app[BROKER]
     app[PING] = PingState(
         broker=broker,
-        checks={check.key: check for check in config.checks},
+        checks={check.key: check for check in checks},
         jobs=JournalJobs(broker.journal),
         # Half the largest event, so a full body always fits with the job's other fields.
-        body_limit=min(PING_BODY_LIMIT, config.bus.max_event_bytes // 2),
+        body_limit=min(PING_BODY_LIMIT, broker.bus.max_event_bytes // 2),
         lock=asyncio.Lock(),
     )
     for path in ("/ping/{key}", "/ping/{key}/{action}"):

@@ -8,34 +8,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
-import gc
+import dataclasses
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
 import zmq.asyncio
 
 from hookbus import __version__
-
-from hookbus.bus.transport import protocol, spool
-from hookbus.bus.transport.broker import Broker
-from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
-from hookbus.config import Config, find_config_path, load_config
-from hookbus.bus.settings import ConfigError
-from hookbus.bus.secrets import scrub
+from hookbus.adapters import registry
+from hookbus.app import data_dir_lock, serve
+from hookbus.bus.events.event import EventError, compile_globs, new_event, new_id, now_rfc3339, parse_event
+from hookbus.bus.filemodes import private_umask
+from hookbus.bus.jobs.runner import cmd_run as run_job
 from hookbus.bus.logs import setup_logging
-from hookbus.bus.events.event import EventError, new_event, parse_event
-from hookbus.bus.http.fdlimit import raise_open_file_limit
-from hookbus.bus.filemodes import private_dir, private_umask
-from hookbus.bus.store.journal import Journal, JournalError
-from hookbus.bus.delivery.runner import SubscriberRunner
+from hookbus.bus.notify.templates import SAMPLES
+from hookbus.bus.secrets import scrub
+from hookbus.bus.settings import ConfigError
+from hookbus.bus.store.journal import JournalError
+from hookbus.bus.transport import protocol
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
+from hookbus.bus.transport.credentials import ENV, grant
+from hookbus.config import Config, find_config_path, load_config
+from hookbus.subscribers import DeliveryError, create
 
 log = logging.getLogger("hookbus")
 
@@ -46,111 +46,6 @@ LONG_RUNNING = ("serve", "broker", "subscriber", "run")
 def fail(message: str, code: int) -> NoReturn:
     print(f"hookbus: {scrub(message)}", file=sys.stderr)
     raise SystemExit(code)
-
-
-# -- running the parts ------------------------------------------------------------
-
-@contextlib.contextmanager
-def data_dir_lock(config: Config) -> Any:
-    """One broker per data directory: a second one would fork the journal."""
-    private_dir(config.bus.data_dir)  # 0700, and what is under it owner-only (§13)
-    path = config.bus.data_dir / "broker.lock"
-    with path.open("w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fail(f"bus.data_dir {config.bus.data_dir}: another hookbus broker is already running on it", EXIT_FAILED)
-        yield
-
-
-@contextlib.asynccontextmanager
-async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
-    from hookbus.bus.http.app import start_http
-
-    journal = Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
-    broker = Broker(config, journal)
-    try:
-        await broker.start()
-        # What `hookbus run` could not deliver while the broker was down waits in the spool.
-        spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
-        runner = await start_http(config, broker) if with_http and config.webhook.enabled else None
-        try:
-            yield broker
-        finally:
-            spooled.cancel()
-            await asyncio.gather(spooled, return_exceptions=True)
-            if runner is not None:
-                await runner.cleanup()
-            await broker.stop()
-    finally:
-        journal.close()
-
-
-async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> list[str]:
-    """Run the named subscribers until `stop`; `feed`: the broker, when in this process.
-    Return why each one that stopped on its own stopped."""
-    from hookbus.subscribers import create
-
-    runners = [SubscriberRunner(cfg, create(cfg), config.bus, feed=feed) for cfg in (config.subscriber(n) for n in names)]
-    tasks = {asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
-    stopper = asyncio.create_task(stop.wait())
-    pending = set(tasks)
-    failures: list[str] = []
-    while pending and not stop.is_set():
-        done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done - {stopper}:
-            pending.discard(task)
-            exc = task.exception()
-            if exc is not None:  # one subscriber failing to start does not stop the others
-                log.error("subscriber %s stopped: %s", tasks[task].name, scrub(str(exc)))
-                failures.append(f"subscriber {tasks[task].name}: {exc}")
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    stopper.cancel()
-    return failures
-
-
-def stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-def tune_gc() -> None:
-    """Set the garbage collector up for a long-running server process.
-
-    Everything imported and configured so far lives as long as the process: it is
-    kept out of the collector, whose full passes over it were ~20 ms pauses in
-    delivery latency. And a young-generation pass waits for 10,000 new objects
-    instead of 700: the requests waiting for a commit hold a few thousand objects
-    that reference counting frees moments later, so at 700 the collector ran every
-    ~60 requests and found almost nothing (1,015 passes, 1,224 objects in 62,000
-    requests; 3 µs per request, measured with bench.ingest_cpu).
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-
-
-async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[str]) -> list[str]:
-    """Run until stopped; return why subscribers that stopped on their own stopped."""
-    stop = stop_event()
-    tune_gc()
-    raise_open_file_limit()  # every connection, peer and file is a descriptor; 1024 is soon gone
-    failures: list[str] = []
-    if broker:
-        async with running_broker(config, http) as in_process:
-            if subscribers:
-                failures = await run_subscribers(config, subscribers, stop, in_process)
-            else:
-                await stop.wait()
-    else:
-        failures = await run_subscribers(config, subscribers, stop)
-    log.info("stopped")
-    return failures
 
 
 # -- commands ------------------------------------------------------------------
@@ -197,10 +92,8 @@ def control(config: Config, command: bytes, payload: Any, timeout: float) -> dic
 
 def cmd_emit(args: argparse.Namespace, config: Config) -> int:
     if args.adapter:
-        from hookbus.adapters import emit as emit_adapters
-
         try:
-            events = emit_adapters.events_from(args.adapter, args)
+            events = registry.events_from(args.adapter, args)
         except (EventError, ValueError) as exc:
             fail(str(exc), EXIT_USAGE)
     else:
@@ -266,8 +159,6 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from hookbus.bus.jobs.runner import cmd_run as run_job
-
     return run_job(config, args.job, job_type=args.job_type, job_id=args.job_id, publish_timeout=args.timeout)
 
 
@@ -275,11 +166,6 @@ def sample_for(patterns: list[str], wanted: str | None) -> Any:
     """The sample event `hookbus test` sends: --type, else backup.job.finished when the
     subscriber takes it, else the first sample it takes. Fresh id and time, so a receiver
     neither drops it as a repeat nor as too old."""
-    import dataclasses
-
-    from hookbus.bus.events.event import compile_globs, new_id, now_rfc3339
-    from hookbus.bus.notify.templates import SAMPLES
-
     if wanted is not None and wanted not in SAMPLES:
         fail(f"--type: no sample {wanted!r}; samples: {', '.join(SAMPLES)}", EXIT_USAGE)
     takes = compile_globs(patterns).match
@@ -293,19 +179,15 @@ def sample_for(patterns: list[str], wanted: str | None) -> Any:
 def _as_of_now(data: Any) -> Any:
     """The sample's own times (finished_at, stop, …) moved to now, keeping its duration:
     a receiver that refuses stale results (healthchecks' max_age) must not refuse a test."""
-    from datetime import datetime, timedelta, timezone
-
     if not isinstance(data, dict):
         return data
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     duration = timedelta(seconds=float(data.get("duration_s") or 0))
     stamp = {"finished_at": now, "stop": now, "started_at": now - duration, "start": now - duration}
     return {**data, **{k: v.isoformat(timespec="seconds").replace("+00:00", "Z") for k, v in stamp.items() if k in data}}
 
 
 def cmd_test(args: argparse.Namespace, config: Config) -> int:
-    from hookbus.subscribers import DeliveryError, create
-
     sub_config = config.subscriber(args.name)
     subscriber = create(sub_config)
     event = subscriber.sample(
@@ -337,10 +219,6 @@ def cmd_test(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_grant(args: argparse.Namespace, config: Config) -> int:
-    from pathlib import Path
-
-    from hookbus.bus.transport.credentials import ENV, grant
-
     dest = Path(args.to)
     try:
         public = grant(config.bus, args.role, dest, args.user)
@@ -356,8 +234,6 @@ def cmd_grant(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    from hookbus.subscribers import create
-
     for sub in config.subscribers:
         create(sub)
     print(f"{config.source}: OK — {len(config.subscribers)} subscriber(s): "

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
+from hookbus.subscribers import load_subscriber_config
 from hookbus.bus.settings import BusSettings, Check, ConfigError, Strict, WebhookSettings, describe_errors, is_local_endpoint
 
 
@@ -73,8 +74,6 @@ def load_config(path: Path | None) -> Config:
 
 
 def build_config(raw: dict[str, Any], source: str) -> Config:
-    from hookbus.subscribers import load_subscriber_config
-
     _check_key_files(raw)
     resolved = _resolve_tree(raw, "")
     subs_raw = resolved.pop("subscribers", [])

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hookbus.bus.events.event import compile_globs
 from hookbus.bus.settings import ConfigError, describe_errors
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
@@ -55,8 +56,6 @@ def load_subscriber_config(table: Any, index: int) -> SubscriberConfig:
         config = cls.Config.model_validate(table)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, where)) from None
-    from hookbus.bus.events.event import compile_globs
-
     for i, pattern in enumerate(config.events or []):
         if not pattern or any(c in pattern for c in " \t\n"):
             raise ConfigError(f"{where}.events[{i}]: {pattern!r} is not a glob over event types")

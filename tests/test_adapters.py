@@ -31,7 +31,7 @@ from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config, build_config
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.store.journal import Journal
-from hookbus.bus.http.app import create_app
+from hookbus.app import create_app
 
 SAMPLES = Path(__file__).parent / "samples"
 UUID_KEY = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"

@@ -25,7 +25,7 @@ from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config, build_config
 from hookbus.bus.events.event import TRUNCATION_MARK
 from hookbus.bus.store.journal import Journal
-from hookbus.bus.http.app import create_app
+from hookbus.app import create_app
 
 MAX_EVENT = 8192
 MAX_BODY = 64 * 1024

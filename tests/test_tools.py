@@ -459,7 +459,7 @@ async def test_real_netcfgbu_with_the_plugin_spools_while_hookbus_is_down_then_d
 # -- hookbus emit --from: what a hook gets wrong is said plainly -----------------------------------
 
 EMIT_ERRORS = [
-    (["--from", "duplicati"], {}, b"", "unknown adapter 'duplicati'; known: borgmatic, borgitory, backrest, restic"),
+    (["--from", "duplicati"], {}, b"", "unknown adapter 'duplicati'; known: backrest, borgitory, borgmatic, restic"),
     (["--from", "borgmatic", "--repository", "/srv/repo"], {}, b"", "needs --state start, finish or fail"),
     (["--from", "borgitory"], {"BORGITORY_REPOSITORY_ID": "7", "BORGITORY_TASK_INDEX": "two"}, b"",
      "BORGITORY_TASK_INDEX must be the hook's task index"),

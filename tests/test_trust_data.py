@@ -269,7 +269,7 @@ async def test_metrics_escape_label_values(site: Site, procs: Callable[..., Proc
     operate credential), and escaped by /metrics should one ever get through."""
     from hookbus.bus.transport import protocol
     from hookbus.bus.transport.client import BrokerRefused, ControlClient
-    from hookbus.bus.http.app import label
+    from hookbus.bus.http.api import label
 
     site.configure([])
     await start(procs, site)

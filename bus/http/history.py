@@ -17,7 +17,7 @@ from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.store.journal import Journal
-from hookbus.bus.http.app import BadRequest, int_param, ok
+from hookbus.bus.http.answers import BadRequest, int_param, ok
 
 MAX_JOBS = 5000  # the newest jobs kept in memory
 _TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match

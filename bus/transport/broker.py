@@ -13,8 +13,8 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import orjson
 import zmq
@@ -22,8 +22,7 @@ import zmq.asyncio
 
 from hookbus.bus.transport import commands, protocol
 from hookbus.bus.transport.commands import BadRequest
-from hookbus.config import Config
-from hookbus.bus.settings import is_local_endpoint
+from hookbus.bus.settings import BusSettings, is_local_endpoint
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
 from hookbus.bus.transport.curve import apply_server
 from hookbus.bus.events.event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
@@ -51,8 +50,24 @@ XPUB_QUEUE_BYTES = 32 << 20  # per subscriber connection that does not read: SND
 SUBSCRIPTION_MAX = 4096  # an XPUB subscription message is a topic prefix
 
 
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class BrokerConfig(Protocol):
+    """What the broker reads of the configuration: the bus's settings, and which
+    subscribers are configured (status lists them before they first connect)."""
+
+    @property
+    def bus(self) -> BusSettings: ...
+
+    @property
+    def subscribers(self) -> Sequence[Named]: ...
+
+
 class Broker:
-    def __init__(self, config: Config, journal: Journal, ctx: zmq.asyncio.Context | None = None) -> None:
+    def __init__(self, config: BrokerConfig, journal: Journal, ctx: zmq.asyncio.Context | None = None) -> None:
         self.config = config
         self.bus = config.bus
         self.journal = journal
