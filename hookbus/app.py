@@ -76,9 +76,10 @@ async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event,
     """Run the named subscribers until `stop`; `feed`: the broker, when in this process.
     Return why each one that stopped on its own stopped."""
     runners = [SubscriberRunner(cfg, create(cfg), config.bus, feed=feed) for cfg in (config.subscriber(n) for n in names)]
-    tasks = {asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
-    stopper = asyncio.create_task(stop.wait())
-    pending = set(tasks)
+    tasks: dict[asyncio.Task[object], SubscriberRunner] = {
+        asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
+    stopper: asyncio.Task[object] = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[object]] = set(tasks)
     failures: list[str] = []
     while pending and not stop.is_set():
         done, _ = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)

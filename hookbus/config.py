@@ -111,7 +111,9 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
 
 def _check_key_files(raw: dict[str, Any]) -> None:
     """A CURVE secret key in a file others can read is refused (§13): the message names the file."""
-    bus = raw.get("bus") if isinstance(raw.get("bus"), dict) else {}
+    bus = raw.get("bus")
+    if not isinstance(bus, dict):
+        return
     for key in ("curve_secret_key", "curve_client_key"):
         value = bus.get(key)
         if isinstance(value, str) and value.startswith("file:"):

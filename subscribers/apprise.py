@@ -105,7 +105,7 @@ def _load(urls: list[str], config: str | None, tags: list[str]) -> list[tuple[st
             raise ValueError(f"config: {path} has {what}")
         for n, service in enumerate(found, 1):
             try:
-                _mark_url_secrets(service.url(privacy=False), service)
+                _mark_url_secrets(service.url(privacy=False), service)  # type: ignore[no-untyped-call]
             except Exception:  # noqa: BLE001 - a plugin that cannot print itself has nothing more to hide
                 pass
             services.append((f"config entry {n} ({service.service_name})", service))
