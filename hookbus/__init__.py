@@ -1,7 +1,9 @@
 """hookbus: the event bus that backup tools report to.
 
-The code lives in the top-level folders `bus/`, `subscribers/` and `adapters/`,
-installed as `hookbus.bus`, `hookbus.subscribers` and `hookbus.adapters`.
+This package is the top: the configuration file (config.py), the application
+assembled from the layers below (app.py) and the command line (cli.py). The
+layers live in the top-level folders `bus/`, `adapters/` and `subscribers/`,
+installed as `hookbus.bus`, `hookbus.adapters` and `hookbus.subscribers`.
 """
 
 __version__ = "0.1.0"

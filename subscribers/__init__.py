@@ -1,4 +1,6 @@
-"""Subscriber kinds: one module per kind, found by name, or by entry point."""
+"""Subscriber kinds: one module per kind (`subscribers/<kind>.py`), found by
+name, or by entry point for a kind installed as a package of its own. Imports
+any layer of `hookbus.bus` and the adapters' outbound HTTP client."""
 
 from __future__ import annotations
 
