@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
@@ -32,6 +31,8 @@ from hookbus.bus.settings import ConfigError
 from hookbus.bus.secrets import scrub
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.events.event import EventError, new_event, parse_event
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.times import now_rfc3339, rfc3339
 from hookbus.bus.http.fdlimit import raise_open_file_limit
 from hookbus.bus.filemodes import private_dir, private_umask
 from hookbus.bus.store.journal import Journal, JournalError
@@ -208,7 +209,7 @@ def cmd_emit(args: argparse.Namespace, config: Config) -> int:
             data = orjson.loads(args.data) if args.data is not None else None
         except orjson.JSONDecodeError as exc:
             fail(f"--data is not valid JSON: {exc}", EXIT_USAGE)
-        source = args.source or f"hookbus-emit://{socket.gethostname()}"
+        source = args.source or f"hookbus-emit://{host_name()}"
         try:
             events = [parse_event(new_event(args.type, data, source=source, subject=args.subject, id_=args.id).to_dict())]
         except EventError as exc:
@@ -277,7 +278,7 @@ def sample_for(patterns: list[str], wanted: str | None) -> Any:
     neither drops it as a repeat nor as too old."""
     import dataclasses
 
-    from hookbus.bus.events.event import compile_globs, new_id, now_rfc3339
+    from hookbus.bus.events.event import compile_globs, new_id
     from hookbus.bus.notify.templates import SAMPLES
 
     if wanted is not None and wanted not in SAMPLES:
@@ -300,7 +301,7 @@ def _as_of_now(data: Any) -> Any:
     now = datetime.now(timezone.utc)
     duration = timedelta(seconds=float(data.get("duration_s") or 0))
     stamp = {"finished_at": now, "stop": now, "started_at": now - duration, "start": now - duration}
-    return {**data, **{k: v.isoformat(timespec="seconds").replace("+00:00", "Z") for k, v in stamp.items() if k in data}}
+    return {**data, **{k: rfc3339(v, "seconds") for k, v in stamp.items() if k in data}}
 
 
 def cmd_test(args: argparse.Namespace, config: Config) -> int:
