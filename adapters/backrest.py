@@ -35,13 +35,16 @@ from aiohttp import web
 
 from hookbus.bus.events.event import Event, EventError, new_id
 from hookbus.bus.http.keys import BROKER
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.times import parse_time
+from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
 
 from hookbus.adapters import restic
-from hookbus.adapters.common import HOST, FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
+from hookbus.adapters.common import FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
 from hookbus.adapters.common import field as get
-from hookbus.adapters.common import parse_time, task_event, timestamp
+from hookbus.adapters.common import task_event, timestamp
 
-KINDS = {"SNAPSHOT": "backup", "PRUNE": "prune", "CHECK": "check", "FORGET": "forget"}
+KINDS = {"SNAPSHOT": TaskKind.BACKUP, "PRUNE": TaskKind.PRUNE, "CHECK": TaskKind.CHECK, "FORGET": TaskKind.FORGET}
 STATES = ("START", "END", "SUCCESS", "ERROR", "WARNING", "SKIPPED")
 # Backrest's condition numbers (proto/v1/config.proto), for `{{ .JsonMarshal .Event }}`.
 NUMBERS = {1: "CONDITION_ANY_ERROR", 2: "CONDITION_SNAPSHOT_START", 3: "CONDITION_SNAPSHOT_END",
@@ -130,20 +133,20 @@ def parse_hook(obj: Any) -> Hook:
                 duration_s=duration, time=timestamp(obj, "time"), stats=stats)
 
 
-def status_of(hook: Hook) -> tuple[str, bool]:
+def status_of(hook: Hook) -> tuple[TaskStatus, bool]:
     """(task status, warning) for an end condition."""
     if hook.state == "SUCCESS":
-        return "completed", False
+        return TaskStatus.COMPLETED, False
     if hook.state == "SKIPPED":
-        return "skipped", False
+        return TaskStatus.SKIPPED, False
     if hook.state == "WARNING":
-        return "completed", True
+        return TaskStatus.COMPLETED, True
     if hook.state == "ERROR":
-        return "failed", False
+        return TaskStatus.FAILED, False
     # END: Backrest sets .Error for a failure, and for a partial backup (a warning).
     if hook.error and hook.error.lower().startswith(PARTIAL):
-        return "completed", True
-    return ("failed", False) if hook.error else ("completed", False)
+        return TaskStatus.COMPLETED, True
+    return (TaskStatus.FAILED, False) if hook.error else (TaskStatus.COMPLETED, False)
 
 
 def same_run(hook: Hook, job: OpenJob | None) -> OpenJob | None:
@@ -164,12 +167,12 @@ def events_for(hook: Hook, job: OpenJob | None, source: str) -> list[Event]:
         # No START seen: the snapshot id still ties END and SUCCESS of one backup together.
         job = OpenJob(f"backrest-{hook.snapshot_id}" if hook.snapshot_id else new_id(), "")
     started_at = job.started_at or None
-    task: dict[str, Any] = {"index": 0, "name": hook.task or hook.kind, "kind": hook.kind, "phase": "main"}
+    task: dict[str, Any] = {"index": 0, "name": hook.task or hook.kind, "kind": hook.kind, "phase": Phase.MAIN}
     extra = {"condition": hook.condition, "repository": hook.repo, "plan": hook.plan}
     if hook.is_start:
-        out = [task_event(source, job.job_id, "started", {**task, "status": "running"}, subject=hook.repo,
+        out = [task_event(source, job.job_id, "started", {**task, "status": TaskStatus.RUNNING}, subject=hook.repo,
                           event_key=hook.kind, **extra)]
-        if hook.kind == "backup":
+        if hook.kind == TaskKind.BACKUP:
             out.insert(0, job_started(source, job.job_id, job=hook.plan, repository=hook.repo, started_at=started_at,
                                       plan=hook.plan, condition=hook.condition, task_name=hook.task))
         return out
@@ -179,15 +182,15 @@ def events_for(hook: Hook, job: OpenJob | None, source: str) -> list[Event]:
         task["warning"] = True
     out = [task_event(source, job.job_id, "finished", task, subject=hook.repo, event_key=hook.kind,
                       snapshot_id=hook.snapshot_id, **extra)]
-    if hook.kind == "backup":
-        outcome = "failed" if status == "failed" else "warning" if warning else "success"
+    if hook.kind == TaskKind.BACKUP:
+        outcome = Outcome.FAILED if status == TaskStatus.FAILED else Outcome.WARNING if warning else Outcome.SUCCESS
         stats = restic.stats(hook.stats) if hook.stats else None
         out.append(job_finished(
             source, job.job_id, job=hook.plan, repository=hook.repo, outcome=outcome,
-            reason="backup_error" if outcome == "failed" else None, error=hook.error, started_at=started_at,
+            reason=Reason.BACKUP_ERROR if outcome == Outcome.FAILED else None, error=hook.error, started_at=started_at,
             finished_at=hook.time, duration_s=hook.duration_s, snapshot_id=hook.snapshot_id, stats=stats,
             plan=hook.plan, condition=hook.condition, skipped=hook.state == "SKIPPED" or None,
-            failed_tasks=["backup"] if outcome == "failed" else []))
+            failed_tasks=[TaskKind.BACKUP] if outcome == Outcome.FAILED else []))
     return out
 
 
@@ -216,4 +219,4 @@ def from_cli(args: argparse.Namespace, jobs: FileJobs | None = None) -> list[Eve
         jobs.open_sync(hook.key, job)  # type: ignore[arg-type]
     else:
         job = same_run(hook, jobs.get_sync(hook.key))
-    return events_for(hook, job, f"backrest://{HOST}/{hook.repo}")
+    return events_for(hook, job, f"backrest://{host_name()}/{hook.repo}")

@@ -27,15 +27,21 @@ from typing import Any
 from aiohttp import web
 
 from hookbus.bus.events.event import Event, EventError
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.text import cut_front
+from hookbus.bus.events.times import seconds_between
+from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
 
-from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, FileJobs, count, job_finished, job_started, json_object, new_job, seconds_between, tail, task_event, timestamp
+from hookbus.adapters.common import (OUTPUT_TAIL_BYTES, FileJobs, count, job_finished, job_started, json_object, new_job,
+                                     task_event, timestamp)
 from hookbus.adapters.common import field as get
 
+# Borgitory's own words for a job's and a task's status.
 JOB_STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled", "stopped")
 FINAL = ("completed", "failed", "cancelled", "stopped")
 TASK_STATUSES = ("pending", "queued", "running", "completed", "failed", "skipped", "stopped")
-# Borgitory's statuses in hookbus's words (DESIGN §1: pending/running/completed/failed/skipped).
-TASK_STATUS = {"queued": "pending", "stopped": "failed"}
+# Borgitory's task statuses in hookbus's words (the others are the same words).
+TASK_STATUS = {"queued": TaskStatus.PENDING, "stopped": TaskStatus.FAILED}
 
 
 # -- the job status JSON ------------------------------------------------------------
@@ -54,14 +60,15 @@ def parse_task(index: int, raw: Any, backup_index: int | None) -> dict[str, Any]
     error = get(raw, "error", str, where=where)
     kind = task_type  # Borgitory's words are hookbus's (backup, prune, check, hook…); compact, cloud_sync… kept as they are
     hook_type = params.get("hook_type") if isinstance(params.get("hook_type"), str) else None
-    if kind == "hook":
-        phase = hook_type if hook_type in ("pre", "post") else ("pre" if backup_index is None or index < backup_index else "post")
+    if kind == TaskKind.HOOK:
+        before = backup_index is None or index < backup_index
+        phase = hook_type if hook_type in (Phase.PRE, Phase.POST) else (Phase.PRE if before else Phase.POST)
     else:
-        phase = "main"
+        phase = Phase.MAIN
     critical_failure = bool(params.get("critical_failure")) or (error or "").startswith("Critical hook")
     task: dict[str, Any] = {
         "index": index, "name": get(raw, "task_name", str, where=where) or task_type, "kind": kind, "phase": phase,
-        "status": TASK_STATUS.get(status, status), "critical": kind == "backup" or critical_failure,
+        "status": TASK_STATUS.get(status, status), "critical": kind == TaskKind.BACKUP or critical_failure,
         "message": error, "exit_code": get(raw, "return_code", int, where=where),
         "started_at": started, "finished_at": completed, "duration_s": seconds_between(started, completed),
     }
@@ -69,7 +76,7 @@ def parse_task(index: int, raw: Any, backup_index: int | None) -> dict[str, Any]
         task["message"] = error or "stopped"
     output = output_text(raw, where)
     if output:
-        task["output_tail"] = tail(output, OUTPUT_TAIL_BYTES)
+        task["output_tail"] = cut_front(output, OUTPUT_TAIL_BYTES)
     if critical_failure and isinstance(params.get("failed_critical_hook_name"), str):
         task["failed_hook"] = params["failed_critical_hook_name"]
     return task
@@ -101,7 +108,7 @@ def parse_job(obj: dict[str, Any]) -> dict[str, Any]:
     total: int | None = None
     if isinstance(raw_tasks, list):
         types = [t.get("task_type") if isinstance(t, dict) else None for t in raw_tasks]
-        backup_index = types.index("backup") if "backup" in types else None
+        backup_index = types.index(TaskKind.BACKUP) if TaskKind.BACKUP in types else None
         tasks = [parse_task(i, t, backup_index) for i, t in enumerate(raw_tasks)]
         total = len(tasks)
     elif raw_tasks is not None:
@@ -117,21 +124,24 @@ def parse_job(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def outcome_of(job: dict[str, Any]) -> tuple[str, str | None, str | None, list[str]]:
+def outcome_of(job: dict[str, Any]) -> tuple[Outcome, Reason | None, str | None, list[str]]:
     """(outcome, reason, failed hook, failed task kinds) as DESIGN §1 and §6 describe them."""
     tasks = job["tasks"] or []
-    failed = [t for t in tasks if t["status"] == "failed"]
+    failed = [t for t in tasks if t["status"] == TaskStatus.FAILED]
     failed_kinds = sorted({t["kind"] for t in failed})
     if job["status"] in ("cancelled", "stopped"):
-        return "cancelled", "cancelled", None, failed_kinds
+        return Outcome.CANCELLED, Reason.CANCELLED, None, failed_kinds
     if job["status"] == "completed":
-        return ("warning" if failed else "success"), None, None, failed_kinds
-    critical_hook = next((t for t in failed if t["kind"] == "hook" and t["critical"]), None)
+        return (Outcome.WARNING if failed else Outcome.SUCCESS), None, None, failed_kinds
+    critical_hook = next((t for t in failed if t["kind"] == TaskKind.HOOK and t["critical"]), None)
     if critical_hook is not None:
-        return "failed", "critical_hook", critical_hook.get("failed_hook") or critical_hook["name"], failed_kinds
-    if any(t["kind"] == "backup" for t in failed) or not failed:
-        return "failed", "backup_error", None, failed_kinds
-    return "failed", "task_failed", None, failed_kinds
+        return Outcome.FAILED, Reason.CRITICAL_HOOK, critical_hook.get("failed_hook") or critical_hook["name"], failed_kinds
+    if any(t["kind"] == TaskKind.BACKUP for t in failed) or not failed:
+        return Outcome.FAILED, Reason.BACKUP_ERROR, None, failed_kinds
+    return Outcome.FAILED, Reason.TASK_FAILED, None, failed_kinds
+
+
+_ENDED = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.SKIPPED)
 
 
 def job_events(job: dict[str, Any], source: str) -> list[Event]:
@@ -141,16 +151,16 @@ def job_events(job: dict[str, Any], source: str) -> list[Event]:
     out = [job_started(source, job_id, started_at=job["started_at"], job_type=job["job_type"],
                        repository_id=job["repository_id"], tasks=planned, tasks_total=job["total"], **common)]
     for task in tasks or []:
-        if task["status"] != "pending":
-            out.append(task_event(source, job_id, "started", {**task, "status": "running"}, subject=repo,
+        if task["status"] != TaskStatus.PENDING:
+            out.append(task_event(source, job_id, "started", {**task, "status": TaskStatus.RUNNING}, subject=repo,
                                   event_key=str(task["index"])))
-        if task["status"] in ("completed", "failed", "skipped"):
+        if task["status"] in _ENDED:
             out.append(task_event(source, job_id, "finished", task, subject=repo, event_key=str(task["index"])))
     if job["status"] in FINAL:
         outcome, reason, failed_hook, failed_kinds = outcome_of(job)
         counts = None
         if tasks is not None:
-            counts = {s: sum(1 for t in tasks if t["status"] == s) for s in ("completed", "failed", "skipped")}
+            counts = {s.value: sum(1 for t in tasks if t["status"] == s) for s in _ENDED}
             counts["total"] = len(tasks)
         out.append(job_finished(
             source, job_id, outcome=outcome, reason=reason, error=job["error"], started_at=job["started_at"],
@@ -189,9 +199,10 @@ def from_cli(args: argparse.Namespace, env: dict[str, str] | None = None, jobs: 
         raise ValueError(f"--state for borgitory: start, finish or fail, not {state!r}")
     jobs = jobs or FileJobs()
     key = f"borgitory:{repo_id}:{job_type}"
-    source = f"borgitory://{HOST}/repository/{repo_id}"
+    host = host_name()
+    source = f"borgitory://{host}/repository/{repo_id}"
     repository = args.repository or args.subject or repo_id
-    common: dict[str, Any] = {"job": args.job or "borgitory", "repository": repository, "host": HOST,
+    common: dict[str, Any] = {"job": args.job or "borgitory", "repository": repository, "host": host,
                               "job_type": job_type, "repository_id": repo_id, "task_index": task_index}
     if state == "start":
         job = new_job()
@@ -202,6 +213,7 @@ def from_cli(args: argparse.Namespace, env: dict[str, str] | None = None, jobs: 
     if open_job is not None:
         jobs.close_sync(key, open_job.job_id)
     ok = state == "finish"
-    return [job_finished(source, job.job_id, outcome="success" if ok else "failed",
-                         reason=None if ok else "backup_error", error=None if ok else (args.error or "the Borgitory job failed"),
+    return [job_finished(source, job.job_id, outcome=Outcome.SUCCESS if ok else Outcome.FAILED,
+                         reason=None if ok else Reason.BACKUP_ERROR,
+                         error=None if ok else (args.error or "the Borgitory job failed"),
                          started_at=open_job.started_at if open_job else None, **common)]

@@ -28,8 +28,11 @@ from aiohttp import web
 
 from hookbus.bus.events.event import Event, EventError
 from hookbus.bus.http.keys import BROKER
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.text import cut_front
+from hookbus.bus.events.vocabulary import Outcome, Reason
 
-from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object, error_line, new_job, tail
+from hookbus.adapters.common import OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object, error_line, new_job
 from hookbus.adapters.common import field as get
 
 STATES = ("start", "finish", "fail")
@@ -50,10 +53,10 @@ def end_event(source: str, job: str, repository: str | None, state: str, opened:
     ok = state == "finish"
     extra: dict[str, Any] = {}
     if output:
-        extra["output_tail"] = tail(output, OUTPUT_TAIL_BYTES)
+        extra["output_tail"] = cut_front(output, OUTPUT_TAIL_BYTES)
     return job_finished(
         source, opened.job_id if opened else new_job().job_id, job=job, repository=repository or None,
-        outcome="success" if ok else "failed", reason=None if ok else "backup_error",
+        outcome=Outcome.SUCCESS if ok else Outcome.FAILED, reason=None if ok else Reason.BACKUP_ERROR,
         error=None if ok else (error or error_line(output or "") or "borgmatic reported an error"),
         started_at=opened.started_at if opened else None, **extra)
 
@@ -67,11 +70,12 @@ def from_cli(args: argparse.Namespace, jobs: FileJobs | None = None) -> list[Eve
     repository = args.repository or args.subject
     jobs = jobs or FileJobs()
     key = key_of(job, repository)
-    source = f"borgmatic://{HOST}/{job}"
+    host = host_name()
+    source = f"borgmatic://{host}/{job}"
     if state == "start":
         opened = new_job()
         jobs.open_sync(key, opened)
-        return [start_event(source, job, repository, opened, HOST)]
+        return [start_event(source, job, repository, opened, host)]
     opened_job = jobs.get_sync(key)
     if opened_job is not None:
         jobs.close_sync(key, opened_job.job_id)

@@ -17,24 +17,22 @@ import fcntl
 import hashlib
 import os
 import re
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from hookbus.bus.events.event import TRUNCATION_MARK, Event, EventError, check_depth, new_id, now_rfc3339
+from hookbus.bus.events.event import Event, EventError, check_depth, new_id
+from hookbus.bus.events.payloads import job_finished_data, job_started_data, task_data
+from hookbus.bus.events.times import now_rfc3339, parse_time, rfc3339
+from hookbus.bus.events.vocabulary import Outcome, Reason
 from hookbus.bus.store.journal import Journal, hash_key
 
-HOST = socket.gethostname()
 OUTPUT_TAIL_BYTES = 16 * 1024  # what a finished job keeps of a tool's output when nothing else says
-
-FINISHED_OUTCOMES = ("success", "warning", "failed", "cancelled")
 
 
 # -- fields ------------------------------------------------------------------------
@@ -92,41 +90,6 @@ def timestamp(obj: dict[str, Any], name: str, *, where: str = "") -> str | None:
     return rfc3339(parsed)
 
 
-def parse_time(value: str) -> datetime | None:
-    # Go writes nanoseconds (restic's backup_start); Python takes at most microseconds.
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    a, b = parse_time(start), parse_time(end)
-    return round((b - a).total_seconds(), 3) if a and b else None
-
-
-def tail(text: str, limit: int) -> str:
-    """Return the last `limit` bytes of text (whole characters), marked when cut."""
-    data = text.encode()
-    if len(data) <= limit:
-        return text
-    kept = data[-limit:].decode(errors="ignore")
-    mark: str = TRUNCATION_MARK.format(n=len(data) - len(kept.encode()))
-    return mark + kept
-
-
 _ERRORISH = re.compile(r"error|fail|fatal|denied|does not exist|not found|non-zero|exception|refused|timed out", re.I)
 # borgmatic logs its own pings ("Pinging Healthchecks fail"): never the error itself.
 _PING_NOISE = re.compile(r"^Pinging \S+ (start|finish|fail|log)\b")
@@ -169,21 +132,14 @@ def json_object(body: bytes) -> dict[str, Any]:
 
 def job_started(source: str, job_id: str, *, job: str | None, repository: str | None,
                 started_at: str | None = None, **extra: Any) -> Event:
-    data = {"job_id": job_id, "job": job, "repository": repository, "started_at": started_at or now_rfc3339(),
-            "host": extra.pop("host", None), **extra}
+    data = job_started_data(job_id, job=job, repository=repository, started_at=started_at or now_rfc3339(), **extra)
     return Event(id=f"{job_id}/job.started", source=source, type="backup.job.started", time=now_rfc3339(),
                  subject=repository, data=data)
 
 
-def job_finished(source: str, job_id: str, *, job: str | None, repository: str | None, outcome: str,
-                 reason: str | None = None, error: str | None = None, started_at: str | None = None,
-                 finished_at: str | None = None, **extra: Any) -> Event:
-    assert outcome in FINISHED_OUTCOMES, outcome
-    finished_at = finished_at or now_rfc3339()
-    duration = extra.pop("duration_s", None)
-    data = {"job_id": job_id, "job": job, "repository": repository, "outcome": outcome, "reason": reason,
-            "error": error, "started_at": started_at, "finished_at": finished_at,
-            "duration_s": duration if duration is not None else seconds_between(started_at, finished_at), **extra}
+def job_finished(source: str, job_id: str, *, job: str | None, repository: str | None, outcome: Outcome,
+                 reason: Reason | None = None, **extra: Any) -> Event:
+    data = job_finished_data(job_id, job=job, repository=repository, outcome=outcome, reason=reason, **extra)
     return Event(id=f"{job_id}/job.finished", source=source, type="backup.job.finished", time=now_rfc3339(),
                  subject=repository, data=data)
 
@@ -193,7 +149,7 @@ def task_event(source: str, job_id: str, phase_of_life: str, task: dict[str, Any
     """backup.task.started / backup.task.finished; `event_key` names the task within the job."""
     type_ = f"backup.task.{phase_of_life}"
     return Event(id=f"{job_id}/task.{event_key}.{phase_of_life}", source=source, type=type_, time=now_rfc3339(),
-                 subject=subject, data={"job_id": job_id, "task": task, **extra})
+                 subject=subject, data=task_data(job_id, task, **extra))
 
 
 # -- open jobs -------------------------------------------------------------------------

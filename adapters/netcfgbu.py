@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.events.event import Event, EventError, new_id, now_rfc3339
+from hookbus.bus.events.event import Event, EventError, new_id
+from hookbus.bus.events.times import now_rfc3339
 
 from hookbus.adapters import netcfgbu_plugin as mapping
 from hookbus.adapters.common import count, json_object, timestamp

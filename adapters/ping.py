@@ -27,15 +27,17 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hookbus.bus.transport.broker import Broker
-from hookbus.bus.settings import Check
-from hookbus.bus.events.event import Event, new_id, now_rfc3339
+from hookbus.bus.settings import UUID, Check
+from hookbus.bus.events.event import Event, new_id
+from hookbus.bus.events.text import cut_front
+from hookbus.bus.events.times import now_rfc3339
+from hookbus.bus.events.vocabulary import Outcome, Reason
 from hookbus.bus.http.answers import BadRequest
 from hookbus.bus.http.keys import BROKER
 
-from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job, tail
+from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job
 
 PING_BODY_LIMIT = 100_000  # what healthchecks.io keeps of a ping body, and what borgmatic sends by default
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 FINISHED_ID = "{job_id}/job.finished"
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -96,7 +98,7 @@ def parse_action(action: str | None) -> tuple[str, int | None]:
 
 
 def find_check(state: PingState, key: str) -> Check:
-    check = state.checks.get(key.lower() if _UUID.fullmatch(key) else key)
+    check = state.checks.get(key.lower() if UUID.fullmatch(key) else key)
     if check is None:
         raise BadRequest(404, "no check has this key; name it in a [[checks]] table of the configuration", "key")
     return check
@@ -107,10 +109,10 @@ async def handle(request: web.Request) -> web.Response:
     check = find_check(state, request.match_info["key"])
     action, exit_status = parse_action(request.match_info.get("action"))
     rid = request.query.get("rid") or None
-    if rid is not None and not _UUID.fullmatch(rid):
+    if rid is not None and not UUID.fullmatch(rid):
         raise BadRequest(400, "rid must be a UUID", "rid")
     body = await request.read() if request.method == "POST" else b""
-    text = tail(body.decode(errors="replace"), state.body_limit) if body else None
+    text = cut_front(body.decode(errors="replace"), state.body_limit) if body else None
     await record(state, check, Ping(action, exit_status, rid.lower() if rid else None, text))  # an EventError: guard()
     # Plain "OK" as healthchecks answers; the header tells runitor and others how much body we keep.
     return web.Response(text="OK", headers={"Ping-Body-Limit": str(state.body_limit)})
@@ -160,6 +162,6 @@ def finished(source: str, check: Check, job: OpenJob | None, ping: Ping) -> Even
         error = error_line(ping.body or "") or f"exited with status {ping.exit_status}"
     return job_finished(
         source, job.job_id if job else new_id(), job=check.job, repository=check.repository,
-        outcome="success" if ok else "failed", reason=None if ok else "backup_error", error=error,
+        outcome=Outcome.SUCCESS if ok else Outcome.FAILED, reason=None if ok else Reason.BACKUP_ERROR, error=error,
         started_at=job.started_at if job else None, exit_status=ping.exit_status, output_tail=ping.body, rid=ping.rid,
     )

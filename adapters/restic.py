@@ -25,8 +25,11 @@ from typing import Any
 from aiohttp import web
 
 from hookbus.bus.events.event import Event, EventError
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.text import cut_front
+from hookbus.bus.events.vocabulary import Outcome, Reason
 
-from hookbus.adapters.common import HOST, OUTPUT_TAIL_BYTES, count, decode_json, json_type, job_finished, error_line, stable_id, tail, timestamp
+from hookbus.adapters.common import OUTPUT_TAIL_BYTES, count, decode_json, json_type, job_finished, error_line, stable_id, timestamp
 from hookbus.adapters.common import field as get
 
 # Summary counters restic reports, kept in `stats` under the same names.
@@ -120,14 +123,15 @@ def events(raw: str, *, source: str, job: str | None, repository: str | None, ex
     out = parse_output(raw)
     summary = out.summary
     failed_exit = exit_status is not None and exit_status not in (0, INCOMPLETE)
+    reason: Reason | None = None
     if summary is None or out.exit_error is not None or failed_exit:
-        outcome, reason = "failed", "backup_error"
+        outcome, reason = Outcome.FAILED, Reason.BACKUP_ERROR
     elif out.errors or exit_status == INCOMPLETE:
-        outcome, reason = "warning", None
+        outcome = Outcome.WARNING
     else:
-        outcome, reason = "success", None
+        outcome = Outcome.SUCCESS
     error = None
-    if outcome != "success":
+    if outcome != Outcome.SUCCESS:
         error = ((out.exit_error or {}).get("message") or (out.errors[-1] if out.errors else None)
                  or error_line("\n".join(out.text))
                  or (f"restic exited with status {exit_status}" if failed_exit else None)
@@ -143,7 +147,7 @@ def events(raw: str, *, source: str, job: str | None, repository: str | None, ex
         if summary.get("total_duration") is not None:
             extra["duration_s"] = round(float(summary["total_duration"]), 3)
     if lines:
-        extra["output_tail"] = tail("\n".join(lines), OUTPUT_TAIL_BYTES)
+        extra["output_tail"] = cut_front("\n".join(lines), OUTPUT_TAIL_BYTES)
     return [job_finished(source, job_id, job=job, repository=repository, outcome=outcome, reason=reason, error=error,
                          started_at=timestamp(summary, "backup_start") if summary else None,
                          finished_at=timestamp(summary, "backup_end") if summary else None, **extra)]
@@ -167,5 +171,6 @@ def from_cli(args: argparse.Namespace) -> list[Event]:
         raise ValueError("--from restic reads the output of `restic backup --json` on stdin; pipe it in")
     # Empty input is a report too: restic died before printing anything (no repository, wrong password).
     raw = sys.stdin.buffer.read().decode(errors="replace")
-    return events(raw, source=f"restic://{HOST}", job=args.job, repository=args.repository or args.subject,
-                  exit_status=args.exit_status, host=HOST)
+    host = host_name()
+    return events(raw, source=f"restic://{host}", job=args.job, repository=args.repository or args.subject,
+                  exit_status=args.exit_status, host=host)

@@ -99,7 +99,9 @@ class WebhookSettings(Strict):
             return False
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# A UUID as healthchecks writes one in a ping URL (any case): the one pattern, for
+# check keys here and for the ping API and the healthchecks subscriber above.
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
@@ -115,7 +117,7 @@ class Check(Strict):
     @field_validator("key")
     @classmethod
     def _key(cls, value: str) -> str:
-        if _UUID.fullmatch(value):
+        if UUID.fullmatch(value):
             return value.lower()  # healthchecks UUIDs are matched whatever their case
         if _SLUG.fullmatch(value):
             return value
@@ -124,7 +126,7 @@ class Check(Strict):
 
     @property
     def is_uuid(self) -> bool:
-        return bool(_UUID.fullmatch(self.key))
+        return bool(UUID.fullmatch(self.key))
 
 
 def describe_errors(exc: ValidationError, prefix: str) -> str:

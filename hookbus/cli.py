@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +22,7 @@ import zmq.asyncio
 from hookbus import __version__
 from hookbus.adapters import registry
 from hookbus.app import data_dir_lock, serve
-from hookbus.bus.events.event import EventError, compile_globs, new_event, new_id, now_rfc3339, parse_event
+from hookbus.bus.events.event import EventError, compile_globs, new_event, new_id, parse_event
 from hookbus.bus.filemodes import private_umask
 from hookbus.bus.jobs.runner import cmd_run as run_job
 from hookbus.bus.logs import setup_logging
@@ -36,6 +35,8 @@ from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, Contr
 from hookbus.bus.transport.credentials import ENV, grant
 from hookbus.config import Config, find_config_path, load_config
 from hookbus.subscribers import DeliveryError, create
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.times import now_rfc3339, rfc3339
 
 log = logging.getLogger("hookbus")
 
@@ -101,7 +102,7 @@ def cmd_emit(args: argparse.Namespace, config: Config) -> int:
             data = orjson.loads(args.data) if args.data is not None else None
         except orjson.JSONDecodeError as exc:
             fail(f"--data is not valid JSON: {exc}", EXIT_USAGE)
-        source = args.source or f"hookbus-emit://{socket.gethostname()}"
+        source = args.source or f"hookbus-emit://{host_name()}"
         try:
             events = [parse_event(new_event(args.type, data, source=source, subject=args.subject, id_=args.id).to_dict())]
         except EventError as exc:
@@ -184,7 +185,7 @@ def _as_of_now(data: Any) -> Any:
     now = datetime.now(UTC)
     duration = timedelta(seconds=float(data.get("duration_s") or 0))
     stamp = {"finished_at": now, "stop": now, "started_at": now - duration, "start": now - duration}
-    return {**data, **{k: v.isoformat(timespec="seconds").replace("+00:00", "Z") for k, v in stamp.items() if k in data}}
+    return {**data, **{k: rfc3339(v, "seconds") for k, v in stamp.items() if k in data}}
 
 
 def cmd_test(args: argparse.Namespace, config: Config) -> int:

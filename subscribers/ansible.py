@@ -41,6 +41,7 @@ import hookbus.adapters
 from hookbus.bus.jobs import process
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.delivery.validation import Reporter, Result
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
@@ -138,7 +139,7 @@ def to_yaml(value: Any, unsafe: bool) -> str:
 
 def extra_vars_document(event: Event, own: dict[str, Any]) -> str:
     """The extra-vars file: event data fields, `hookbus_event`, then the subscriber's `extra_vars`."""
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     whole = {**event.to_dict(), "seq": event.seq}
     parts = [f"{_quote(k)}: {to_yaml(v, unsafe=True)}" for k, v in data.items() if usable_var(k) and k not in own]
     parts.append(f"{_quote(EVENT_VAR)}: {to_yaml(whole, unsafe=True)}")
@@ -179,10 +180,10 @@ def judge(name: str, finished: process.Finished, stats: dict[str, Any] | None, t
     details: dict[str, Any] = {"exit_code": finished.exit_code, "duration_s": finished.duration_s,
                                "hosts": hosts, "totals": totals}
     if finished.timed_out:  # the recap is usually missing: the callback writes it at the end
-        return Result("failed", f"{name} timed out after {timeout:g}s and was stopped",
+        return Result(Outcome.FAILED, f"{name} timed out after {timeout:g}s and was stopped",
                       reason="timeout", findings=failures or [f"stopped after {timeout:g}s"], details=details)
     if finished.exit_code == 0:
-        return Result("success", f"{name}: {len(hosts)} host(s) passed ({recap})", details=details)
+        return Result(Outcome.SUCCESS, f"{name}: {len(hosts)} host(s) passed ({recap})", details=details)
     bad = sum(1 for h in hosts.values() if h.get("failed") or h.get("unreachable"))
     if totals["unreachable"] and not totals["failed"]:
         reason = "unreachable"
@@ -196,7 +197,7 @@ def judge(name: str, finished: process.Finished, stats: dict[str, Any] | None, t
     else:
         findings = failures
         summary = f"{name} failed on {bad} of {len(hosts)} host(s) ({recap})"
-    return Result("failed", summary, reason=reason, findings=findings, details=details)
+    return Result(Outcome.FAILED, summary, reason=reason, findings=findings, details=details)
 
 
 class AnsibleSubscriber(Subscriber):

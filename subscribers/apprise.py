@@ -31,7 +31,8 @@ from pydantic import field_validator, model_validator
 
 from hookbus.bus.secrets import mark_secret
 from hookbus.bus.events.event import Event
-from hookbus.bus.notify.messages import CUT_MARK, cut_end, cut_front, split_title
+from hookbus.bus.events.text import Unit, cut_end, cut_front, cut_mark
+from hookbus.bus.notify.messages import split_title
 from hookbus.bus.notify.notifier import Notifier, NotifierConfig
 
 from hookbus.bus.delivery.subscriber import DeliveryError
@@ -153,9 +154,9 @@ def fit(service: Any, title: str, body: str) -> tuple[str, str]:
         if len(lines) > keep:
             kept = lines[-(keep - 1):] if keep > 1 else []
             dropped = sum(len(x) + 1 for x in lines[: len(lines) - len(kept)])
-            body = "\n".join([CUT_MARK.format(n=dropped).rstrip(), *kept])
+            body = "\n".join([cut_mark(dropped, Unit.CHARACTERS).rstrip(), *kept])
     if body_max > 0:
-        body = cut_front(body, max(0, room))
+        body = cut_front(body, max(0, room), Unit.CHARACTERS)
     return title, body
 
 

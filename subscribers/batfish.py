@@ -45,6 +45,7 @@ from pydantic import Field, field_validator
 
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.delivery.validation import Reporter, Result
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
@@ -205,9 +206,9 @@ def judge(answers: dict[str, list[dict[str, Any]]], files: int) -> Result:
     also = f"; {len(warnings)} warning(s)" if warnings else ""
     if errors:
         listed = ", ".join(f"{c['errors']} {ERROR_WORDS[q]}" for q, c in tally.items() if c["errors"])
-        return Result("failed", f"Batfish found {len(errors)} error(s) in {files} config file(s): {listed}{also}",
+        return Result(Outcome.FAILED, f"Batfish found {len(errors)} error(s) in {files} config file(s): {listed}{also}",
                       reason="findings", findings=errors + warnings, details=details)
-    return Result("success", f"Batfish: {files} config file(s) loaded, no errors{also}", findings=warnings, details=details)
+    return Result(Outcome.SUCCESS, f"Batfish: {files} config file(s) loaded, no errors{also}", findings=warnings, details=details)
 
 
 class BatfishSubscriber(Subscriber):
@@ -249,22 +250,22 @@ class BatfishSubscriber(Subscriber):
         details = {"host": cfg.host, "network": cfg.network, "snapshot": self.snapshot,
                    "configs_dir": str(cfg.configs_dir), "questions": list(cfg.questions)}
         if not cfg.configs_dir.is_dir():
-            return Result("failed", f"no configs to validate: {cfg.configs_dir} is not a directory",
+            return Result(Outcome.FAILED, f"no configs to validate: {cfg.configs_dir} is not a directory",
                           reason="no_configs", details=details)
         data, files = await asyncio.to_thread(pack_snapshot, cfg.configs_dir)
         if not files:
-            return Result("failed", f"no configs to validate in {cfg.configs_dir}", reason="no_configs", details=details)
+            return Result(Outcome.FAILED, f"no configs to validate in {cfg.configs_dir}", reason="no_configs", details=details)
         await self.reachable()
         try:
             async with asyncio.timeout(cfg.timeout):
                 answers = await in_daemon_thread(ask_batfish, cfg.host, cfg.network, self.snapshot, data, cfg.questions,
                                                  name=f"batfish-{self.name}")
         except TimeoutError:
-            return Result("failed", f"Batfish checks did not finish within {cfg.timeout:g}s", reason="timeout",
+            return Result(Outcome.FAILED, f"Batfish checks did not finish within {cfg.timeout:g}s", reason="timeout",
                           findings=[f"stopped waiting after {cfg.timeout:g}s"], details={**details, "files": files})
         except SnapshotFailed as exc:
             tail = [line for line in str(exc).splitlines() if line.strip()][-5:]
-            return Result("failed", f"Batfish could not load the {files} config file(s) as a snapshot",
+            return Result(Outcome.FAILED, f"Batfish could not load the {files} config file(s) as a snapshot",
                           reason="snapshot_failed", findings=tail, details={**details, "files": files})
         except DeliveryError:
             raise

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 import uuid
-from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -35,8 +33,12 @@ from pydantic import Field, field_validator, model_validator
 
 from hookbus.adapters.http import HttpClient, redact_url
 from hookbus.bus.secrets import mark_secret
+from hookbus.bus.settings import UUID
 from hookbus.bus.events.event import Event
-from hookbus.bus.notify.messages import cut_front_bytes, render_default
+from hookbus.bus.events.text import cut_front
+from hookbus.bus.events.times import parse_time
+from hookbus.bus.events.vocabulary import Outcome, TaskStatus
+from hookbus.bus.notify.messages import render_default
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 
@@ -45,7 +47,6 @@ log = logging.getLogger("hookbus.subscriber.healthchecks")
 DEFAULT_BODY_LIMIT = 10_000  # self-hosted Healthchecks' default; healthchecks.io says more in Ping-Body-Limit
 MAX_BODY_LIMIT = 10_000_000
 RID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "hookbus:job_id")
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 
 
 def _ping_url(value: str) -> str:
@@ -94,7 +95,7 @@ def run_id(job_id: Any) -> str:
     """The job's id as a UUID: itself when it is one, else a UUIDv5 of it (stable, so
     start and finish carry the same rid)."""
     text = str(job_id)
-    if _UUID.match(text):
+    if UUID.fullmatch(text):
         return str(uuid.UUID(text))
     return str(uuid.uuid5(RID_NAMESPACE, text))
 
@@ -102,7 +103,7 @@ def run_id(job_id: Any) -> str:
 def is_slug_url(url: str) -> bool:
     """https://hc-ping.com/<uuid> pings by UUID; …/<ping-key>/<slug> by slug."""
     last = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
-    return not _UUID.match(last)
+    return not UUID.fullmatch(last)
 
 
 def ping_url(base: str, suffix: str, rid: str | None) -> str:
@@ -117,15 +118,12 @@ def ping_url(base: str, suffix: str, rid: str | None) -> str:
 
 
 def event_age(event: Event) -> float | None:
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     when = data.get("finished_at") or data.get("stop") or event.time
     if not isinstance(when, str):
         return None
-    try:
-        stamp = datetime.fromisoformat(when.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
+    stamp = parse_time(when, assume_tz=None)
+    if stamp is None or stamp.tzinfo is None:
         return None
     return time.time() - stamp.timestamp()
 
@@ -141,12 +139,12 @@ def exit_status(data: dict[str, Any]) -> int | None:
 def output_tail(event: Event) -> str:
     """The output worth reading with a ping: the failed tasks' output tails first,
     then the others', then the job's error."""
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     parts: list[str] = []
     tasks = [t for t in (data.get("tasks") or []) if isinstance(t, dict)]
     if isinstance(data.get("task"), dict):
         tasks.append(data["task"])
-    tasks.sort(key=lambda t: t.get("status") != "failed")
+    tasks.sort(key=lambda t: t.get("status") != TaskStatus.FAILED)
     for task in tasks:
         tail = task.get("output_tail")
         if isinstance(tail, str) and tail.strip():
@@ -161,8 +159,8 @@ def ping_body(message: str, output: str, limit: int) -> bytes:
     """The message, then the output cut from the front, within `limit` bytes."""
     head = message.encode()
     if not output or len(head) + 2 >= limit:
-        return cut_front_bytes(message, limit).encode()
-    return head + b"\n\n" + cut_front_bytes(output, limit - len(head) - 2).encode()
+        return cut_front(message, limit).encode()
+    return head + b"\n\n" + cut_front(output, limit - len(head) - 2).encode()
 
 
 class HealthchecksSubscriber(Subscriber):
@@ -179,15 +177,14 @@ class HealthchecksSubscriber(Subscriber):
 
     def target(self, event: Event) -> str | None:
         """The check's URL for the event's job, or None when it has none."""
-        data = event.data if isinstance(event.data, dict) else {}
-        job = data.get("job")
+        job = event.fields.get("job")
         if isinstance(job, str) and job in self.config.checks:
             return self.config.checks[job]
         return self.config.url
 
     def suffix(self, event: Event) -> str | None:
         """`/start`, `""` (success), `/fail`, `/{n}`, `/log`; None: nothing to ping for this event."""
-        data = event.data if isinstance(event.data, dict) else {}
+        data = event.fields
         if event.type == "backup.job.started":
             return "/start"
         if event.type == "backup.log":
@@ -196,9 +193,9 @@ class HealthchecksSubscriber(Subscriber):
             return "/fail" if data.get("fail") else ""
         if event.type == "backup.job.finished":
             outcome = data.get("outcome")
-            if outcome == "success":
+            if outcome == Outcome.SUCCESS:
                 return ""
-            if outcome == "warning":
+            if outcome == Outcome.WARNING:
                 return {"success": "", "fail": "/fail", "log": "/log"}[self.config.warning_as]
             status = exit_status(data)
             return f"/{status}" if status is not None else "/fail"
@@ -208,7 +205,7 @@ class HealthchecksSubscriber(Subscriber):
         """Return (ping URL, body), or the reason nothing is sent."""
         base = self.target(event)
         if base is None:
-            job = event.data.get("job") if isinstance(event.data, dict) else None
+            job = event.fields.get("job")
             return f"no check for job {job!r} (set url, or add it to checks)"
         suffix = self.suffix(event)
         if suffix is None:
@@ -218,8 +215,7 @@ class HealthchecksSubscriber(Subscriber):
             if age is not None and age > self.config.max_age:
                 kind = "success" if suffix == "" else "start"
                 return f"{kind} ping is {age:.0f}s old, more than max_age ({self.config.max_age:.0f}s): it would be wrong now"
-        data = event.data if isinstance(event.data, dict) else {}
-        job_id = data.get("job_id")
+        job_id = event.fields.get("job_id")
         rid = run_id(job_id) if job_id not in (None, "") else None
         url = ping_url(base, suffix, rid)
         limit = self.body_limits.get(urlsplit(url).netloc, DEFAULT_BODY_LIMIT)
@@ -242,7 +238,7 @@ class HealthchecksSubscriber(Subscriber):
 
     def sample(self, event: Event) -> Event:
         """With only `checks`, test the first configured job's check."""
-        data = event.data if isinstance(event.data, dict) else {}
+        data = event.fields
         if self.config.url is None and data.get("job") not in self.config.checks:
             event = dataclasses.replace(event, data={**data, "job": next(iter(self.config.checks))})
         return event

@@ -35,7 +35,6 @@ import threading
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,8 @@ from pydantic import model_validator
 
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.times import parse_time
+from hookbus.bus.events.vocabulary import FAILED_OUTCOMES
 from hookbus.bus.filemodes import refuse_writable
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
@@ -241,13 +242,6 @@ class Record(dict):  # type: ignore[type-arg]
             raise AttributeError(name) from None
 
 
-def _parse_time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
-    except ValueError:
-        return None
-
-
 class Report(Record):
     """netcfgbu's report, from `backup.report`: the event's fields, plus the
     attributes a netcfgbu plugin reads (`task_results`, `start_ts`, `duration`, …)."""
@@ -256,8 +250,9 @@ class Report(Record):
 
     def __init__(self, data: dict[str, Any]) -> None:
         super().__init__(data)
-        self.start_ts = _parse_time(data.get("start"))
-        self.stop_ts = _parse_time(data.get("stop"))
+        # As netcfgbu has them: a time without an offset stays naive.
+        self.start_ts = parse_time(str(data["start"]), assume_tz=None) if data.get("start") else None
+        self.stop_ts = parse_time(str(data["stop"]), assume_tz=None) if data.get("stop") else None
         self.duration = float(data.get("duration_s") or 0.0)
         failures = [(Record(host=f.get("host"), **{k: v for k, v in f.items() if k != "host"}), f.get("error"))
                     for f in data.get("failures") or [] if isinstance(f, dict)]
@@ -274,7 +269,7 @@ class Report(Record):
 
 def calls_for(event: Event) -> list[tuple[str, tuple[Any, ...]]]:
     """Given an event, return the hooks to call and their arguments."""
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     device = Record(data.get("device") or {})
     if event.type == "backup.device.succeeded":
         return [("backup_success", (device, True))]
@@ -286,7 +281,7 @@ def calls_for(event: Event) -> list[tuple[str, tuple[Any, ...]]]:
         return [("git_report", (bool(data.get("success")), data.get("tag_name")))]
     if event.type == "backup.job.finished":
         job = Record(data)
-        if data.get("outcome") in ("failed", "cancelled"):
+        if data.get("outcome") in FAILED_OUTCOMES:
             return [("backup_failed", (job, data.get("error") or data.get("reason") or data.get("outcome")))]
         return [("backup_success", (job, True))]
     return []

@@ -30,6 +30,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from hookbus.adapters.backrest import KINDS  # Backrest's operation words → task kinds
 from hookbus.bus.events.event import Event, compile_globs
+from hookbus.bus.events.vocabulary import Outcome, TaskKind, TaskStatus
 from hookbus.bus.jobs.command import HookResult, hook_env, run_command
 from hookbus.bus.jobs.config import DEFAULT_SHELL, is_template
 from hookbus.bus.jobs.process import DRAIN, GRACE
@@ -46,26 +47,25 @@ START_TYPES = ("backup.job.started", "backup.task.started")
 # The fixed-pace retry behaviours: seconds between attempts.
 _PACE = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}
 
-# Backrest's outcome words → task statuses (None: any).
-_STATUSES: dict[str, str | None] = {"END": None, "SUCCESS": "completed", "ERROR": "failed", "WARNING": "warning",
-                                    "SKIPPED": "skipped"}
+# Backrest's outcome words → task statuses (None: any; a warning is a completed task that says so).
+_STATUSES: dict[str, str | None] = {"END": None, "SUCCESS": TaskStatus.COMPLETED, "ERROR": TaskStatus.FAILED,
+                                    "WARNING": Outcome.WARNING, "SKIPPED": TaskStatus.SKIPPED}
 
 Predicate = Callable[[Event], bool]
 
 
 def _task(event: Event) -> dict[str, Any]:
-    data = event.data if isinstance(event.data, dict) else {}
-    task = data.get("task")
+    task = event.fields.get("task")
     return task if isinstance(task, dict) else {}
 
 
 def _status_is(task: dict[str, Any], status: str | None) -> bool:
     # A task that completed with a warning (Backrest's partial backup) says so in `warning`.
-    warned = task.get("status") == "warning" or task.get("warning") is True
-    if status == "warning":
+    warned = task.get("status") == Outcome.WARNING or task.get("warning") is True
+    if status == Outcome.WARNING:
         return warned
-    if status == "completed":
-        return task.get("status") == "completed" and not warned
+    if status == TaskStatus.COMPLETED:
+        return task.get("status") == TaskStatus.COMPLETED and not warned
     return status is None or task.get("status") == status
 
 
@@ -77,9 +77,8 @@ def _task_condition(type_: str, kind: str, status: str | None) -> Predicate:
 
 
 def _any_error(event: Event) -> bool:
-    data = event.data if isinstance(event.data, dict) else {}
-    return ((event.type == "backup.task.finished" and _task(event).get("status") == "failed")
-            or (event.type == "backup.job.finished" and data.get("outcome") == "failed"))
+    return ((event.type == "backup.task.finished" and _task(event).get("status") == TaskStatus.FAILED)
+            or (event.type == "backup.job.finished" and event.fields.get("outcome") == Outcome.FAILED))
 
 
 def _conditions() -> dict[str, tuple[str, Predicate]]:
@@ -98,11 +97,11 @@ CONDITIONS = _conditions()
 def _example(condition: str) -> tuple[str, str, str]:
     """(event type, task kind, task status) of an event that meets a condition, for `hookbus test`."""
     if condition == "CONDITION_ANY_ERROR":
-        return "backup.task.finished", "backup", "failed"
+        return "backup.task.finished", TaskKind.BACKUP, TaskStatus.FAILED
     _, word, outcome = condition.split("_", 2)
     if outcome == "START":
-        return "backup.task.started", KINDS[word], "running"
-    return "backup.task.finished", KINDS[word], _STATUSES[outcome] or "completed"
+        return "backup.task.started", KINDS[word], TaskStatus.RUNNING
+    return "backup.task.finished", KINDS[word], _STATUSES[outcome] or TaskStatus.COMPLETED
 
 
 def _known_condition(name: str) -> str:
@@ -182,7 +181,7 @@ def check_template(command: str, patterns: list[str], shell: str) -> None:
 
 def event_env(event: Event) -> dict[str, str]:
     """The event as HOOKBUS_* variables (and Borgitory's names where they apply)."""
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     task = _task(event)
     return hook_env(event_type=event.type, event_id=event.id, event_source=event.source, event_seq=event.seq or "",
                     subject=event.subject or "", job_id=data.get("job_id"), job=data.get("job"),
@@ -247,7 +246,7 @@ class ShellSubscriber(Subscriber):
 
         type_, kind, status = _example(self.config.on[0])
         base = SAMPLES[type_]
-        data = dict(base.data) if isinstance(base.data, dict) else {}
+        data = dict(base.fields)
         data["task"] = {**data.get("task", {}), "kind": kind, "name": kind, "status": status}
         return dataclasses.replace(base, id=event.id, time=event.time, data=data)
 
@@ -266,8 +265,7 @@ class ShellSubscriber(Subscriber):
             return HookResult(None, "", 0.0, error=str(exc))
 
     async def handle(self, event: Event) -> None:
-        data = event.data if isinstance(event.data, dict) else {}
-        if self.name in (data.get("gated_by") or []):
+        if self.name in (event.fields.get("gated_by") or []):
             return  # `hookbus run` ran it before the task started
         if self.predicates and not any(p(event) for p in self.predicates):
             return

@@ -24,7 +24,8 @@ from pydantic import field_validator
 from hookbus.adapters.http import HttpClient
 from hookbus.bus.secrets import mark_secret
 from hookbus.bus.events.event import Event
-from hookbus.bus.notify.messages import cut_end, cut_front, split_title
+from hookbus.bus.events.text import Unit, cut_end, cut_front
+from hookbus.bus.notify.messages import split_title
 from hookbus.bus.notify.notifier import Notifier, NotifierConfig
 from hookbus.bus.notify.templates import format_time
 
@@ -131,11 +132,7 @@ def payload(text: str, event: Event) -> dict[str, Any]:
     title, body = split_title(text)
     title = title or event.type
     body_room = TEXT_MAX - len(escape(title)) - 2
-    limit, fitted = body_room, cut_front(body, body_room)
-    while len(escape(fitted)) > body_room:  # escaping made it longer: cut a little more
-        limit -= len(escape(fitted)) - body_room
-        fitted = cut_front(body, limit)
-    body = fitted
+    body = cut_front(body, body_room, Unit.CHARACTERS, size=lambda text: len(escape(text)))  # as Slack counts it
     full = escape(title) + ("\n\n" + escape(body) if body else "")
     header = {"type": "plain_text", "text": cut_end(title, HEADER_MAX), "emoji": True}
     blocks: list[dict[str, Any]] = [{"type": "header", "text": header}]

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from hookbus.bus import signing
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config, build_config
-from hookbus.bus.events.event import TRUNCATION_MARK
+from hookbus.bus.events.text import CUT_MARK
 from hookbus.bus.store.journal import Journal
 from hookbus.app import create_app
 
@@ -209,7 +209,7 @@ async def test_long_string_is_cut_to_its_tail_and_accepted(bus: Bus) -> None:
     assert body is not None and len(body.body) <= MAX_EVENT
     data = orjson.loads(body.body)["data"]
     assert data["output_tail"].endswith("line 3999\nTHE END: repository check failed")
-    assert data["output_tail"].startswith(TRUNCATION_MARK.split("{")[0])
+    assert data["output_tail"].startswith(CUT_MARK.split("{")[0])
     assert data["job_id"] == "job-1" and data["outcome"] == "failed"  # short fields untouched
 
 

@@ -20,7 +20,8 @@ from hookbus.config import build_config
 from hookbus.bus.secrets import scrub
 from hookbus.bus.notify.digest import Digest
 from hookbus.bus.events.event import Event
-from hookbus.bus.notify.messages import CUT_MARK, cut_front, cut_front_bytes, render_default, split_title, template_for
+from hookbus.bus.events.text import Unit, cut_front, cut_mark
+from hookbus.bus.notify.messages import render_default, split_title, template_for
 from hookbus.bus.notify.templates import SAMPLES
 from hookbus.subscribers.apprise import fit
 from hookbus.bus.delivery.subscriber import DeliveryError
@@ -128,18 +129,18 @@ def test_template_table_overrides_by_glob_and_keeps_other_defaults() -> None:
 @pytest.mark.parametrize("limit", [40, 100, 999, 5000])
 def test_cut_front_keeps_the_end_and_says_how_much_was_cut(limit: int) -> None:
     text = "".join(f"line {i}\n" for i in range(1000))
-    out = cut_front(text, limit)
+    out = cut_front(text, limit, Unit.CHARACTERS)
     assert len(out) == limit
     mark, kept = out.split("\n", 1)
     assert text.endswith(kept) and kept.endswith("999\n")
-    assert mark + "\n" == CUT_MARK.format(n=len(text) - len(kept))
+    assert mark + "\n" == cut_mark(len(text) - len(kept), Unit.CHARACTERS)
 
 
 def test_cut_front_bytes_counts_utf8_and_never_splits_a_character() -> None:
     text = "é" * 10_000 + "THE END"
-    out = cut_front_bytes(text, 1000)
+    out = cut_front(text, 1000)
     assert len(out.encode()) <= 1000 and out.endswith("THE END") and "bytes before this" in out
-    assert cut_front_bytes("short", 1000) == "short"
+    assert cut_front("short", 1000) == "short"
 
 
 # -- Slack ------------------------------------------------------------------------------------------

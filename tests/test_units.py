@@ -25,7 +25,8 @@ from hookbus.bus.settings import ConfigError
 from hookbus.bus.logs import ScrubFilter
 from hookbus.config import build_config
 from hookbus.bus.secrets import scrub
-from hookbus.bus.events.event import TRUNCATION_MARK, Event, EventError, compile_globs, fit_to_size, new_event, new_id, parse_event
+from hookbus.bus.events.text import CUT_MARK
+from hookbus.bus.events.event import Event, EventError, compile_globs, fit_to_size, new_event, new_id, parse_event
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.delivery.subscriber import DeliveryError
 
@@ -129,7 +130,7 @@ def test_fit_to_size_keeps_the_tail(filler: str) -> None:
     data = orjson.loads(body)["data"]
     assert data["job_id"] == "j1" and data["n"] == 5 and data["task"]["name"] == "backup"
     tail = data["task"]["output_tail"]
-    assert tail.startswith(TRUNCATION_MARK.split("{")[0])
+    assert tail.startswith(CUT_MARK.split("{")[0])
     assert tail.endswith(filler * 10 + "\nERROR: the last line is what matters")
     assert len(body) > 4096 - 256  # cut to fit, not far more than needed
 

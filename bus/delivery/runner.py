@@ -376,8 +376,7 @@ class SubscriberRunner:
 
     def _is_own_failure(self, event: Event) -> bool:
         """A target that just failed would fail its own alert too: that goes elsewhere."""
-        return (event.type == DELIVERY_FAILED and isinstance(event.data, dict)
-                and event.data.get("subscriber") == self.name)
+        return event.type == DELIVERY_FAILED and event.fields.get("subscriber") == self.name
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

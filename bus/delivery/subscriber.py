@@ -133,7 +133,7 @@ def wants(config: SubscriberConfig, event: Event) -> bool:
     """Given a subscriber's `when` table, return whether the event's data matches it all."""
     if not config.when:
         return True
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     for key, allowed in config.when.items():
         value = data.get(key)
         options = allowed if isinstance(allowed, list) else [allowed]

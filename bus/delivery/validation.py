@@ -24,7 +24,9 @@ from typing import Any, Literal
 from hookbus.bus.delivery.subscriber import DeliveryError, Publish
 
 from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable
-from hookbus.bus.events.event import Event, now_rfc3339
+from hookbus.bus.events.event import Event
+from hookbus.bus.events.times import now_rfc3339
+from hookbus.bus.events.vocabulary import Outcome
 
 log = logging.getLogger("hookbus.validation")
 
@@ -37,7 +39,7 @@ MAX_UNPUBLISHED = 100
 class Result:
     """What one check found. `reason` says why it failed (None on success)."""
 
-    outcome: Literal["success", "failed"]
+    outcome: Literal[Outcome.SUCCESS, Outcome.FAILED]
     summary: str
     reason: str | None = None
     findings: list[str] = field(default_factory=list)  # most important first; human-readable lines
@@ -55,7 +57,7 @@ def result_id(trigger: Event) -> str:
 
 def result_event(subscriber: str, validator: str, trigger: Event, result: Result) -> Event:
     """Return the `backup.validation.finished` event reporting `result` for `trigger`."""
-    data_in = trigger.data if isinstance(trigger.data, dict) else {}
+    data_in = trigger.fields
     data: dict[str, Any] = {
         "job_id": data_in.get("job_id"),
         "validator": validator,

@@ -12,11 +12,12 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
+from hookbus.bus.events.text import cut_front, cut_mark, utf8_len
+from hookbus.bus.events.times import now_rfc3339, parse_time
 from hookbus.bus.secrets import may_hold_secret, redact_data, redact_text
 
 SPECVERSION = "1.0"
@@ -25,7 +26,6 @@ DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 # any tool's payload, far below where encoding fails: orjson writes at most 254
 # levels and the recursive walks over data (fit_to_size) would hit Python's limit.
 MAX_DEPTH = 64
-TRUNCATION_MARK = "…[cut: {n} bytes before this]\n"
 
 EVENT_TYPES: dict[str, str] = {
     "backup.job.started": "a job begins",
@@ -97,12 +97,16 @@ class Event:
         return orjson.dumps({**self.to_dict(), "seq": self.seq})
 
     @property
+    def fields(self) -> dict[str, Any]:
+        """The event's data when it is an object (as nearly every event's is), else {}."""
+        return self.data if isinstance(self.data, dict) else {}
+
+    @property
     def job_key(self) -> str:
         """The key that orders events: one job's events are handled in order."""
-        if isinstance(self.data, dict):
-            job_id = self.data.get("job_id")
-            if isinstance(job_id, (str, int)) and job_id != "":
-                return str(job_id)
+        job_id = self.fields.get("job_id")
+        if isinstance(job_id, (str, int)) and job_id != "":
+            return str(job_id)
         return self.source
 
 
@@ -119,19 +123,13 @@ def _require_string(obj: dict[str, Any], name: str, *, required: bool) -> str | 
     return value
 
 
-# fromisoformat alone also takes a bare date, a time without offset or the basic
+# parse_time alone also takes a bare date, a time without offset or the basic
 # format (20261121T0338); RFC 3339 needs the full date, time and offset.
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _is_time(value: str) -> bool:
-    if not _RFC3339.fullmatch(value):
-        return False
-    try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
+    return _RFC3339.fullmatch(value) is not None and parse_time(value) is not None
 
 
 def _check_time(value: str) -> None:
@@ -263,10 +261,6 @@ def new_id() -> str:
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
-def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def new_event(type_: str, data: Any, *, source: str, subject: str | None = None, id_: str | None = None) -> Event:
     """Return a new event stamped with a fresh id and the current time."""
     return Event(id=id_ or new_id(), source=source, type=type_, time=now_rfc3339(), subject=subject, data=data)
@@ -289,20 +283,13 @@ def _json_len(text: str) -> int:
 
 
 def _cut_tail(text: str, excess: int) -> str:
-    """Return text cut at the front, behind a mark saying how much went, so that its
-    JSON form is at least `excess` bytes shorter; keep at least its last 128 bytes."""
+    """Return text cut at the front, behind the cut mark, so that its JSON form is at
+    least `excess` bytes shorter; keep at least its last 128 bytes."""
     # JSON escaping (\n, \", \u001b) makes the encoded form longer than the text, and
-    # unevenly so: find the shortest prefix that is worth enough by bisection.
-    need = excess + _json_len(TRUNCATION_MARK.format(n=len(text.encode())))
-    low = 0
-    high = len(text) - len(text.encode()[-128:].decode(errors="ignore"))
-    while low < high:
-        mid = (low + high) // 2
-        if _json_len(text[:mid]) >= need:
-            high = mid
-        else:
-            low = mid + 1
-    return TRUNCATION_MARK.format(n=len(text[:low].encode())) + text[low:]
+    # unevenly so: the limit is on the JSON form.
+    kept = text.encode()[-128:].decode(errors="ignore")
+    floor = _json_len(cut_mark(utf8_len(text) - utf8_len(kept)) + kept)
+    return cut_front(text, max(_json_len(text) - excess, floor), size=_json_len)
 
 
 def fit_to_size(event: Event, max_bytes: int) -> bytes:

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
+from hookbus.bus.events.vocabulary import Outcome, TaskStatus
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.http.answers import BadRequest, int_param, ok
 
@@ -50,7 +51,7 @@ class JobHistory:
         job = self.jobs.get(job_id)
         if job is None:
             job = {"job_id": job_id, "job": None, "repository": event.get("subject"), "source": event.get("source"),
-                   "job_type": None, "host": None, "status": "running", "outcome": None, "reason": None,
+                   "job_type": None, "host": None, "status": TaskStatus.RUNNING, "outcome": None, "reason": None,
                    "failed_hook": None, "failed_tasks": [], "counts": None, "error": None, "started_at": None,
                    "finished_at": None, "duration_s": None, "tasks": [], "first_seq": None, "last_seq": None}
             self.jobs[job_id] = job
@@ -115,7 +116,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     history = request.app[HISTORY]
     limit = int_param(request, "limit", 50, 1, 1000)
     name, outcome = request.query.get("job"), request.query.get("outcome")
-    if outcome is not None and outcome not in ("running", "success", "warning", "failed", "cancelled"):
+    if outcome is not None and outcome not in (TaskStatus.RUNNING, *Outcome):
         raise BadRequest(400, "outcome must be running, success, warning, failed or cancelled", "outcome")
     await history.refresh()
     jobs = [j for j in reversed(history.jobs.values())

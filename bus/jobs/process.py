@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hookbus.bus.secrets import scrub
-from hookbus.bus.events.event import TRUNCATION_MARK
+from hookbus.bus.events.text import cut_mark
 from hookbus.bus.filemodes import inherited_umask
 
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL
@@ -47,7 +47,8 @@ class Finished:
 
 
 class Tail:
-    """The last `limit` bytes written, and how many bytes came before them."""
+    """The last `limit` bytes written, and how many bytes came before them: a
+    stream's tail, behind the cut mark (on top of the limit) when any went."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -64,7 +65,7 @@ class Tail:
     def text(self) -> str:
         text = self.buf.decode("utf-8", errors="replace")
         if self.dropped:
-            text = TRUNCATION_MARK.format(n=self.dropped) + text
+            text = cut_mark(self.dropped) + text
         return scrub(text)  # a command that prints its environment must not leak configured secrets
 
 

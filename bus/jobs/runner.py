@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +26,15 @@ from typing import Any, Protocol, cast
 
 from hookbus.config import Config
 from hookbus.bus.secrets import scrub
-from hookbus.bus.events.event import Event, new_event, new_id, now_rfc3339
+from hookbus.bus.events.event import Event, new_event, new_id
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.payloads import job_finished_data, job_started_data, task_data
+from hookbus.bus.events.text import cut_front
+from hookbus.bus.events.times import now_rfc3339
+from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
 from hookbus.bus.jobs.command import HookResult, hook_env, run_command
 from hookbus.bus.jobs.config import NAME_PATTERN, Command, JobConfig, is_template
 from hookbus.bus.transport.spool import SpoolingPublisher
-
-HOST = socket.gethostname()
 
 # Borgitory's words, verbatim (DESIGN §7).
 SKIP_CRITICAL_HOOK = "Task skipped due to critical hook failure"
@@ -42,31 +44,35 @@ SKIP_CANCELLED = "Task skipped because the job was cancelled"
 
 JOB_OUTPUT_LIMIT = 4096  # per task in backup.job.finished; backup.task.finished carries the whole kept tail
 
-ICONS = {"completed": "✅", "failed": "❌", "skipped": "⏭️ ", "pending": "⏸️ ", "running": "▶️ "}
+ICONS = {TaskStatus.COMPLETED: "✅", TaskStatus.FAILED: "❌", TaskStatus.SKIPPED: "⏭️ ", TaskStatus.PENDING: "⏸️ ",
+         TaskStatus.RUNNING: "▶️ "}
 
 
-def result_line(outcome: str, reason: str | None) -> str:
+_FAILED_LINES: dict[Reason | None, str] = {Reason.CRITICAL_HOOK: "❌ Job Failed - Critical Hook Error",
+                                           Reason.BACKUP_ERROR: "❌ Job Failed - Backup Error"}
+
+
+def result_line(outcome: Outcome, reason: Reason | None) -> str:
     """The seed's `Result:` words for an outcome."""
-    if outcome == "success":
+    if outcome == Outcome.SUCCESS:
         return "✅ Job Completed Successfully"
-    if outcome == "warning":
+    if outcome == Outcome.WARNING:
         return "⚠️  Job Completed with Warnings"
-    if outcome == "cancelled":
+    if outcome == Outcome.CANCELLED:
         return "⏹️  Job Cancelled"
-    return {"critical_hook": "❌ Job Failed - Critical Hook Error", "backup_error": "❌ Job Failed - Backup Error"}.get(
-        reason or "", "❌ Job Failed - Task Error")
+    return _FAILED_LINES.get(reason, "❌ Job Failed - Task Error")
 
 
 @dataclass
 class Task:
     index: int
     name: str
-    kind: str  # hook / backup / prune / check / notification
-    phase: str  # pre / main / post
+    kind: TaskKind
+    phase: Phase
     critical: bool = False
     run_on_job_failure: bool = False
     command: Command | None = None  # None: the notification
-    status: str = "pending"
+    status: TaskStatus = TaskStatus.PENDING
     message: str = ""
     exit_code: int | None = None
     duration_s: float | None = None
@@ -75,9 +81,7 @@ class Task:
     finished_at: str | None = None
 
     def as_dict(self, output_limit: int | None = None) -> dict[str, Any]:
-        output = self.output_tail
-        if output_limit is not None and len(output) > output_limit:
-            output = "…" + output[-output_limit:]
+        output = self.output_tail if output_limit is None else cut_front(self.output_tail, output_limit)
         return {"index": self.index, "name": self.name, "kind": self.kind, "phase": self.phase, "status": self.status,
                 "critical": self.critical, "run_on_job_failure": self.run_on_job_failure, "message": self.message,
                 "exit_code": self.exit_code, "duration_s": self.duration_s, "output_tail": output,
@@ -88,19 +92,20 @@ def plan(job: JobConfig) -> list[Task]:
     """Given a job, return its tasks in the order they run, all pending."""
     tasks: list[Task] = []
 
-    def add(name: str, kind: str, phase: str, command: Command | None, critical: bool = False, on_failure: bool = False) -> None:
+    def add(name: str, kind: TaskKind, phase: Phase, command: Command | None, critical: bool = False,
+            on_failure: bool = False) -> None:
         tasks.append(Task(len(tasks), name, kind, phase, critical, on_failure, command))
 
     for pre in job.pre_hooks:
-        add(pre.name, "hook", "pre", pre, pre.critical)
-    add("backup", "backup", "main", job.backup, True)
+        add(pre.name, TaskKind.HOOK, Phase.PRE, pre, pre.critical)
+    add("backup", TaskKind.BACKUP, Phase.MAIN, job.backup, True)
     if job.prune is not None:
-        add("prune", "prune", "main", job.prune, job.prune.critical)
+        add("prune", TaskKind.PRUNE, Phase.MAIN, job.prune, job.prune.critical)
     if job.check is not None:
-        add("check", "check", "main", job.check, job.check.critical)
+        add("check", TaskKind.CHECK, Phase.MAIN, job.check, job.check.critical)
     for post in job.post_hooks:
-        add(post.name, "hook", "post", post, post.critical, post.run_on_job_failure)
-    add("notification", "notification", "post", None)
+        add(post.name, TaskKind.HOOK, Phase.POST, post, post.critical, post.run_on_job_failure)
+    add("notification", TaskKind.NOTIFICATION, Phase.POST, None)
     return tasks
 
 
@@ -130,9 +135,10 @@ class JobRun:
         self.job_id = job_id or new_id()
         self.gates = list(gates)
         self.out = out or (lambda line: None)
-        self.source = f"hookbus://{HOST}/jobs/{job.name}"
+        self.host = host_name()
+        self.source = f"hookbus://{self.host}/jobs/{job.name}"
         self.tasks = plan(job)
-        self.reason: str | None = None  # critical_hook / backup_error / task_failed / cancelled
+        self.reason: Reason | None = None
         self.failed_hook: str | None = None
         self.skip_message = ""
         self.error: str | None = None
@@ -147,13 +153,13 @@ class JobRun:
         with run_on_job_failure still run. Asked again, or once the job has
         failed already, those are stopped too."""
         self.cancel_requests += 1
-        if self.cancel_requests > 1 or self.reason not in (None, "cancelled"):
+        if self.cancel_requests > 1 or self.reason not in (None, Reason.CANCELLED):
             self.abort = True
         if self._stop is not None:
             self._stop.set()
 
     def _cancelled(self, error: str) -> None:
-        self.reason, self.skip_message, self.error = "cancelled", SKIP_CANCELLED, error
+        self.reason, self.skip_message, self.error = Reason.CANCELLED, SKIP_CANCELLED, error
 
     # -- events ------------------------------------------------------------------
 
@@ -161,14 +167,13 @@ class JobRun:
         return new_event(type_, data, source=self.source, subject=self.job.repository)
 
     def _task_data(self, task: Task, output_limit: int | None = None) -> dict[str, Any]:
-        return {"job_id": self.job_id, "job": self.job.name, "repository": self.job.repository,
-                "task": task.as_dict(output_limit)}
+        return task_data(self.job_id, task.as_dict(output_limit), job=self.job.name, repository=self.job.repository)
 
     def context(self) -> dict[str, Any]:
         """The job so far, as command templates see it (`job.failed`, `job.outcome`, …)."""
         outcome, reason = self._outcome()
         return {"job_id": self.job_id, "name": self.job.name, "repository": self.job.repository,
-                "job_type": self.job_type, "host": HOST, "failed": self.reason is not None, "outcome": outcome,
+                "job_type": self.job_type, "host": self.host, "failed": self.reason is not None, "outcome": outcome,
                 "reason": reason, "failed_hook": self.failed_hook, "failed_tasks": self._failed_kinds(),
                 "tasks": [t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks]}
 
@@ -191,9 +196,9 @@ class JobRun:
     async def run(self) -> dict[str, Any]:
         self.started_at, started = now_rfc3339(), time.monotonic()
         self.out(f"job {self.job.name} ({self.job_id}) for '{self.job.repository}': {len(self.tasks)} tasks")
-        start = self.event("backup.job.started", {
-            "job_id": self.job_id, "job": self.job.name, "repository": self.job.repository, "job_type": self.job_type,
-            "host": HOST, "tasks": [t.as_dict() for t in self.tasks]})
+        start = self.event("backup.job.started", job_started_data(
+            self.job_id, job=self.job.name, repository=self.job.repository, host=self.host, job_type=self.job_type,
+            tasks=[t.as_dict() for t in self.tasks]))
         failed_gate = await self._gate(start)
         await self.publisher.publish(start)
         if failed_gate is not None:
@@ -207,13 +212,13 @@ class JobRun:
         if gate.behavior == "ON_ERROR_CANCEL":
             self._cancelled(f"cancelled by {what}")
             if task is not None:
-                task.status, task.message = "skipped", f"Cancelled by {what}"
+                task.status, task.message = TaskStatus.SKIPPED, f"Cancelled by {what}"
         else:  # ON_ERROR_FATAL: treated as a failure of what it guards
             if task is None:
-                self.reason, self.failed_hook, self.skip_message = "critical_hook", gate.name, SKIP_CRITICAL_HOOK
+                self.reason, self.failed_hook, self.skip_message = Reason.CRITICAL_HOOK, gate.name, SKIP_CRITICAL_HOOK
                 self.error = f"{what} (ON_ERROR_FATAL)"
             else:
-                task.status, task.message = "failed", f"{what} (ON_ERROR_FATAL)"
+                task.status, task.message = TaskStatus.FAILED, f"{what} (ON_ERROR_FATAL)"
                 self._failed(task, could_not_start=False)
 
     def _should_skip(self, task: Task) -> bool:
@@ -221,15 +226,15 @@ class JobRun:
             self._cancelled("cancelled by a signal")
         if self.reason is None:
             return False
-        return self.abort or not (task.phase == "post" and task.run_on_job_failure)
+        return self.abort or not (task.phase == Phase.POST and task.run_on_job_failure)
 
     async def _step(self, task: Task) -> None:
         if self._should_skip(task):
-            task.status, task.message = "skipped", SKIP_CANCELLED if self.abort else self.skip_message
+            task.status, task.message = TaskStatus.SKIPPED, SKIP_CANCELLED if self.abort else self.skip_message
             task.finished_at = now_rfc3339()
             await self._finished(task)
             return
-        task.status, task.started_at = "running", now_rfc3339()
+        task.status, task.started_at = TaskStatus.RUNNING, now_rfc3339()
         started = self.event("backup.task.started", self._task_data(task))
         failed_gate = await self._gate(started)
         if failed_gate is not None:
@@ -244,9 +249,10 @@ class JobRun:
         task.finished_at = now_rfc3339()
         assert task.command is not None
         if result.ok:
-            task.status, task.message = "completed", "exit status 0" + (" (run on job failure)" if ran_on_failure else "")
+            task.status = TaskStatus.COMPLETED
+            task.message = "exit status 0" + (" (run on job failure)" if ran_on_failure else "")
         else:
-            task.status, task.message = "failed", result.describe(task.command.timeout)
+            task.status, task.message = TaskStatus.FAILED, result.describe(task.command.timeout)
             if result.cancelled and self.reason is None:
                 self._cancelled("cancelled by a signal")
             elif not result.cancelled:
@@ -257,12 +263,13 @@ class JobRun:
         """A task failed: a critical one fails the job (the first such decides why)."""
         if not task.critical or self.reason is not None:
             return
-        what = f"hook {task.name!r}" if task.kind == "hook" else task.kind
-        self.error = f"{'critical ' if task.kind == 'hook' else ''}{what} failed: {task.message}"
-        if task.kind == "hook":
-            self.reason, self.failed_hook, self.skip_message = "critical_hook", task.name, SKIP_CRITICAL_HOOK
+        hook = task.kind == TaskKind.HOOK
+        what = f"hook {task.name!r}" if hook else task.kind
+        self.error = f"{'critical ' if hook else ''}{what} failed: {task.message}"
+        if hook:
+            self.reason, self.failed_hook, self.skip_message = Reason.CRITICAL_HOOK, task.name, SKIP_CRITICAL_HOOK
         else:
-            self.reason = "backup_error" if task.kind == "backup" else "task_failed"
+            self.reason = Reason.BACKUP_ERROR if task.kind == TaskKind.BACKUP else Reason.TASK_FAILED
             self.skip_message = SKIP_CRITICAL_EXCEPTION if could_not_start else SKIP_CRITICAL_TASK
 
     def _env(self, task: Task) -> dict[str, str]:
@@ -299,57 +306,56 @@ class JobRun:
     async def _finished(self, task: Task) -> None:
         icon = ICONS.get(task.status, "")
         self.out(f"{task.index + 1:>3}. {task.name:<30} {icon} {task.status}" + (f": {task.message}" if task.message else ""))
-        if task.status == "failed" and task.output_tail.strip():
+        if task.status == TaskStatus.FAILED and task.output_tail.strip():
             for line in task.output_tail.rstrip().splitlines()[-10:]:
                 self.out(f"       | {line}")
         await self.publisher.publish(self.event("backup.task.finished", self._task_data(task)))
 
     # -- the end -------------------------------------------------------------------
 
-    def _failed_kinds(self) -> list[str]:
-        kinds: list[str] = []
+    def _failed_kinds(self) -> list[TaskKind]:
+        kinds: list[TaskKind] = []
         for task in self.tasks:
-            if task.status == "failed" and task.kind not in kinds:
+            if task.status == TaskStatus.FAILED and task.kind not in kinds:
                 kinds.append(task.kind)
         return kinds
 
-    def _outcome(self) -> tuple[str, str | None]:
-        if self.reason == "cancelled":
-            return "cancelled", "cancelled"
+    def _outcome(self) -> tuple[Outcome, Reason | None]:
+        if self.reason == Reason.CANCELLED:
+            return Outcome.CANCELLED, Reason.CANCELLED
         if self.reason is not None:
-            return "failed", self.reason
-        if any(t.status == "failed" for t in self.tasks):
-            return "warning", "task_failed"
-        return "success", None
+            return Outcome.FAILED, self.reason
+        if any(t.status == TaskStatus.FAILED for t in self.tasks):
+            return Outcome.WARNING, Reason.TASK_FAILED
+        return Outcome.SUCCESS, None
 
     def counts(self) -> dict[str, int]:
         statuses = [t.status for t in self.tasks]
-        return {"completed": statuses.count("completed"), "failed": statuses.count("failed"),
-                "skipped": statuses.count("skipped"), "total": len(statuses)}
+        ended = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.SKIPPED)
+        return {**{s.value: statuses.count(s) for s in ended}, "total": len(statuses)}
 
     async def _notify(self, started: float) -> dict[str, Any]:
         task = self.tasks[-1]
-        task.status, task.started_at = "running", now_rfc3339()
+        task.status, task.started_at = TaskStatus.RUNNING, now_rfc3339()
         await self.publisher.publish(self.event("backup.task.started", self._task_data(task)))
         # The notification is the one being sent: it counts as completed (DESIGN §6).
-        task.status, task.message = "completed", "backup.job.finished published"
+        task.status, task.message = TaskStatus.COMPLETED, "backup.job.finished published"
         task.finished_at = now_rfc3339()
         task.duration_s = 0.0
         await self._finished(task)
         outcome, reason = self._outcome()
-        if outcome == "warning":
+        if outcome == Outcome.WARNING:
             self.error = "; ".join(
-                f"{'hook ' + repr(t.name) if t.kind == 'hook' else t.kind} failed: {t.message}"
-                for t in self.tasks if t.status == "failed")
+                f"{'hook ' + repr(t.name) if t.kind == TaskKind.HOOK else t.kind} failed: {t.message}"
+                for t in self.tasks if t.status == TaskStatus.FAILED)
         duration = time.monotonic() - started
         counts = self.counts()
-        finished = {
-            "job_id": self.job_id, "job": self.job.name, "repository": self.job.repository, "job_type": self.job_type,
-            "host": HOST, "outcome": outcome, "reason": reason, "failed_hook": self.failed_hook,
-            "failed_tasks": self._failed_kinds(), "counts": counts,
-            "tasks": [t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks], "error": scrub(self.error) if self.error else None,
-            "started_at": self.started_at, "finished_at": now_rfc3339(), "duration_s": round(duration, 3), "stats": {},
-        }
+        finished = job_finished_data(
+            self.job_id, job=self.job.name, repository=self.job.repository, outcome=outcome, reason=reason,
+            error=scrub(self.error) if self.error else None, started_at=self.started_at, finished_at=now_rfc3339(),
+            duration_s=round(duration, 3), job_type=self.job_type, host=self.host, failed_hook=self.failed_hook,
+            failed_tasks=self._failed_kinds(), counts=counts, tasks=[t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks],
+            stats={})
         await self.publisher.publish(self.event("backup.job.finished", finished))
         self.out(f"Result: {result_line(outcome, reason)}")
         self.out(f"Tasks Completed: {counts['completed']}, Failed: {counts['failed']}, Skipped: {counts['skipped']}, "
@@ -416,4 +422,4 @@ def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, pub
         print(f"hookbus: the broker at {config.bus.control} could not be reached; {left} event(s) of this job are "
               f"kept in {publisher.path} and will be delivered when the broker starts (it reads "
               f"{publisher.path.parent}) or by the next `hookbus run`", file=sys.stderr)
-    return 0 if result["outcome"] in ("success", "warning") else 1
+    return 0 if result["outcome"] in (Outcome.SUCCESS, Outcome.WARNING) else 1

@@ -1,4 +1,5 @@
-"""Default notification texts, and fitting a message into a target's size limit.
+"""Default notification texts, and a message's title and body (fitting them into a
+target's size limit is `hookbus.bus.events.text`).
 
 A message is plain text whose first line is its title (Slack's header, Apprise's
 title) and whose rest is its body. The defaults for `backup.job.finished` are
@@ -11,14 +12,15 @@ table of event-type globs (and `digest`) → template.
 from __future__ import annotations
 
 import fnmatch
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.times import parse_time
 from hookbus.bus.notify.templates import SAMPLES, TemplateError, check, render, summary
 
 __all__ = ["TEMPLATES", "DIGEST", "GENERIC", "template_for", "render_message", "check_template", "split_title",
-           "cut_front", "cut_front_bytes", "cut_end", "digest_context", "sample_digest", "NETCFGBU_TIME"]
+           "digest_context", "sample_digest", "NETCFGBU_TIME"]
 
 NETCFGBU_TIME = "%Y-%b-%d %I:%M:%S %p"  # netcfgbu's Report.TIME_FORMAT
 FIRST_FAILURES = 10  # a digest lists this many failures, then counts the rest
@@ -241,16 +243,8 @@ def netcfgbu_time(value: Any) -> str:
     (UTC); any other text comes back as it is."""
     if value is None or value == "":
         return "-"
-    try:
-        if isinstance(value, (int, float)):
-            when = datetime.fromtimestamp(value, timezone.utc)
-        else:
-            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            if when.tzinfo is not None:
-                when = when.astimezone(timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        return str(value)
-    return when.strftime(NETCFGBU_TIME)
+    when = parse_time(value)
+    return when.astimezone(timezone.utc).strftime(NETCFGBU_TIME) if when else str(value)
 
 
 EXTRAS: dict[str, Any] = {"netcfgbu_time": netcfgbu_time}
@@ -307,7 +301,7 @@ def sample_digest() -> list[Event]:
 # -- digests ----------------------------------------------------------------------------------------
 
 def _failure_line(event: Event) -> str:
-    data = event.data if isinstance(event.data, dict) else {}
+    data = event.fields
     if event.type.startswith("backup.device."):
         device: dict[str, Any] = data["device"] if isinstance(data.get("device"), dict) else {}
         return f"{device.get('host') or '?'}: {data.get('error') or 'failed'}"
@@ -352,58 +346,9 @@ def digest_context(events: list[Event], labels: dict[str, Any]) -> dict[str, Any
     }
 
 
-# -- fitting a message into a target's limits ---------------------------------------------------------
-
-CUT_MARK = "…[cut: {n} characters before this]\n"
-CUT_MARK_BYTES = "…[cut: {n} bytes before this]\n"
-
+# -- a message's parts ---------------------------------------------------------------------------------
 
 def split_title(text: str) -> tuple[str, str]:
     """Given a rendered message, return (its first line, the rest without the blank line between)."""
     title, _, body = text.partition("\n")
     return title.strip(), body.lstrip("\n")
-
-
-def cut_front(text: str, limit: int) -> str:
-    """Return text within `limit` characters: keep its end (where long output ends)
-    and say how much was cut from the front."""
-    if len(text) <= limit:
-        return text
-    if limit <= 0:
-        return ""
-    n = len(text)
-    while True:  # the mark's own length depends on n
-        mark = CUT_MARK.format(n=n)
-        keep = max(0, limit - len(mark))
-        cut = len(text) - keep
-        if cut == n:
-            break
-        n = cut
-    if keep == 0:
-        return mark[:limit]
-    return mark + text[-keep:]
-
-
-def cut_front_bytes(text: str, limit: int) -> str:
-    """As cut_front, counting UTF-8 bytes (never splitting a character)."""
-    raw = text.encode()
-    if len(raw) <= limit:
-        return text
-    n = len(raw)
-    while True:
-        mark = CUT_MARK_BYTES.format(n=n).encode()
-        keep = max(0, limit - len(mark))
-        tail = raw[len(raw) - keep:] if keep else b""
-        tail_text = tail.decode(errors="ignore")  # drops a character split at the front
-        cut = len(raw) - len(tail_text.encode())
-        if cut == n:
-            break
-        n = cut
-    return (mark.decode() + tail_text) if keep else mark.decode()[:limit]
-
-
-def cut_end(text: str, limit: int) -> str:
-    """Return text within `limit` characters, keeping its start (for titles)."""
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - 1)].rstrip() + "…" if limit > 0 else ""

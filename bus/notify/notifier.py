@@ -20,6 +20,7 @@ from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, Subscribe
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.notify.digest import Digest
 from hookbus.bus.events.event import Event, compile_globs
+from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.notify.messages import DIGEST_KEY, check_template, digest_context, render_default, render_message, template_for
 from hookbus.bus.notify.templates import SAMPLES, TemplateError, is_error
 
@@ -150,10 +151,10 @@ class Notifier(Subscriber):
         """success / warning / failure / info, for targets that show it."""
         if any(is_error(e) for e in events):
             return "failure"
-        outcomes = {e.data.get("outcome") for e in events if isinstance(e.data, dict)}
-        if "warning" in outcomes:
+        outcomes = [e.fields.get("outcome") for e in events]
+        if Outcome.WARNING in outcomes:
             return "warning"
-        if outcomes & {"success"} or all(e.type in ("backup.device.succeeded", "backup.report", "backup.vcs.saved")
+        if Outcome.SUCCESS in outcomes or all(e.type in ("backup.device.succeeded", "backup.report", "backup.vcs.saved")
                                          for e in events):
             return "success"
         return "info"

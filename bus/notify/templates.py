@@ -18,7 +18,7 @@ refused where no reference could be safe.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import timezone
 from functools import lru_cache
 from typing import Any
 
@@ -28,6 +28,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.times import parse_time
+from hookbus.bus.events.vocabulary import FAILED_OUTCOMES, TaskStatus
 from hookbus.bus.notify.shellvalues import MARK, BoundCommand, UnsafeTemplate, bind
 
 __all__ = ["TemplateError", "BoundCommand", "render", "render_shell", "check", "check_shell", "context", "SAMPLES"]
@@ -48,12 +50,9 @@ def _format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     """Given an RFC 3339 string or epoch seconds, return it formatted in UTC."""
     if value is None or value == "":
         return ""
-    if isinstance(value, (int, float)):
-        when = datetime.fromtimestamp(value, timezone.utc)
-    else:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+    when = parse_time(value)
+    if when is None:
+        raise ValueError(f"not a time: {value!r}")
     return when.astimezone(timezone.utc).strftime(fmt)
 
 
@@ -87,7 +86,7 @@ format_time, format_duration, format_size = _lenient(_format_time), _lenient(_fo
 
 def _data(event: Any) -> dict[str, Any]:
     if isinstance(event, Event):
-        return event.data if isinstance(event.data, dict) else {}
+        return event.fields
     if isinstance(event, dict):
         inner = event.get("data")
         return inner if isinstance(inner, dict) and "type" in event else event
@@ -101,8 +100,8 @@ def is_error(event: Any) -> bool:
     task = data.get("task") if isinstance(data.get("task"), dict) else {}
     return (
         str(type_).endswith(".failed")
-        or data.get("outcome") in ("failed", "cancelled")
-        or task.get("status") == "failed"
+        or data.get("outcome") in FAILED_OUTCOMES
+        or task.get("status") == TaskStatus.FAILED
         or (type_ == "backup.report" and bool(data.get("fail")))
     )
 

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import random
-import socket
 import queue
 import sqlite3
 import threading
@@ -27,6 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.host import host_name
 
 log = logging.getLogger("hookbus.journal")
 
@@ -533,7 +533,7 @@ class Journal:
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
             row = conn.execute("SELECT holder, host, pid, expires_at FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
-            if row and row[0] != holder and row[3] > now and not (row[1] == socket.gethostname() and not _pid_alive(row[2])):
+            if row and row[0] != holder and row[3] > now and not (row[1] == host_name() and not _pid_alive(row[2])):
                 raise LeaseHeld(f"subscriber {subscriber} is already running ({row[0]}); "
                                 "two runners of one name would deliver every event twice")
             conn.execute("INSERT OR REPLACE INTO leases(subscriber, holder, host, pid, expires_at) VALUES (?,?,?,?,?)",
@@ -673,7 +673,7 @@ class Journal:
 
 def runner_name() -> str:
     """How a runner names itself in a lease: host and pid say who holds a name."""
-    return f"{socket.gethostname()} pid {os.getpid()} ({random.SystemRandom().getrandbits(32):08x})"
+    return f"{host_name()} pid {os.getpid()} ({random.SystemRandom().getrandbits(32):08x})"
 
 
 def _holder_host_pid(holder: str) -> tuple[str, int]:

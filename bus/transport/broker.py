@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,11 +27,11 @@ from hookbus.bus.transport.curve import apply_server
 from hookbus.bus.events.event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
 from hookbus.bus.store.journal import Accepted, Journal, JournalError, LeaseHeld
 from hookbus.bus.events.event import clean_event
+from hookbus.bus.events.host import host_name
 from hookbus.bus.transport.zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
 
 log = logging.getLogger("hookbus.broker")
 
-HOSTNAME = socket.gethostname()
 DELIVERY_FAILED = "hookbus.delivery.failed"
 _MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _LAST = int(zmq.NOBLOCK)
@@ -375,7 +374,7 @@ class Broker:
                 {"subscriber": name, "event_id": original.get("id"), "event_type": stored.type, "event_seq": seq,
                  "event_source": original.get("source"), "attempts": attempts, "error": error,
                  "job_id": (original.get("data") or {}).get("job_id") if isinstance(original.get("data"), dict) else None},
-                source=f"hookbus://{HOSTNAME}/subscribers/{name}",
+                source=f"hookbus://{host_name()}/subscribers/{name}",
                 subject=original.get("subject"),
                 id_=f"dead-letter:{seq}",
             )
