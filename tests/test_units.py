@@ -26,6 +26,7 @@ from hookbus.bus.logs import ScrubFilter
 from hookbus.config import build_config
 from hookbus.bus.secrets import scrub
 from hookbus.bus.events.event import TRUNCATION_MARK, Event, EventError, compile_globs, fit_to_size, new_event, new_id, parse_event
+from hookbus.bus.store.base import OpenJob
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.delivery.subscriber import DeliveryError
 
@@ -415,6 +416,25 @@ async def test_filtered_read_returns_the_bodies_of_matches_only_within_its_scan(
     assert [e.body for e in stored] == [body for _, body in events[0:2400:3]] and {e.type for e in stored} == {"backup.log"}
     stored, scanned = journal.read(2400, 100, logs)
     assert len(stored) == 100 and stored[-1].seq == scanned == 2698
+
+
+async def test_open_jobs_are_kept_found_and_closed_by_key(journal: Journal) -> None:
+    job = OpenJob("job-1", "2026-11-21T03:00:00Z")
+    await journal.open_job("ping:k:", job)
+    assert await journal.find_open_job("ping:k:") == job and await journal.find_open_job("ping:other:") is None
+    await journal.close_job("ping:k:", "job-0")  # a close for another job leaves this one
+    assert await journal.find_open_job("ping:k:") == job
+    await journal.close_job("ping:k:", "job-1")
+    assert await journal.find_open_job("ping:k:") is None
+
+
+async def test_an_open_job_whose_finished_event_is_stored_counts_as_closed(journal: Journal) -> None:
+    job, finished = OpenJob("job-2", "t"), ("test://units", "{job_id}/job.finished")
+    await journal.open_job("k", job)
+    assert await journal.find_open_job("k", finished) == job
+    await journal.append([item("job-2/job.finished")])
+    assert await journal.find_open_job("k", finished) is None
+    assert await journal.find_open_job("k") is None  # and it is forgotten
 
 
 # -- configuration --------------------------------------------------------------------------------

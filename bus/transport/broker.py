@@ -27,7 +27,7 @@ from hookbus.bus.settings import is_local_endpoint
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
 from hookbus.bus.transport.curve import apply_server
 from hookbus.bus.events.event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
-from hookbus.bus.store.journal import Accepted, Journal, JournalError, LeaseHeld
+from hookbus.bus.store.base import Accepted, JournalError, LeaseHeld, Store
 from hookbus.bus.events.event import clean_event
 from hookbus.bus.transport.zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
 
@@ -52,7 +52,7 @@ SUBSCRIPTION_MAX = 4096  # an XPUB subscription message is a topic prefix
 
 
 class Broker:
-    def __init__(self, config: Config, journal: Journal, ctx: zmq.asyncio.Context | None = None) -> None:
+    def __init__(self, config: Config, journal: Store, ctx: zmq.asyncio.Context | None = None) -> None:
         self.config = config
         self.bus = config.bus
         self.journal = journal
@@ -127,7 +127,8 @@ class Broker:
             asyncio.create_task(self._drain_subscriptions(), name="broker-xpub"),
             asyncio.create_task(self._prune_loop(), name="broker-prune"),
         ]
-        log.info("broker: control %s, publish %s, journal %s (head %d)", self.bus.control, self.bus.publish, self.journal.path, self.journal.last_seq)
+        log.info("broker: control %s, publish %s, journal %s (head %d)",
+                 self.bus.control, self.bus.publish, self.journal.location, self.journal.last_seq)
 
     def _configure(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
         """Bounds on every queue and message (DESIGN §13); ZAP domains for the roles."""
