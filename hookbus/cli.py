@@ -73,7 +73,7 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         await broker.start()
         # What `hookbus run` could not deliver while the broker was down waits in the spool.
         spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
-        runner = await start_http(config, broker) if with_http and config.webhook.enabled else None
+        runner = await start_http(config, broker) if with_http and config.http.enabled else None
         try:
             yield broker
         finally:
@@ -366,7 +366,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         print(f"{len(config.jobs)} job(s) for `hookbus run`: " + ", ".join(
             f"{j.name} ({len(j.pre_hooks)} pre-hook(s), {len(j.post_hooks)} post-hook(s))" for j in config.jobs))
     print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
-          f"http {'http://' + config.webhook.listen if config.webhook.enabled else 'off'}")
+          f"http {'http://' + config.http.listen if config.http.enabled else 'off'}")
     print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "
           "for another user)" + (f"; clients authorized in {config.bus.curve_authorized_keys}"
                                  if config.bus.curve_authorized_keys else ""))
@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hookbus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", parents=[common], help="broker, webhook and all subscribers in one process")
+    p = sub.add_parser("serve", parents=[common], help="broker, HTTP listener and all subscribers in one process")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("broker", parents=[common], help="the broker and the HTTP endpoint, without subscribers")
     p.add_argument("--no-http", action="store_true", help="do not serve HTTP")

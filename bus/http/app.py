@@ -20,7 +20,7 @@ from hookbus.bus.http import connections, fdlimit
 from hookbus.bus import signing
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config
-from hookbus.bus.settings import WebhookSettings
+from hookbus.bus.settings import HttpSettings
 from hookbus.bus.events.event import Event, EventError, EventTooLarge, as_stored, compile_globs, parse_event
 from hookbus.bus.store.journal import JournalError
 from hookbus.bus.http.openapi import OPENAPI
@@ -78,8 +78,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(413 if isinstance(exc, EventTooLarge) else 400, str(exc), exc.field)
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's exception does not keep the limit; the config does.
-        limit = request.app[CONFIG].webhook.max_body_bytes
-        return problem(413, f"request body is larger than {limit} bytes (webhook.max_body_bytes)")
+        limit = request.app[CONFIG].http.max_body_bytes
+        return problem(413, f"request body is larger than {limit} bytes (http.max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -109,18 +109,18 @@ async def read_body_in_time(request: web.Request) -> bytes:
         return b""
     if request.content.is_eof():
         return await request.read()  # all of it is here already (the usual small POST): no deadline needed
-    limit = request.app[CONFIG].webhook.body_timeout
+    limit = request.app[CONFIG].http.body_timeout
     try:
         async with asyncio.timeout(limit):
             return await request.read()
     except TimeoutError:
-        raise BadRequest(408, f"request body not received within {limit:g}s (webhook.body_timeout)", "body") from None
+        raise BadRequest(408, f"request body not received within {limit:g}s (http.body_timeout)", "body") from None
 
 
 def authenticate(request: web.Request, body: bytes) -> web.Response | signing.Signed | None:
     """Return None for an accepted token (or a request that needs none), the
     message for an accepted signature over its body, else a 401 saying why."""
-    settings = request.app[CONFIG].webhook
+    settings = request.app[CONFIG].http
     if not (settings.tokens or settings.hmac_secrets) or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return None
     reasons = []
@@ -142,7 +142,7 @@ def authenticate(request: web.Request, body: bytes) -> web.Response | signing.Si
     return problem(401, "; ".join(reasons), "Authorization")
 
 
-def check_signature(request: web.Request, body: bytes, settings: WebhookSettings) -> signing.Signed | str:
+def check_signature(request: web.Request, body: bytes, settings: HttpSettings) -> signing.Signed | str:
     """Return the verified message, or why the request's signature is not accepted."""
     if not is_ingest(request):
         # DESIGN §13. Standard Webhooks signs id, timestamp and body, not the method
@@ -352,10 +352,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config, broker: Broker) -> web.Application:
-    app = web.Application(client_max_size=config.webhook.max_body_bytes, middlewares=[guard])
+    app = web.Application(client_max_size=config.http.max_body_bytes, middlewares=[guard])
     app[CONFIG] = config
     app[BROKER] = broker
-    app[REPLAYS] = ReplayCache(config.webhook.hmac_tolerance)
+    app[REPLAYS] = ReplayCache(config.http.hmac_tolerance)
     app.router.add_post("/events", post_events)
     app.router.add_post("/ingest/{adapter}", ingest_adapter)
     app.router.add_get("/api/events", get_events)
@@ -382,11 +382,11 @@ async def start_http(config: Config, broker: Broker) -> web.AppRunner:
     assert runner.server is not None
     limit, backlog = fdlimit.http_sizes()
     gate = connections.ConnectionGate(runner.server, limit)
-    site = connections.GatedSite(runner, config.webhook.host, config.webhook.port, gate, backlog)
+    site = connections.GatedSite(runner, config.http.host, config.http.port, gate, backlog)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise OSError(f"webhook.listen {config.webhook.listen}: cannot listen: {exc.strerror}") from None
-    log.info("http: listening on http://%s (at most %d connections)", config.webhook.listen, limit)
+        raise OSError(f"http.listen {config.http.listen}: cannot listen: {exc.strerror}") from None
+    log.info("http: listening on http://%s (at most %d connections)", config.http.listen, limit)
     return runner
