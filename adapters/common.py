@@ -5,8 +5,8 @@ the canonical job events, and the record of open jobs that ties a tool's
 A tool often reports the start and the end of one backup in two separate calls
 (a healthchecks `/start` ping, then the plain ping; a Backrest START hook, then
 an END hook). The job id given at the start is kept under a key naming the job
-(`OpenJobs`) so the end gets the same `job_id`. On the server that record lives
-in the journal's SQLite (`JournalJobs`), so it survives a restart of hookbus;
+(`OpenJob`) so the end gets the same `job_id`. On the server that record lives
+in the journal (`JournalJobs`), so it survives a restart of hookbus;
 `hookbus emit` keeps it in a small file on the tool's host (`FileJobs`).
 """
 
@@ -17,10 +17,8 @@ import fcntl
 import hashlib
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,8 @@ from hookbus.bus.events.event import Event, EventError, check_depth, new_id
 from hookbus.bus.events.payloads import job_finished_data, job_started_data, task_data
 from hookbus.bus.events.times import now_rfc3339, parse_time, rfc3339
 from hookbus.bus.events.vocabulary import Outcome, Reason
-from hookbus.bus.store.journal import Journal, hash_key
+from hookbus.bus.store.base import FORGET_AFTER_S, Store
+from hookbus.bus.store.base import OpenJob as OpenJob  # the adapters' import of it
 
 OUTPUT_TAIL_BYTES = 16 * 1024  # what a finished job keeps of a tool's output when nothing else says
 
@@ -154,67 +153,26 @@ def task_event(source: str, job_id: str, phase_of_life: str, task: dict[str, Any
 
 # -- open jobs -------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class OpenJob:
-    job_id: str
-    started_at: str
-
-
 def new_job() -> OpenJob:
     return OpenJob(new_id(), now_rfc3339())
 
 
-# A start whose finish never came is forgotten after this long, so rows of
-# one-off run ids (`?rid=`) do not pile up.
-FORGET_AFTER_S = 30 * 86400
-
-
 class JournalJobs:
-    """Open jobs in the journal's SQLite (its adapter_jobs table): committed like
-    events, so a restart of hookbus between a start and its finish keeps them together.
-    Keys are stored hashed: a ping key in one is the check's credential."""
+    """Open jobs kept by the store (`Store.open_job`): committed like events, so a
+    restart of hookbus between a start and its finish keeps them together."""
 
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     async def open(self, key: str, job: OpenJob) -> None:
-        key = hash_key(key)
-
-        def op(conn: sqlite3.Connection) -> None:
-            now = time.time()
-            conn.execute("INSERT OR REPLACE INTO adapter_jobs(key, job_id, started_at, opened_at) VALUES (?,?,?,?)",
-                         (key, job.job_id, job.started_at, now))
-            conn.execute("DELETE FROM adapter_jobs WHERE opened_at < ?", (now - FORGET_AFTER_S,))
-
-        await self.journal.write(op)
+        await self.store.open_job(key, job)
 
     async def get(self, key: str, finished: tuple[str, str] | None = None) -> OpenJob | None:
-        """The open job under key. With `finished` = (source, event id template), a job
-        whose finished event is already in the journal (hookbus stopped between
-        storing it and closing the job) counts as closed."""
-        key = hash_key(key)
-
-        def op(conn: sqlite3.Connection) -> OpenJob | None:
-            row = conn.execute("SELECT job_id, started_at FROM adapter_jobs WHERE key=?", (key,)).fetchone()
-            if row is None:
-                return None
-            if finished is not None:
-                source, template = finished
-                done = conn.execute("SELECT 1 FROM events WHERE source=? AND id=?",
-                                    (source, template.format(job_id=row[0]))).fetchone()
-                if done:
-                    conn.execute("DELETE FROM adapter_jobs WHERE key=?", (key,))
-                    return None
-            return OpenJob(row[0], row[1])
-
-        result: OpenJob | None = await self.journal.write(op)
-        return result
+        """The open job under key; with `finished`, see `Store.find_open_job`."""
+        return await self.store.find_open_job(key, finished)
 
     async def close(self, key: str, job_id: str) -> None:
-        hashed = hash_key(key)
-        await self.journal.write(lambda conn: conn.execute("DELETE FROM adapter_jobs WHERE key=? AND job_id=?", (hashed, job_id)))
-
-
+        await self.store.close_job(key, job_id)
 
 
 def state_dir() -> Path:

@@ -17,7 +17,7 @@ This plugin turns them into CloudEvents (`backup.device.succeeded`,
 
 Set up by the environment:
     HOOKBUS_URL            hookbus's HTTP address (default http://127.0.0.1:8765)
-    HOOKBUS_TOKEN          its bearer token, if webhook.tokens is set
+    HOOKBUS_TOKEN          its bearer token, if http.tokens is set
     HOOKBUS_SPOOL          spool file (default ~/.local/state/hookbus/netcfgbu-spool.jsonl)
     HOOKBUS_TIMEOUT        seconds per HTTP request (default 5)
     HOOKBUS_FLUSH_TIMEOUT  seconds netcfgbu may wait at exit for the last events (default 10)
@@ -374,7 +374,7 @@ class Forwarder:
                 return answer.status
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
-                self._warn_once("401", "hookbus answered 401: set HOOKBUS_TOKEN to one of its webhook.tokens; "
+                self._warn_once("401", "hookbus answered 401: set HOOKBUS_TOKEN to one of its http.tokens; "
                                        "events stay in %s" % self.spool.path)
             return exc.code
         except (OSError, ValueError) as exc:

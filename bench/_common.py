@@ -76,7 +76,7 @@ def write_config(path: Path, *, data_dir: Path, control_port: int, publish_port:
              f"control = {_toml_value(f'tcp://{HOST}:{control_port}')}",
              f"publish = {_toml_value(f'tcp://{HOST}:{publish_port}')}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in (bus or {}).items()]
-    lines += ["", "[webhook]"]
+    lines += ["", "[http]"]
     if http_port is None:
         lines.append("enabled = false")
     else:

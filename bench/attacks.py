@@ -163,7 +163,7 @@ async def ping_exit_status(root: Path, procs: Processes) -> Row:
 async def hmac_attacks(root: Path, procs: Processes) -> Row:
     row = Row("hmac", "a 400-digit webhook-timestamp; a signed GET /api/events; one signed netcfgbu report sent twice")
     secret = "whsec_" + base64.b64encode(b"s" * 32).decode()
-    site = Site(root, procs, [], webhook={"hmac_secrets": [secret], "tokens": ["reader-token-1"]})
+    site = Site(root, procs, [], http={"hmac_secrets": [secret], "tokens": ["reader-token-1"]})
     site.start("serve")
     sign = signed_headers(secret, 0)
     body = json.dumps(event(1)).encode()

@@ -74,16 +74,16 @@ class Site:
     """One hookbus installation in a temp dir, with its processes."""
 
     def __init__(self, root: Path, procs: Processes, subscribers: list[dict[str, Any]], *,
-                 webhook: dict[str, Any] | None = None, bus: dict[str, Any] | None = None,
+                 http: dict[str, Any] | None = None, bus: dict[str, Any] | None = None,
                  data_dir: Path | None = None) -> None:
         self.root, self.procs = root, procs
         self.http_port, control, publish = free_ports(3)
         self.config = write_config(root / "hookbus.toml", data_dir=data_dir or root / "var", control_port=control,
                                    publish_port=publish, http_port=self.http_port, subscribers=subscribers,
                                    bus={"heartbeat": 0.5, **(bus or {})})
-        if webhook:
-            text = self.config.read_text().replace("[webhook]\n", "[webhook]\n" + "".join(
-                f"{k} = {json.dumps(v)}\n" for k, v in webhook.items()), 1)
+        if http:
+            text = self.config.read_text().replace("[http]\n", "[http]\n" + "".join(
+                f"{k} = {json.dumps(v)}\n" for k, v in http.items()), 1)
             self.config.write_text(text)
         self.url = f"http://{HOST}:{self.http_port}"
         self.control, self.publish = f"tcp://{HOST}:{control}", f"tcp://{HOST}:{publish}"
@@ -372,7 +372,7 @@ async def clock_skew(root: Path, procs: Processes, scale: Scale) -> Row:
     """Signed (Standard Webhooks) requests from clients whose clocks are off."""
     secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
     out = root / "audit.jsonl"
-    site = Site(root, procs, [{"name": "audit", "kind": "jsonl", "path": str(out)}], webhook={"hmac_secrets": [secret]})
+    site = Site(root, procs, [{"name": "audit", "kind": "jsonl", "path": str(out)}], http={"hmac_secrets": [secret]})
     site.start("serve")
     row = Row("HMAC clock skew: 0, +4 min, -10 min, +10 min")
     accepted: set[str] = set()

@@ -64,7 +64,9 @@ def _hmac_secret(value: str) -> str:
     return value
 
 
-class WebhookSettings(Strict):
+class HttpSettings(Strict):
+    """The HTTP listener, `[http]` (`[webhook]` is its old name; `webhook` is otherwise the outbound subscriber kind)."""
+
     enabled: bool = True
     listen: str = "127.0.0.1:8765"
     tokens: list[str] = []

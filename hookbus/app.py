@@ -34,7 +34,7 @@ log = logging.getLogger("hookbus")
 
 def create_app(config: Config, broker: Broker) -> web.Application:
     """The HTTP API with every tool's adapter (`/ingest/{tool}`) and the ping API (`/ping/{key}`)."""
-    return create_http_app(config.webhook, broker, registry.ingest_handlers(),
+    return create_http_app(config.http, broker, registry.ingest_handlers(),
                            [functools.partial(ping.add_routes, checks=config.checks)])
 
 
@@ -59,7 +59,7 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         await broker.start()
         # What `hookbus run` could not deliver while the broker was down waits in the spool.
         spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
-        runner = await start_http(create_app(config, broker)) if with_http and config.webhook.enabled else None
+        runner = await start_http(create_app(config, broker)) if with_http and config.http.enabled else None
         try:
             yield broker
         finally:

@@ -29,7 +29,7 @@ from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
 from hookbus.bus.secrets import scrub
 from hookbus.bus.settings import ConfigError
-from hookbus.bus.store.journal import JournalError
+from hookbus.bus.store.base import JournalError
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
 from hookbus.bus.transport.credentials import ENV, grant
@@ -243,7 +243,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         print(f"{len(config.jobs)} job(s) for `hookbus run`: " + ", ".join(
             f"{j.name} ({len(j.pre_hooks)} pre-hook(s), {len(j.post_hooks)} post-hook(s))" for j in config.jobs))
     print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
-          f"http {'http://' + config.webhook.listen if config.webhook.enabled else 'off'}")
+          f"http {'http://' + config.http.listen if config.http.enabled else 'off'}")
     print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "
           "for another user)" + (f"; clients authorized in {config.bus.curve_authorized_keys}"
                                  if config.bus.curve_authorized_keys else ""))
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hookbus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("serve", parents=[common], help="broker, webhook and all subscribers in one process")
+    p = sub.add_parser("serve", parents=[common], help="broker, HTTP listener and all subscribers in one process")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("broker", parents=[common], help="the broker and the HTTP endpoint, without subscribers")
     p.add_argument("--no-http", action="store_true", help="do not serve HTTP")

@@ -8,6 +8,7 @@ read that way is a secret, and `scrub` hides it from anything printed.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -19,15 +20,16 @@ from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
 from hookbus.subscribers import load_subscriber_config
-from hookbus.bus.settings import BusSettings, Check, ConfigError, Strict, WebhookSettings, describe_errors, is_local_endpoint
+from hookbus.bus.settings import BusSettings, Check, ConfigError, HttpSettings, Strict, describe_errors, is_local_endpoint
 
+log = logging.getLogger("hookbus.config")
 
 DEFAULT_CONFIG_NAME = "hookbus.toml"
 
 
 class Config(Strict):
     bus: BusSettings = BusSettings()
-    webhook: WebhookSettings = WebhookSettings()
+    http: HttpSettings = HttpSettings()  # [http]; [webhook] is its old name
     # Each subscriber table is validated by its own kind's model (subscribers/).
     subscribers: list[Any] = []
     jobs: list[JobConfig] = []  # validated by load_jobs, whose errors name the job
@@ -74,6 +76,7 @@ def load_config(path: Path | None) -> Config:
 
 
 def build_config(raw: dict[str, Any], source: str) -> Config:
+    raw = _http_section(raw, source)
     _check_key_files(raw)
     resolved = _resolve_tree(raw, "")
     subs_raw = resolved.pop("subscribers", [])
@@ -95,18 +98,30 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
             raise ConfigError(f"subscribers[{index}].name: {sub.name!r} is used twice; names must be unique")
         seen.add(sub.name)
         subscribers.append(sub)
-    for token in (*base.webhook.tokens, *base.webhook.hmac_secrets):
+    for token in (*base.http.tokens, *base.http.hmac_secrets):
         mark_secret(token)
     _check_checks(base)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
     _check_endpoints(base.bus)
-    if not base.webhook.is_loopback and base.webhook.enabled and not (base.webhook.tokens or base.webhook.hmac_secrets):
+    if not base.http.is_loopback and base.http.enabled and not (base.http.tokens or base.http.hmac_secrets):
         raise ConfigError(
-            f"webhook.listen: {base.webhook.listen} is not a loopback address and no authentication is "
-            "configured; set webhook.tokens or webhook.hmac_secrets"
+            f"http.listen: {base.http.listen} is not a loopback address and no authentication is "
+            "configured; set http.tokens or http.hmac_secrets"
         )
     return base.model_copy(update={"subscribers": subscribers, "jobs": jobs})
+
+
+def _http_section(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Given the raw file, return it with `[webhook]`, the old name of `[http]`, read as
+    `[http]` (logging a warning that says so). Raise ConfigError when both are there."""
+    if "webhook" not in raw:
+        return raw
+    if "http" in raw:
+        raise ConfigError("[http] and [webhook]: both configure the HTTP listener ([webhook] is the old name "
+                          "of [http]); keep [http] only")
+    log.warning("%s: [webhook] is the old name of [http], the HTTP listener's section: read as [http]; rename it", source)
+    return {("http" if key == "webhook" else key): value for key, value in raw.items()}
 
 
 def _check_key_files(raw: dict[str, Any]) -> None:
@@ -144,6 +159,6 @@ def _check_checks(config: Config) -> None:
         seen.add(check.key)
         if check.is_uuid:
             mark_secret(check.key)
-        elif config.webhook.enabled and not config.webhook.is_loopback:
-            raise ConfigError(f"checks[{index}].key: a slug can be guessed and webhook.listen {config.webhook.listen} "
+        elif config.http.enabled and not config.http.is_loopback:
+            raise ConfigError(f"checks[{index}].key: a slug can be guessed and http.listen {config.http.listen} "
                               "is not a loopback address; use a UUID key")

@@ -53,10 +53,10 @@ def toml_value(value: Any) -> str:
     raise TypeError(type(value))
 
 
-def write_config(path: Path, *, bus: dict[str, Any] | None = None, webhook: dict[str, Any] | None = None,
+def write_config(path: Path, *, bus: dict[str, Any] | None = None, http: dict[str, Any] | None = None,
                  subscribers: list[dict[str, Any]] | None = None) -> Path:
     lines = ["[bus]"] + [f"{k} = {toml_value(v)}" for k, v in (bus or {}).items()]
-    lines += ["", "[webhook]"] + [f"{k} = {toml_value(v)}" for k, v in (webhook or {}).items()]
+    lines += ["", "[http]"] + [f"{k} = {toml_value(v)}" for k, v in (http or {}).items()]
     for sub in subscribers or []:
         lines += ["", "[[subscribers]]"] + [f"{k} = {toml_value(v)}" for k, v in sub.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -81,7 +81,7 @@ class Site:
         bus_table = {"data_dir": str(self.root / "var"), "control": self.control, "publish": self.publish,
                      "heartbeat": 0.5, **bus}
         self.config = write_config(self.root / "hookbus.toml", bus=bus_table,
-                                   webhook={"listen": f"127.0.0.1:{self.http_port}"}, subscribers=subscribers)
+                                   http={"listen": f"127.0.0.1:{self.http_port}"}, subscribers=subscribers)
         return self.config
 
 

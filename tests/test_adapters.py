@@ -443,7 +443,7 @@ async def test_ping_body_is_cut_to_its_tail_at_the_announced_limit(bus: Bus) -> 
 
 
 async def test_ping_needs_no_token_but_the_rest_still_does(tmp_path: Path, aiohttp_client: Any) -> None:
-    config = make_config(tmp_path / "var", webhook={"tokens": ["tok-9f8e7d6c5b"]})
+    config = make_config(tmp_path / "var", http={"tokens": ["tok-9f8e7d6c5b"]})
     journal = Journal(config.bus.data_dir / "journal.db", synchronous="NORMAL")
     ctx = zmq.asyncio.Context()
     broker = Broker(config, journal, ctx)
@@ -477,8 +477,8 @@ def test_checks_config_errors_name_the_key(checks: list[dict[str, Any]], message
 
 def test_a_slug_key_is_refused_on_a_non_loopback_listen() -> None:
     with pytest.raises(ConfigError, match=r"checks\[0\].key: a slug can be guessed"):
-        build_config({"webhook": {"listen": "0.0.0.0:8765", "tokens": ["tok-1234567"]},
+        build_config({"http": {"listen": "0.0.0.0:8765", "tokens": ["tok-1234567"]},
                       "checks": [{"key": "nightly", "job": "nightly"}]}, "test")
-    config = build_config({"webhook": {"listen": "0.0.0.0:8765", "tokens": ["tok-1234567"]},
+    config = build_config({"http": {"listen": "0.0.0.0:8765", "tokens": ["tok-1234567"]},
                            "checks": [{"key": UUID_KEY.upper(), "job": "nightly"}]}, "test")
     assert config.checks[0].key == UUID_KEY and config.checks[0].repository is None

@@ -106,7 +106,7 @@ class Server:
             root / "hookbus.toml",
             bus={"data_dir": str(root / "var"), "control": f"tcp://127.0.0.1:{free_port()}",
                  "publish": f"tcp://127.0.0.1:{free_port()}", "max_event_bytes": 8192},
-            webhook={"listen": f"127.0.0.1:{self.port}", "tokens": [TOKEN], "max_body_bytes": 65536, "body_timeout": 1.0},
+            http={"listen": f"127.0.0.1:{self.port}", "tokens": [TOKEN], "max_body_bytes": 65536, "body_timeout": 1.0},
             subscribers=[{"name": "audit", "kind": "jsonl", "path": str(root / "audit.jsonl")}],
         )
         self.log = root / "serve.log"
@@ -189,7 +189,7 @@ def test_a_client_trickling_its_body_gets_408(server: Server) -> None:
         answer = sock.recv(4096)
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-    assert b"webhook.body_timeout" in answer and waited < 5
+    assert b"http.body_timeout" in answer and waited < 5
 
 
 def test_out_of_range_numbers_are_refused_and_the_journal_keeps_working(server: Server) -> None:

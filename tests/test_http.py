@@ -58,12 +58,12 @@ class Bus:
         return [{**orjson.loads(e.body), "seq": e.seq} for e in stored]
 
 
-def make_config(data_dir: Path, **webhook: Any) -> Config:
+def make_config(data_dir: Path, **http: Any) -> Config:
     # `tcp://127.0.0.1:*` lets ZeroMQ pick free ports itself: no race with other tests.
     return build_config({
         "bus": {"data_dir": str(data_dir), "control": "tcp://127.0.0.1:*", "publish": "tcp://127.0.0.1:*",
                 "max_event_bytes": MAX_EVENT, "synchronous": "NORMAL"},
-        "webhook": {"max_body_bytes": MAX_BODY, **webhook},
+        "http": {"max_body_bytes": MAX_BODY, **http},
     }, "test")
 
 
@@ -71,8 +71,8 @@ def make_config(data_dir: Path, **webhook: Any) -> Config:
 async def make_bus(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Callable[..., Awaitable[Bus]]]:
     started: list[tuple[Broker, Journal, zmq.asyncio.Context]] = []
 
-    async def make(**webhook: Any) -> Bus:
-        config = make_config(tmp_path / f"bus{len(started)}", **webhook)
+    async def make(**http: Any) -> Bus:
+        config = make_config(tmp_path / f"bus{len(started)}", **http)
         journal = Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
         ctx = zmq.asyncio.Context()
         broker = Broker(config, journal, ctx)

@@ -346,7 +346,7 @@ async def test_alerting_on_alerting_and_no_secret_anywhere(site: Site, procs: An
         {"name": "alerts", "kind": "apprise", "events": ["hookbus.delivery.failed"], "urls": ["env:ALERT_URL"],
          "group_wait": 0.5},
     ])
-    config_text = site.config.read_text().replace("[webhook]\n", '[webhook]\ntokens = ["env:HOOKBUS_TOKEN"]\n')
+    config_text = site.config.read_text().replace("[http]\n", '[http]\ntokens = ["env:HOOKBUS_TOKEN"]\n')
     site.config.write_text(config_text)
     env = {"SLACK_WEBHOOK_URL": archived, "HC_PING_URL": f"{standin.url}/ping/{UUID}", "ALERT_URL": fallback,
            "HOOKBUS_TOKEN": token}

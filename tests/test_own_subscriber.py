@@ -64,7 +64,7 @@ async def test_following_the_walkthrough_delivers_a_message(site: Site, procs: A
     assert (target / "hookbus_mattermost-0.1.0.dist-info" / "entry_points.txt").read_text().count("mattermost = ") == 1
     monkeypatch.setenv("PYTHONPATH", str(target))  # that folder is now part of the environment hookbus runs in
 
-    # 3. the subscriber table from the README, after this test's own [bus] and [webhook]
+    # 3. the subscriber table from the README, after this test's own [bus] and [http]
     config_block = next(body for _, body in found if body.startswith("# hookbus.toml"))
     site.configure([])
     site.config.write_text(site.config.read_text() + "\n" + config_block)

@@ -250,8 +250,8 @@ async def test_config_errors_name_the_key(tmp_path: Path) -> None:
     cases = {
         '[[subscribers]]\nname = "a"\nkind = "jsonl"\npath = "x"\npathx = 1\n': "subscribers[0] (a).pathx: unknown key",
         '[[subscribers]]\nname = "a"\nkind = "nosuch"\n': "subscribers[0] (a).kind: unknown subscriber kind 'nosuch'",
-        '[webhook]\nlisten = "0.0.0.0:8765"\n': "webhook.listen",
-        '[webhook]\ntokens = ["env:HOOKBUS_TEST_UNSET_VAR"]\n': "webhook.tokens[0]: environment variable HOOKBUS_TEST_UNSET_VAR is not set",
+        '[http]\nlisten = "0.0.0.0:8765"\n': "http.listen",
+        '[http]\ntokens = ["env:HOOKBUS_TEST_UNSET_VAR"]\n': "http.tokens[0]: environment variable HOOKBUS_TEST_UNSET_VAR is not set",
         '[bus]\ncontrol = "http://x"\n': "bus.control",
         '[[subscribers]]\nname = "a"\nkind = "webhook"\n': "subscribers[0] (a).url: Field required",
         "[bus\n": "not valid TOML",

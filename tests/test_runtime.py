@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -306,3 +307,55 @@ async def test_a_commit_settled_after_stop_sends_nothing_on_the_closed_socket(br
         assert broker.head == 99 and broker.counters["published"] == 0
     finally:
         sub.close(linger=0)
+
+
+READS = frozenset({"read", "get", "cursors", "retries", "dead_letters", "count_dead", "event_count"})
+
+
+class Watched:
+    """The broker's journal, noting which of its blocking reads were called on the event loop's thread."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal, self.loop_thread = journal, threading.current_thread()
+        self.called: set[str] = set()
+        self.on_loop: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.journal, name)
+        if name not in READS:
+            return value
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            self.called.add(name)
+            if threading.current_thread() is self.loop_thread:
+                self.on_loop.append(name)
+            return value(*args, **kwargs)
+
+        return read
+
+
+class RefusesFirst(Subscriber):
+    """Refuses each event the first time (permanently: dead-lettered at once), takes it the second."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.seen: list[int] = []
+
+    async def handle(self, event: Event) -> None:
+        self.seen.append(event.data["n"])
+        if self.seen.count(event.data["n"]) == 1:
+            raise DeliveryError("not this time", permanent=True)
+
+
+async def test_the_broker_reads_the_journal_off_the_event_loop(broker: Broker) -> None:
+    """HELLO, PING, DEAD and REPLAYS read the journal in a thread, as FETCH and STATUS do."""
+    watched = Watched(broker.journal)  # type: ignore[arg-type]
+    broker.journal = watched  # type: ignore[assignment]
+    sub = RefusesFirst(SubscriberConfig(name="twice", kind="twice"))
+    async with following(broker, sub):
+        await ingest(broker, 1)
+        await wait_for(lambda: watched.journal.dead_letters("twice"), 10, "the event dead-lettered")
+        assert await watched.journal.mark_replay(None, "twice") == 1
+        await wait_for(lambda: sub.seen == [1, 1], 10, "the event replayed")
+    assert {"cursors", "retries", "get", "dead_letters", "count_dead"} <= watched.called
+    assert watched.on_loop == []

@@ -46,7 +46,7 @@ def configure(site: Site, *, checks: list[dict[str, str]] | None = None, tokens:
     path = write_config(
         site.root / "hookbus.toml",
         bus={"data_dir": str(site.root / "var"), "control": site.control, "publish": site.publish, "heartbeat": 0.5},
-        webhook={"listen": f"127.0.0.1:{site.http_port}", **({"tokens": tokens} if tokens else {})},
+        http={"listen": f"127.0.0.1:{site.http_port}", **({"tokens": tokens} if tokens else {})},
         subscribers=[{"name": "audit", "kind": "jsonl", "events": ["*"], "path": str(site.root / "audit.jsonl")}],
     )
     for check in checks or []:

@@ -163,7 +163,7 @@ def test_a_world_writable_plugins_folder_or_file_is_refused(tmp_path: Path) -> N
 
 
 async def test_ping_keys_are_stored_hashed_and_old_rows_are_migrated(site: Site, procs: Callable[..., Proc]) -> None:
-    from hookbus.bus.store.journal import hash_key
+    from hookbus.bus.store.openjobs import hash_key
 
     key = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"
     site.configure([])

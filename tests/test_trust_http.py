@@ -41,9 +41,9 @@ DEPTH_LIMIT = str(MAX_DEPTH)
 def config_text(root: Path, port: int, *, secrets: list[str] | None = None) -> str:
     bus = {"data_dir": str(root / "var"), "control": f"tcp://127.0.0.1:{free_port()}",
            "publish": f"tcp://127.0.0.1:{free_port()}"}
-    webhook = {"listen": f"127.0.0.1:{port}", "tokens": [TOKEN], "hmac_secrets": secrets if secrets is not None else [SECRET]}
+    http = {"listen": f"127.0.0.1:{port}", "tokens": [TOKEN], "hmac_secrets": secrets if secrets is not None else [SECRET]}
     lines = ["[bus]", *(f"{k} = {toml_value(v)}" for k, v in bus.items()),
-             "", "[webhook]", *(f"{k} = {toml_value(v)}" for k, v in webhook.items()),
+             "", "[http]", *(f"{k} = {toml_value(v)}" for k, v in http.items()),
              "", "[[checks]]", f'key = "{CHECK_KEY}"', 'job = "db"',
              "", "[[subscribers]]", 'name = "audit"', 'kind = "jsonl"', f"path = {toml_value(str(root / 'audit.jsonl'))}"]
     return "\n".join(lines) + "\n"
@@ -236,7 +236,7 @@ def test_check_config_refuses_a_malformed_whsec_secret(tmp_path: Path) -> None:
         done = subprocess.run([*HOOKBUS, "check-config", "--config", str(config)], capture_output=True, text=True,
                               timeout=30, cwd=tmp_path)
         assert done.returncode == 2, (bad, done.stdout, done.stderr)
-        assert "webhook.hmac_secrets" in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "http.hmac_secrets" in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert bad[6:] == "" or bad[6:] not in done.stderr, "the secret itself must not be printed"
 
 

@@ -23,10 +23,11 @@ from hookbus.bus.events import event as event_module
 from hookbus.bus import signing
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.logs import ScrubFilter
-from hookbus.config import build_config
+from hookbus.config import build_config, load_config
 from hookbus.bus.secrets import scrub
 from hookbus.bus.events.text import CUT_MARK
 from hookbus.bus.events.event import Event, EventError, compile_globs, fit_to_size, new_event, new_id, parse_event
+from hookbus.bus.store.base import OpenJob
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.delivery.subscriber import DeliveryError
 
@@ -418,6 +419,25 @@ async def test_filtered_read_returns_the_bodies_of_matches_only_within_its_scan(
     assert len(stored) == 100 and stored[-1].seq == scanned == 2698
 
 
+async def test_open_jobs_are_kept_found_and_closed_by_key(journal: Journal) -> None:
+    job = OpenJob("job-1", "2026-11-21T03:00:00Z")
+    await journal.open_job("ping:k:", job)
+    assert await journal.find_open_job("ping:k:") == job and await journal.find_open_job("ping:other:") is None
+    await journal.close_job("ping:k:", "job-0")  # a close for another job leaves this one
+    assert await journal.find_open_job("ping:k:") == job
+    await journal.close_job("ping:k:", "job-1")
+    assert await journal.find_open_job("ping:k:") is None
+
+
+async def test_an_open_job_whose_finished_event_is_stored_counts_as_closed(journal: Journal) -> None:
+    job, finished = OpenJob("job-2", "t"), ("test://units", "{job_id}/job.finished")
+    await journal.open_job("k", job)
+    assert await journal.find_open_job("k", finished) == job
+    await journal.append([item("job-2/job.finished")])
+    assert await journal.find_open_job("k", finished) is None
+    assert await journal.find_open_job("k") is None  # and it is forgotten
+
+
 # -- configuration --------------------------------------------------------------------------------
 
 
@@ -445,18 +465,18 @@ def jsonl(name: str = "audit", **over: Any) -> dict[str, Any]:
     ({"subscribers": [jsonl(events=["backup job"])]}, "subscribers[0] (audit).events[0]:"),
     ({"subscribers": {"name": "audit"}}, "subscribers: must be an array"),
     ({"bus": {"control": "http://127.0.0.1:7600"}}, "bus.control:"),
-    ({"webhook": {"listen": "8765"}}, "webhook.listen:"),
-    ({"webhook": {"listen": "0.0.0.0:8765"}}, "webhook.listen: 0.0.0.0:8765 is not a loopback address"),
-    ({"webhook": {"listen": "192.168.1.5:8765"}}, "set webhook.tokens or webhook.hmac_secrets"),
-    ({"webhook": {"listen": "backup-host:8765"}}, "webhook.listen:"),
-    ({"webhook": {"hmac_secrets": ["whsec_not*base64"]}}, "webhook.hmac_secrets[0]: Value error, a whsec_ secret must be base64"),
-    ({"webhook": {"hmac_secrets": ["x" * 20, "whsec_c2hvcnQ="]}}, "webhook.hmac_secrets[1]: Value error, a whsec_ secret must be"),
+    ({"http": {"listen": "8765"}}, "http.listen:"),
+    ({"http": {"listen": "0.0.0.0:8765"}}, "http.listen: 0.0.0.0:8765 is not a loopback address"),
+    ({"http": {"listen": "192.168.1.5:8765"}}, "set http.tokens or http.hmac_secrets"),
+    ({"http": {"listen": "backup-host:8765"}}, "http.listen:"),
+    ({"http": {"hmac_secrets": ["whsec_not*base64"]}}, "http.hmac_secrets[0]: Value error, a whsec_ secret must be base64"),
+    ({"http": {"hmac_secrets": ["x" * 20, "whsec_c2hvcnQ="]}}, "http.hmac_secrets[1]: Value error, a whsec_ secret must be"),
 ])
 def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
     assert message in config_error(raw)
 
 
-@pytest.mark.parametrize("webhook", [
+@pytest.mark.parametrize("http", [
     {"listen": "127.0.0.1:8765"},
     {"listen": "localhost:8765"},
     {"listen": "[::1]:8765"},
@@ -464,8 +484,23 @@ def test_config_errors_name_the_key(raw: dict[str, Any], message: str) -> None:
     {"listen": "0.0.0.0:8765", "hmac_secrets": ["whsec_c2VjcmV0LXNpZ25pbmcta2V5LTI0Ynl0ZXM="]},
     {"listen": "0.0.0.0:8765", "enabled": False},
 ])
-def test_config_listen_accepted(webhook: dict[str, Any]) -> None:
-    assert build_config({"webhook": webhook}, "test").webhook.listen == webhook["listen"]
+def test_config_listen_accepted(http: dict[str, Any]) -> None:
+    assert build_config({"http": http}, "test").http.listen == http["listen"]
+
+
+def test_config_webhook_section_is_read_as_http_with_one_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "hookbus.toml"
+    path.write_text('[webhook]\nlisten = "127.0.0.1:9876"\ntokens = ["tok-old-name-1"]\n')
+    with caplog.at_level(logging.WARNING, logger="hookbus.config"):
+        config = load_config(path)
+    assert (config.http.listen, config.http.tokens) == ("127.0.0.1:9876", ["tok-old-name-1"])
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "[webhook]" in warning.getMessage() and "[http]" in warning.getMessage() and str(path) in warning.getMessage()
+
+
+def test_config_with_both_http_and_webhook_sections_is_an_error() -> None:
+    message = config_error({"http": {"listen": "127.0.0.1:8765"}, "webhook": {"listen": "127.0.0.1:8766"}})
+    assert "[http]" in message and "[webhook]" in message
 
 
 def test_config_env_and_file_values_resolve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -473,11 +508,11 @@ def test_config_env_and_file_values_resolve(monkeypatch: pytest.MonkeyPatch, tmp
     secret_file = tmp_path / "hmac"
     secret_file.write_text("whsec_ZmlsZS1zZWNyZXQtb2YtMjQtYnl0ZXMh\n")
     config = build_config({
-        "webhook": {"tokens": ["env:HOOKBUS_UNIT_TOKEN", "inline-token"], "hmac_secrets": [f"file:{secret_file}"]},
+        "http": {"tokens": ["env:HOOKBUS_UNIT_TOKEN", "inline-token"], "hmac_secrets": [f"file:{secret_file}"]},
         "subscribers": [jsonl(path="env:HOOKBUS_UNIT_TOKEN")],
     }, "test")
-    assert config.webhook.tokens == ["tok-from-env-4711", "inline-token"]
-    assert config.webhook.hmac_secrets == ["whsec_ZmlsZS1zZWNyZXQtb2YtMjQtYnl0ZXMh"]  # trailing newline gone
+    assert config.http.tokens == ["tok-from-env-4711", "inline-token"]
+    assert config.http.hmac_secrets == ["whsec_ZmlsZS1zZWNyZXQtb2YtMjQtYnl0ZXMh"]  # trailing newline gone
     assert config.subscriber("audit").path == Path("tok-from-env-4711")
     with pytest.raises(ConfigError, match="no subscriber named 'ops'"):
         config.subscriber("ops")
@@ -485,8 +520,8 @@ def test_config_env_and_file_values_resolve(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_config_missing_env_or_file_names_the_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("HOOKBUS_UNIT_MISSING", raising=False)
-    message = config_error({"webhook": {"tokens": ["x-token", "env:HOOKBUS_UNIT_MISSING"]}})
-    assert message == "webhook.tokens[1]: environment variable HOOKBUS_UNIT_MISSING is not set"
+    message = config_error({"http": {"tokens": ["x-token", "env:HOOKBUS_UNIT_MISSING"]}})
+    assert message == "http.tokens[1]: environment variable HOOKBUS_UNIT_MISSING is not set"
     message = config_error({"subscribers": [{"name": "ops", "kind": "webhook", "url": "env:HOOKBUS_UNIT_MISSING"}]})
     assert message.startswith("subscribers[0].url: ") and "HOOKBUS_UNIT_MISSING" in message
     message = config_error({"bus": {"curve_secret_key": f"file:{tmp_path / 'absent.key'}"}})
@@ -497,7 +532,7 @@ def test_scrub_hides_resolved_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     secret_url = "https://hooks.slack.com/services/T000/B000/unit-scrub-XXXX"
     monkeypatch.setenv("HOOKBUS_UNIT_SECRET", "s3cr3t-unit-token")
     monkeypatch.setenv("HOOKBUS_UNIT_URL", secret_url)
-    build_config({"webhook": {"tokens": ["env:HOOKBUS_UNIT_SECRET"]},
+    build_config({"http": {"tokens": ["env:HOOKBUS_UNIT_SECRET"]},
                   "subscribers": [{"name": "ops", "kind": "webhook", "url": "env:HOOKBUS_UNIT_URL"}]}, "test")
     assert scrub("Bearer s3cr3t-unit-token rejected") == "Bearer *** rejected"
     assert secret_url not in scrub(f"POST {secret_url} failed")

@@ -18,7 +18,7 @@ from hookbus.bus.http import api, connections, fdlimit, history, ingest
 from hookbus.bus.http.guard import guard
 from hookbus.bus.http.keys import BROKER, INBOUND, REPLAYS, SETTINGS, Adapter
 from hookbus.bus.http.replay import ReplayCache
-from hookbus.bus.settings import WebhookSettings
+from hookbus.bus.settings import HttpSettings
 from hookbus.bus.transport.broker import Broker
 
 log = logging.getLogger("hookbus.http")
@@ -26,7 +26,7 @@ log = logging.getLogger("hookbus.http")
 Routes = Callable[[web.Application], None]
 
 
-def create_app(settings: WebhookSettings, broker: Broker, inbound: Mapping[str, Adapter] | None = None,
+def create_app(settings: HttpSettings, broker: Broker, inbound: Mapping[str, Adapter] | None = None,
                extra_routes: Iterable[Routes] = ()) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard])
     app[SETTINGS] = settings
@@ -62,6 +62,6 @@ async def start_http(app: web.Application) -> web.AppRunner:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise OSError(f"webhook.listen {settings.listen}: cannot listen: {exc.strerror}") from None
+        raise OSError(f"http.listen {settings.listen}: cannot listen: {exc.strerror}") from None
     log.info("http: listening on http://%s (at most %d connections)", settings.listen, limit)
     return runner

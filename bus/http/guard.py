@@ -15,8 +15,8 @@ from hookbus.bus import signing
 from hookbus.bus.events.event import EventError, EventTooLarge
 from hookbus.bus.http.answers import BadRequest, problem
 from hookbus.bus.http.keys import REPLAYS, SETTINGS
-from hookbus.bus.settings import WebhookSettings
-from hookbus.bus.store.journal import JournalError
+from hookbus.bus.settings import HttpSettings
+from hookbus.bus.store.base import JournalError
 
 log = logging.getLogger("hookbus.http")
 
@@ -50,7 +50,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge:
         # aiohttp's exception does not keep the limit; the config does.
         limit = request.app[SETTINGS].max_body_bytes
-        return problem(413, f"request body is larger than {limit} bytes (webhook.max_body_bytes)")
+        return problem(413, f"request body is larger than {limit} bytes (http.max_body_bytes)")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -85,7 +85,7 @@ async def read_body_in_time(request: web.Request) -> bytes:
         async with asyncio.timeout(limit):
             return await request.read()
     except TimeoutError:
-        raise BadRequest(408, f"request body not received within {limit:g}s (webhook.body_timeout)", "body") from None
+        raise BadRequest(408, f"request body not received within {limit:g}s (http.body_timeout)", "body") from None
 
 
 def authenticate(request: web.Request, body: bytes) -> web.Response | signing.Signed | None:
@@ -113,7 +113,7 @@ def authenticate(request: web.Request, body: bytes) -> web.Response | signing.Si
     return problem(401, "; ".join(reasons), "Authorization")
 
 
-def check_signature(request: web.Request, body: bytes, settings: WebhookSettings) -> signing.Signed | str:
+def check_signature(request: web.Request, body: bytes, settings: HttpSettings) -> signing.Signed | str:
     """Return the verified message, or why the request's signature is not accepted."""
     if not is_ingest(request):
         # DESIGN §13. Standard Webhooks signs id, timestamp and body, not the method

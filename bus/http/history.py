@@ -17,7 +17,7 @@ from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.events.vocabulary import Outcome, TaskStatus
-from hookbus.bus.store.journal import Journal
+from hookbus.bus.store.base import Store
 from hookbus.bus.http.answers import BadRequest, int_param, ok
 
 MAX_JOBS = 5000  # the newest jobs kept in memory
@@ -25,7 +25,7 @@ _TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match
 
 
 class JobHistory:
-    def __init__(self, journal: Journal, max_jobs: int = MAX_JOBS) -> None:
+    def __init__(self, journal: Store, max_jobs: int = MAX_JOBS) -> None:
         self.journal = journal
         self.max_jobs = max_jobs
         self.jobs: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -134,7 +134,7 @@ async def get_job(request: web.Request) -> web.Response:
     return ok(history.view(job, True))
 
 
-def add_routes(app: web.Application, journal: Journal) -> None:
+def add_routes(app: web.Application, journal: Store) -> None:
     app[HISTORY] = JobHistory(journal)
     app.router.add_get("/api/jobs", list_jobs)
     app.router.add_get("/api/jobs/{job_id}", get_job)

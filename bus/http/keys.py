@@ -9,13 +9,13 @@ from aiohttp import web
 
 from hookbus.bus.events.event import Event
 from hookbus.bus.http.replay import ReplayCache
-from hookbus.bus.settings import WebhookSettings
+from hookbus.bus.settings import HttpSettings
 from hookbus.bus.transport.broker import Broker
 
 # An inbound adapter: the tool's request → canonical events; an EventError names the bad field.
 Adapter = Callable[[web.Request], Awaitable[list[Event]]]
 
 BROKER = web.AppKey("broker", Broker)
-SETTINGS = web.AppKey("settings", WebhookSettings)
+SETTINGS = web.AppKey("settings", HttpSettings)
 REPLAYS = web.AppKey("replays", ReplayCache)
 INBOUND = web.AppKey("inbound", Mapping[str, Adapter])

@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import os
-import random
 import queue
+import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
+from hookbus.bus.store import openjobs
+from hookbus.bus.store.base import Accepted, DeadLetter, LeaseHeld, OpenJob, StoredEvent
+from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
 
 log = logging.getLogger("hookbus.journal")
 
@@ -68,7 +69,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     replayed_at REAL,
     UNIQUE (subscriber, seq)
 );
--- jobs that tools report as a start and a finish (healthchecks pings, Backrest, borgmatic): adapters/common.py
 -- one live runner per subscriber name (take_lease)
 CREATE TABLE IF NOT EXISTS leases (
     subscriber TEXT PRIMARY KEY,
@@ -77,30 +77,10 @@ CREATE TABLE IF NOT EXISTS leases (
     pid        INTEGER NOT NULL,
     expires_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS adapter_jobs (
-    key        TEXT PRIMARY KEY,
-    job_id     TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    opened_at  REAL NOT NULL
-);
 """
 
 
-class JournalError(RuntimeError):
-    """The journal could not commit (disk full, I/O error, closed)."""
-
-
-class LeaseHeld(ValueError):
-    """Another live runner holds this subscriber name."""
-
-
 REPLAY_CHUNK = 500  # dead-letter ids per statement and per commit: well under SQLite's variable limit
-KEY_HASH = "sha256:"
-
-
-def hash_key(key: str) -> str:
-    """How adapter_jobs keeps a key: ping keys are credentials (DESIGN §13)."""
-    return KEY_HASH + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -132,7 +112,7 @@ class _Append:
     (see Journal._append_run): each statement is one step, and so one release of
     the GIL, instead of two per event."""
 
-    __slots__ = ("journal", "events")
+    __slots__ = ("events", "journal")
 
     def __init__(self, journal: Journal, events: list[tuple[Event, bytes]]) -> None:
         self.journal, self.events = journal, events
@@ -148,33 +128,21 @@ class _Append:
                 journal.last_seq = seq
                 out.append(Accepted(event.id, seq, False))
                 continue
-            row = conn.execute("SELECT seq FROM events WHERE source=? AND id=?", (event.source, event.id)).fetchone()
-            out.append(Accepted(event.id, row[0], True))
+            first = _seq_of(conn, event.source, event.id)
+            assert first is not None  # the insert just met it
+            out.append(Accepted(event.id, first, True))
         return out
 
 
-class Accepted(NamedTuple):  # made once per event by the writer: a tuple is made in half the time
-    id: str
-    seq: int
-    duplicate: bool
+def _seq_of(conn: sqlite3.Connection, source: str, id_: str) -> int | None:
+    """The seq of the stored event (source, id_), if there is one."""
+    row = conn.execute("SELECT seq FROM events WHERE source=? AND id=?", (source, id_)).fetchone()
+    return int(row[0]) if row else None
 
 
-@dataclass(slots=True, frozen=True)
-class StoredEvent:
-    seq: int
-    type: str
-    body: bytes
-
-
-@dataclass(slots=True, frozen=True)
-class DeadLetter:
-    id: int
-    subscriber: str
-    seq: int
-    attempts: int
-    error: str
-    created_at: float
-    state: str
+def _rowcount(sql: str, args: list[Any]) -> Callable[[sqlite3.Connection], int]:
+    """An op that runs one statement and answers how many rows it changed."""
+    return lambda conn: conn.execute(sql, args).rowcount
 
 
 # An op and whom to tell: an async writer's _Waiter, or a blocking writer's callback.
@@ -195,7 +163,8 @@ def _within(cursor: sqlite3.Cursor, max_bytes: int | None) -> list[Any]:
 
 
 class Journal:
-    """Durable, gap-free event log with subscriber cursors, retries and dead letters."""
+    """Durable, gap-free event log with subscriber cursors, retries and dead letters:
+    the SQLite `Store` (base.py)."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
@@ -213,11 +182,11 @@ class Journal:
         self._readers_lock = threading.Lock()
         try:
             self._conn = self._connect()
-            self._conn.executescript(SCHEMA)
+            self._conn.executescript(SCHEMA + openjobs.SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self.identity: int = self._identity()
-            self._hash_plain_keys()
+            openjobs.hash_plain_keys(self._conn)
         except sqlite3.DatabaseError as exc:  # a corrupted header: one line naming the file, no traceback
             raise JournalError(f"journal {path} cannot be opened ({exc}); move it aside to start an empty "
                                "journal, or restore it from a backup") from None
@@ -225,6 +194,10 @@ class Journal:
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         self._thread.start()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def _identity(self) -> int:
         """A random number chosen when the journal is created: a subscriber that keeps
@@ -235,17 +208,6 @@ class Journal:
         identity = random.SystemRandom().randrange(1, 2**62)
         self._conn.execute("INSERT INTO meta(key, value) VALUES ('identity', ?)", (identity,))
         return identity
-
-    def _hash_plain_keys(self) -> None:
-        """Rows written before keys were hashed keep a ping key in plain text: hash them."""
-        rows = self._conn.execute("SELECT key FROM adapter_jobs WHERE key NOT LIKE ?", (f"{KEY_HASH}%",)).fetchall()
-        if not rows:
-            return
-        with self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("UPDATE OR REPLACE adapter_jobs SET key=? WHERE key=?",
-                                   [(hash_key(key), key) for (key,) in rows])
-        log.info("journal: %d open job key(s) stored hashed from now on", len(rows))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -515,13 +477,13 @@ class Journal:
         base = "UPDATE dead_letters SET state='replaying' WHERE state='dead'" + (" AND subscriber=?" if subscriber else "")
         head: list[Any] = [subscriber] if subscriber else []
         if ids is None:
-            return await self.write(lambda conn: conn.execute(base, head).rowcount)
+            return await self.write(_rowcount(base, head))
         id_list = list(ids)
         queued = 0
         for start in range(0, len(id_list), REPLAY_CHUNK):
             chunk = id_list[start:start + REPLAY_CHUNK]
             sql = f"{base} AND id IN ({','.join('?' * len(chunk))})"
-            queued += await self.write(lambda conn, sql=sql, chunk=chunk: conn.execute(sql, [*head, *chunk]).rowcount)
+            queued += await self.write(_rowcount(sql, [*head, *chunk]))
         return queued
 
     async def take_lease(self, subscriber: str, holder: str, ttl: float) -> None:
@@ -550,7 +512,8 @@ class Journal:
             if ok:
                 conn.execute("UPDATE dead_letters SET state='delivered', replayed_at=? WHERE id=?", (time.time(), dead_id))
             else:
-                conn.execute("UPDATE dead_letters SET state='dead', error=?, replayed_at=? WHERE id=?", (error, time.time(), dead_id))
+                conn.execute("UPDATE dead_letters SET state='dead', error=?, replayed_at=? WHERE id=?",
+                             (error, time.time(), dead_id))
 
         await self.write(op)
 
@@ -568,6 +531,31 @@ class Journal:
             ).rowcount
 
         return await self.write(op)
+
+    # -- open jobs: a tool's start kept for its finish (openjobs.py) -----
+
+    async def open_job(self, key: str, job: OpenJob) -> None:
+        await self.write(lambda conn: openjobs.keep(conn, key, job))
+
+    async def find_open_job(self, key: str, finished: tuple[str, str] | None = None) -> OpenJob | None:
+        """The open job under key. With `finished` = (source, event id template with
+        `{job_id}`), a job whose finished event is already in the journal (hookbus
+        stopped between storing it and closing the job) counts as closed."""
+
+        def op(conn: sqlite3.Connection) -> OpenJob | None:
+            job = openjobs.find(conn, key)
+            if job is None or finished is None:
+                return job
+            source, template = finished
+            if _seq_of(conn, source, template.format(job_id=job.job_id)) is None:
+                return job
+            openjobs.forget(conn, key, job.job_id)
+            return None
+
+        return await self.write(op)
+
+    async def close_job(self, key: str, job_id: str) -> None:
+        await self.write(lambda conn: openjobs.forget(conn, key, job_id))
 
     # -- reading (any thread; WAL readers never block the writer) --------
 
@@ -600,7 +588,8 @@ class Journal:
                 heads = conn.execute("SELECT seq, type FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                                      (after, max(scan, limit))).fetchall()
                 seen = len(heads)
-                scanned, wanted = after, []
+                scanned = after
+                wanted: list[int] = []
                 for seq, type_ in heads:
                     if len(wanted) >= limit:
                         break
@@ -634,8 +623,9 @@ class Journal:
 
     def retries(self, subscriber: str | None = None) -> list[tuple[str, int, int, float, str]]:
         sql = "SELECT subscriber, seq, attempts, next_at, error FROM retries"
-        rows = self._reader().execute(sql + (" WHERE subscriber=?" if subscriber else ""), (subscriber,) if subscriber else ()).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        args = (subscriber,) if subscriber else ()
+        rows = self._reader().execute(sql + (" WHERE subscriber=?" if subscriber else ""), args).fetchall()
+        return [tuple(r) for r in rows]
 
     def dead_letters(self, subscriber: str | None = None, state: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         sql = "SELECT id, subscriber, seq, attempts, error, created_at, state FROM dead_letters WHERE 1=1"
@@ -686,7 +676,7 @@ class _Waiter:
     """An async write's waiter: _finish settles its future on its event loop,
     after running `then(result)` there when the write succeeded."""
 
-    __slots__ = ("loop", "future", "then")
+    __slots__ = ("future", "loop", "then")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
                  then: Callable[[Any], None] | None = None) -> None:

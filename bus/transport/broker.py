@@ -25,7 +25,7 @@ from hookbus.bus.settings import BusSettings, is_local_endpoint
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
 from hookbus.bus.transport.curve import apply_server
 from hookbus.bus.events.event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
-from hookbus.bus.store.journal import Accepted, Journal, JournalError, LeaseHeld
+from hookbus.bus.store.base import Accepted, DeadLetter, JournalError, LeaseHeld, Store, StoredEvent
 from hookbus.bus.events.event import clean_event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.transport.zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
@@ -66,7 +66,7 @@ class BrokerConfig(Protocol):
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig, journal: Journal, ctx: zmq.asyncio.Context | None = None) -> None:
+    def __init__(self, config: BrokerConfig, journal: Store, ctx: zmq.asyncio.Context | None = None) -> None:
         self.config = config
         self.bus = config.bus
         self.journal = journal
@@ -141,7 +141,8 @@ class Broker:
             asyncio.create_task(self._drain_subscriptions(), name="broker-xpub"),
             asyncio.create_task(self._prune_loop(), name="broker-prune"),
         ]
-        log.info("broker: control %s, publish %s, journal %s (head %d)", self.bus.control, self.bus.publish, self.journal.path, self.journal.last_seq)
+        log.info("broker: control %s, publish %s, journal %s (head %d)",
+                 self.bus.control, self.bus.publish, self.journal.location, self.journal.last_seq)
 
     def _configure(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
         """Bounds on every queue and message (DESIGN §13); ZAP domains for the roles."""
@@ -335,11 +336,12 @@ class Broker:
         name = req.name
         if req.runner:  # one live runner per name: a second would deliver everything twice
             await self.journal.take_lease(name, req.runner, self._lease_ttl())
-        cursor, epoch = self.journal.cursors().get(name, (None, 0))
+        cursor, epoch = (await asyncio.to_thread(self.journal.cursors)).get(name, (None, 0))
         if cursor is None:
             cursor = self.journal.last_seq if req.start == "now" else 0
-            await self.journal.set_cursor(name, cursor, epoch)
-        retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in self.journal.retries(name)]
+            await self.journal.set_cursor(name, cursor, epoch)  # before reading retries: it drops those up to cursor
+        in_flight = await asyncio.to_thread(self.journal.retries, name)
+        retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in in_flight]
         self.seen[name] = (time.time(), {})
         return {"cursor": cursor, "epoch": epoch, "head": self.head, "retries": retries,
                 "journal": self.journal.identity}, []
@@ -365,7 +367,7 @@ class Broker:
     async def _on_dead(self, req: commands.Dead, _: list[bytes]) -> tuple[Any, list[bytes]]:
         self._check_seq(req.seq)
         name, seq, attempts, error = req.name, req.seq, req.attempts, req.error
-        stored = self.journal.get(seq)
+        stored = await asyncio.to_thread(self.journal.get, seq)
         failure = None
         if stored is not None and stored.type != DELIVERY_FAILED:  # never alert on a failed alert: no loops
             original = orjson.loads(stored.body)
@@ -392,23 +394,30 @@ class Broker:
         self.seen[name] = (time.time(), dict(req.stats))
         if req.runner:
             await self.journal.renew_lease(name, req.runner, self._lease_ttl())
-        cursor, epoch = self.journal.cursors().get(name, (0, 0))
-        replays = self.journal.count_dead("replaying").get(name, 0)
+        cursor, epoch, replays = await asyncio.to_thread(self._ping_state, name)
         return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays}, []
+
+    def _ping_state(self, name: str) -> tuple[int, int, int]:
+        """A subscriber's cursor, epoch and dead letters queued for replay (blocking: run in a thread)."""
+        cursor, epoch = self.journal.cursors().get(name, (0, 0))
+        return cursor, epoch, self.journal.count_dead("replaying").get(name, 0)
 
     def _lease_ttl(self) -> float:
         return 3 * self.bus.heartbeat + 1  # as long as status counts a runner connected
 
     async def _on_replays(self, req: commands.Replays, _: list[bytes]) -> tuple[Any, list[bytes]]:
         items, bodies = [], []
-        for dead in self.journal.dead_letters(req.name, "replaying", limit=req.limit):
-            stored = self.journal.get(dead.seq)
+        for dead, stored in await asyncio.to_thread(self._replaying, req.name, req.limit):
             if stored is None:
                 await self.journal.finish_replay(dead.id, False, "event no longer in the journal")
                 continue
             items.append({"id": dead.id, "seq": dead.seq})
             bodies.append(stored.body)
         return {"items": items}, bodies
+
+    def _replaying(self, name: str, limit: int) -> list[tuple[DeadLetter, StoredEvent | None]]:
+        """Dead letters queued for replay to `name`, each with its event (blocking: run in a thread)."""
+        return [(dead, self.journal.get(dead.seq)) for dead in self.journal.dead_letters(name, "replaying", limit=limit)]
 
     async def _on_replayed(self, req: commands.Replayed, _: list[bytes]) -> tuple[Any, list[bytes]]:
         await self.journal.finish_replay(req.id, req.ok, req.error)

@@ -1,0 +1,146 @@
+"""What the rest of hookbus asks of its event store, and the values it answers with.
+
+`Store` is the one interface: the SQLite journal (`journal.py`) implements it
+today; a PostgreSQL store (DESIGN §12) is to implement the same. Nothing
+outside `bus/store` runs SQL or knows a table.
+
+Writes are awaited and settled only once durable. Reads block (a query on
+disk): call them from a thread (`asyncio.to_thread`), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+from hookbus.bus.events.event import Event
+
+# A start whose finish never came is forgotten after this long, so rows of
+# one-off run ids (`?rid=`) do not pile up.
+FORGET_AFTER_S = 30 * 86400
+
+
+class JournalError(RuntimeError):
+    """The journal could not commit (disk full, I/O error, closed)."""
+
+
+class LeaseHeld(ValueError):
+    """Another live runner holds this subscriber name."""
+
+
+class Accepted(NamedTuple):  # made once per event by the writer: a tuple is made in half the time
+    id: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(slots=True, frozen=True)
+class StoredEvent:
+    seq: int
+    type: str
+    body: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    id: int
+    subscriber: str
+    seq: int
+    attempts: int
+    error: str
+    created_at: float
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenJob:
+    """A job a tool reported as started, kept until its finish (adapters/common.py)."""
+
+    job_id: str
+    started_at: str
+
+
+class Store(Protocol):
+    """The durable event log with subscriber cursors, retries, dead letters,
+    runner leases and the adapters' open jobs."""
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq committed."""
+
+    @property
+    def identity(self) -> int:
+        """A random number chosen when the store was created (see subscribers/jsonl.py)."""
+
+    @property
+    def location(self) -> str:
+        """Where the data is, for logs."""
+
+    # -- writes: settled once on disk ------------------------------------------
+
+    def append(self, events: list[tuple[Event, bytes]],
+               then: Callable[[list[Accepted]], None] | None = None) -> asyncio.Future[list[Accepted]]:
+        """Commit events (with their JSON bodies); a repeated (source, id) answers its first seq,
+        duplicate=True. `then(accepted)` runs on the event loop once durable, in commit order."""
+
+    async def set_cursor(self, subscriber: str, seq: int, epoch: int) -> bool:
+        """Move a cursor forward and drop its retries up to seq; False for a stale epoch."""
+
+    async def reset_cursor(self, subscriber: str, seq: int) -> int:
+        """Put a cursor at seq (replay from seq+1), drop its retries; return the new epoch."""
+
+    async def set_retry(self, subscriber: str, seq: int, attempts: int, next_at: float, error: str) -> None: ...
+
+    async def clear_retry(self, subscriber: str, seq: int) -> None: ...
+
+    async def add_dead_letter(self, subscriber: str, seq: int, attempts: int, error: str,
+                              failure: tuple[Event, bytes] | None) -> tuple[int, list[Accepted]]:
+        """Record a dead letter and, in the same commit, the `failure` event; return its id and the event's seqs."""
+
+    async def mark_replay(self, ids: Iterable[int] | None, subscriber: str | None) -> int:
+        """Queue dead letters for redelivery (by id, by subscriber, or all); return how many."""
+
+    async def finish_replay(self, dead_id: int, ok: bool, error: str = "") -> None: ...
+
+    async def take_lease(self, subscriber: str, holder: str, ttl: float) -> None:
+        """Hold a subscriber name for ttl seconds; raise LeaseHeld when a live runner holds it."""
+
+    async def renew_lease(self, subscriber: str, holder: str, ttl: float) -> None: ...
+
+    async def prune(self, older_than_s: float) -> int:
+        """Delete events older than that which every subscriber has passed; return how many."""
+
+    async def open_job(self, key: str, job: OpenJob) -> None:
+        """Keep `job` under `key` (a credential: stored hashed); forget those older than FORGET_AFTER_S."""
+
+    async def find_open_job(self, key: str, finished: tuple[str, str] | None = None) -> OpenJob | None:
+        """The open job under key. With `finished` = (source, event id template with `{job_id}`),
+        a job whose finished event is already stored counts as closed (and is forgotten)."""
+
+    async def close_job(self, key: str, job_id: str) -> None:
+        """Forget the job under key, if it is still `job_id`."""
+
+    # -- reads: blocking, call from a thread ------------------------------------
+
+    def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000,
+             max_bytes: int | None = None) -> tuple[list[StoredEvent], int]:
+        """Up to `limit` events after seq `after` whose type passes `types`, and the seq scanned to."""
+
+    def get(self, seq: int) -> StoredEvent | None: ...
+
+    def cursors(self) -> dict[str, tuple[int, int]]:
+        """Subscriber → (cursor, epoch)."""
+
+    def retries(self, subscriber: str | None = None) -> list[tuple[str, int, int, float, str]]:
+        """(subscriber, seq, attempts, next_at, error) of the retries in flight."""
+
+    def dead_letters(self, subscriber: str | None = None, state: str | None = None, limit: int = 1000) -> list[DeadLetter]: ...
+
+    def count_dead(self, state: str = "dead") -> dict[str, int]:
+        """Dead letters in `state`, per subscriber."""
+
+    def event_count(self) -> int: ...
+
+    def close(self) -> None: ...
