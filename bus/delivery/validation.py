@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Publish
-
-from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable
 from hookbus.bus.events.event import Event, now_rfc3339
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable
 
 log = logging.getLogger("hookbus.validation")
 
@@ -90,7 +89,8 @@ class Reporter:
         """
         if trigger.type == VALIDATION_FINISHED:
             # A result never triggers another check: two validators would feed each other forever.
-            log.debug("subscriber %s: %s %s is a validation result; not validated again", self.subscriber, trigger.type, trigger.id)
+            log.debug("subscriber %s: %s %s is a validation result; not validated again",
+                      self.subscriber, trigger.type, trigger.id)
             return
         key = (trigger.source, trigger.id)
         event = self.unpublished.get(key)

@@ -16,12 +16,11 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
-
-from hookbus.bus.settings import ConfigError
-from hookbus.bus.notify.digest import Digest
 from hookbus.bus.events.event import Event, compile_globs
+from hookbus.bus.notify.digest import Digest
 from hookbus.bus.notify.messages import DIGEST_KEY, check_template, digest_context, render_default, render_message, template_for
 from hookbus.bus.notify.templates import SAMPLES, TemplateError, is_error
+from hookbus.bus.settings import ConfigError
 
 log = logging.getLogger("hookbus.notify")
 
@@ -63,7 +62,7 @@ class Notifier(Subscriber):
         super().__init__(config)
         self.digest = Digest(
             config.name, group_by=config.group_by, group_wait=config.group_wait, group_interval=config.group_interval,
-            retry=config.retry, timeout=config.timeout, send=self._send_group, give_up=lambda: self.give_up)
+            retry=config.retry, timeout=config.timeout, send=self._send_group, give_up=self._give_up)
 
     # -- what a kind implements ---------------------------------------------------------------
 
@@ -116,6 +115,10 @@ class Notifier(Subscriber):
         text = self.group_message(events, labels)
         if text.strip():
             await self.deliver(text, events)
+
+    async def _give_up(self, event: Event, attempts: int, error: str) -> None:
+        if self.context.give_up is not None:  # else no bus is attached (`hookbus test`): nowhere to dead-letter
+            await self.context.give_up(event, attempts, error)
 
     def held(self) -> set[int]:
         return self.digest.held()
