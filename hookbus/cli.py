@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import orjson
 import zmq.asyncio
@@ -36,6 +36,10 @@ from hookbus.bus.http.fdlimit import raise_open_file_limit
 from hookbus.bus.filemodes import private_dir, private_umask
 from hookbus.bus.store.journal import Journal, JournalError
 from hookbus.bus.delivery.runner import SubscriberRunner
+from hookbus.subscribers import create
+
+if TYPE_CHECKING:
+    from hookbus.bus.jobs.runner import Gate
 
 log = logging.getLogger("hookbus")
 
@@ -265,10 +269,19 @@ def cmd_replay(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def job_gates(config: Config) -> list[Gate]:
+    """The hooks `hookbus run` runs itself before a start event goes out: the shell
+    subscribers with ON_ERROR_CANCEL / ON_ERROR_FATAL. (Assembly: bus/jobs takes
+    them as a factory and does not know the kind.)"""
+    subs = [create(cfg) for cfg in config.subscribers if cfg.kind == "shell"]
+    return [cast("Gate", sub) for sub in subs if getattr(sub, "is_gate", False)]
+
+
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from hookbus.bus.jobs.runner import cmd_run as run_job
 
-    return run_job(config, args.job, job_type=args.job_type, job_id=args.job_id, publish_timeout=args.timeout)
+    return run_job(config, args.job, job_type=args.job_type, job_id=args.job_id, publish_timeout=args.timeout,
+                   gates=lambda: job_gates(config))
 
 
 def sample_for(patterns: list[str], wanted: str | None) -> Any:

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template
+
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 DEFAULT_SHELL = "/bin/bash"  # what Borgitory runs hooks with, so its hook scripts run unchanged
 DEFAULT_TIMEOUT = 300.0
@@ -41,7 +43,12 @@ class Command(_Strict):
     def _template(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        check_command_template(value, info.data.get("shell") or DEFAULT_SHELL)
+        if is_template(value):  # rendered against a sample job, as `shell` will run it
+            try:
+                check_template(value, [SAMPLES["backup.task.started"]], shell=info.data.get("shell") or DEFAULT_SHELL,
+                               job=SAMPLE_JOB, task=SAMPLE_TASK)
+            except TemplateError as exc:
+                raise ValueError(f"template error: {exc.message or exc}") from None
         return value
 
 
@@ -98,19 +105,6 @@ SAMPLE_JOB: dict[str, Any] = {
 }
 SAMPLE_TASK: dict[str, Any] = {"index": 0, "name": "Database Dump", "kind": "hook", "phase": "pre", "status": "running",
                                "critical": True, "run_on_job_failure": False}
-
-
-def check_command_template(command: str, shell: str) -> None:
-    """Compile and render a templated command against a sample job, as `shell`
-    will run it; raise ValueError saying what is wrong."""
-    if not is_template(command):
-        return
-    from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_shell
-
-    try:
-        check_shell(command, [SAMPLES["backup.task.started"]], shell=shell, job=SAMPLE_JOB, task=SAMPLE_TASK)
-    except TemplateError as exc:
-        raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
 
 
 def load_jobs(tables: Any) -> list[JobConfig]:

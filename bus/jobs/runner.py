@@ -23,14 +23,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from hookbus.config import Config
-from hookbus.bus.secrets import scrub
 from hookbus.bus.events.event import Event, new_event, new_id, now_rfc3339
 from hookbus.bus.jobs.command import HookResult, hook_env, run_command
 from hookbus.bus.jobs.config import NAME_PATTERN, Command, JobConfig, is_template
+from hookbus.bus.notify.templates import TemplateError, render_shell
+from hookbus.bus.secrets import scrub
 from hookbus.bus.transport.spool import SpoolingPublisher
+from hookbus.config import Config
 
 HOST = socket.gethostname()
 
@@ -105,7 +106,10 @@ def plan(job: JobConfig) -> list[Task]:
 
 
 class Gate(Protocol):
-    """A shell subscriber that a job runs itself before a start event (ON_ERROR_CANCEL / ON_ERROR_FATAL)."""
+    """A hook that a job runs itself before a start event goes out, and that fails
+    (`behavior` ON_ERROR_FATAL) or cancels (ON_ERROR_CANCEL) the job when it fails:
+    e.g. a shell subscriber with one of those error behaviours. The caller of
+    run_job / cmd_run chooses them (`gates`)."""
 
     name: str
     behavior: str
@@ -113,6 +117,9 @@ class Gate(Protocol):
     def gates(self, event: Event) -> bool: ...
 
     async def run_gate(self, event: Event) -> HookResult: ...
+
+
+GateFactory = Callable[[], Sequence[Gate]]  # called once per run, in its event loop
 
 
 class Publisher(Protocol):
@@ -280,8 +287,6 @@ class JobRun:
         text, values = command.command, {}
         shell = command.shell or self.job.shell
         if is_template(text):
-            from hookbus.bus.notify.templates import TemplateError, render_shell
-
             try:
                 bound = render_shell(text, started, shell=shell, job=self.context(), task=task.as_dict())
             except TemplateError as exc:
@@ -359,22 +364,16 @@ class JobRun:
 
 # -- the command ------------------------------------------------------------------------
 
-def _gates(config: Config) -> list[Gate]:
-    from hookbus.subscribers import create
-
-    subs = [create(cfg) for cfg in config.subscribers if cfg.kind == "shell"]
-    return [cast(Gate, sub) for sub in subs if getattr(sub, "is_gate", False)]
-
-
 async def run_job(config: Config, job: JobConfig, *, job_type: str, job_id: str | None, publish_timeout: float,
-                  out: Callable[[str], None]) -> tuple[dict[str, Any], int, SpoolingPublisher]:
-    """Run one job, publishing through the spool; return its result, how many
-    events are left in the spool, and the publisher."""
+                  out: Callable[[str], None], gates: GateFactory) -> tuple[dict[str, Any], int, SpoolingPublisher]:
+    """Run one job, publishing through the spool, with the hooks `gates()` returns
+    as its gates; return its result, how many events are left in the spool, and
+    the publisher."""
     job_id = job_id or new_id()
     publisher = SpoolingPublisher(config.bus, f"{job_id}-{job.name}")
     await publisher.start()
     earlier = asyncio.create_task(publisher.flush_earlier(publish_timeout))
-    run = JobRun(job, publisher, job_type=job_type, job_id=job_id, gates=_gates(config), out=out)
+    run = JobRun(job, publisher, job_type=job_type, job_id=job_id, gates=gates(), out=out)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, run.request_cancel)
@@ -392,8 +391,10 @@ async def run_job(config: Config, job: JobConfig, *, job_type: str, job_id: str 
     return result, left, publisher
 
 
-def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, publish_timeout: float) -> int:
-    """`hookbus run JOB`: 0 for success or warnings, 1 for failed or cancelled, 2 for a bad job name."""
+def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, publish_timeout: float,
+            gates: GateFactory) -> int:
+    """`hookbus run JOB`: 0 for success or warnings, 1 for failed or cancelled, 2 for a bad job name.
+    `gates` returns the hooks the job runs itself before its start events (see Gate)."""
     import re
 
     for job in config.jobs:
@@ -411,7 +412,7 @@ def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, pub
         print(scrub(line), flush=True)
 
     result, left, publisher = asyncio.run(run_job(config, job, job_type=job_type, job_id=job_id,
-                                                  publish_timeout=publish_timeout, out=out))
+                                                  publish_timeout=publish_timeout, out=out, gates=gates))
     if left:
         print(f"hookbus: the broker at {config.bus.control} could not be reached; {left} event(s) of this job are "
               f"kept in {publisher.path} and will be delivered when the broker starts (it reads "

@@ -8,7 +8,6 @@ events of one digest group.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 from typing import Any, ClassVar
@@ -18,8 +17,8 @@ from pydantic import Field, field_validator
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 from hookbus.bus.events.event import Event, compile_globs
 from hookbus.bus.notify.digest import Digest
-from hookbus.bus.notify.messages import DIGEST_KEY, check_template, digest_context, render_default, render_message, template_for
-from hookbus.bus.notify.templates import SAMPLES, TemplateError, is_error
+from hookbus.bus.notify.messages import DIGEST_KEY, digest_context, render_default, render_message, samples_for, template_for
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template, is_error
 from hookbus.bus.settings import ConfigError
 
 log = logging.getLogger("hookbus.notify")
@@ -141,11 +140,9 @@ class Notifier(Subscriber):
         template = config.template
         entries: dict[str, str] = {"": template} if isinstance(template, str) else dict(template or {})
         for key, source in entries.items():
+            samples, names = samples_for(key, types)
             try:
-                if key == DIGEST_KEY:
-                    check_template(source, [], digest=True)
-                else:
-                    check_template(source, [SAMPLES[t] for t in types if not key or fnmatch.fnmatchcase(t, key)])
+                check_template(source, samples, **names)
             except TemplateError as exc:
                 raise ConfigError(f"template{f'.{key}' if key else ''}: {exc}") from None
 
