@@ -12,7 +12,9 @@ import functools
 import gc
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 from aiohttp import web
 
@@ -22,6 +24,7 @@ from hookbus.bus.filemodes import private_dir
 from hookbus.bus.http.app import create_app as create_http_app
 from hookbus.bus.http.app import start_http
 from hookbus.bus.http.fdlimit import raise_open_file_limit
+from hookbus.bus.jobs import runner as jobs
 from hookbus.bus.secrets import scrub
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.transport import spool
@@ -53,7 +56,8 @@ def data_dir_lock(config: Config) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
-    journal = Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
+    # Opening checks and migrates the file: not on the event loop.
+    journal = await asyncio.to_thread(Journal, config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
     broker = Broker(config, journal)
     try:
         await broker.start()
@@ -69,7 +73,7 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
                 await runner.cleanup()
             await broker.stop()
     finally:
-        journal.close()
+        await asyncio.to_thread(journal.close)
 
 
 async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> list[str]:
@@ -136,3 +140,22 @@ async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[s
         failures = await run_subscribers(config, subscribers, stop)
     log.info("stopped")
     return failures
+
+
+def job_gates(config: Config) -> list[jobs.Gate]:
+    """The hooks `hookbus run` runs itself before a start event goes out: the shell
+    subscribers with ON_ERROR_CANCEL / ON_ERROR_FATAL (bus/jobs takes them as a
+    factory and knows no subscriber kind)."""
+    subs = [create(cfg) for cfg in config.subscribers if cfg.kind == "shell"]
+    return [cast("jobs.Gate", sub) for sub in subs if getattr(sub, "is_gate", False)]
+
+
+def run_job(config: Config, name: str, *, job_type: str, job_id: str | None, publish_timeout: float) -> int:
+    """`hookbus run NAME`: the job's exit status (see bus.jobs.runner.cmd_run); 2 for a name not configured."""
+    job = next((j for j in config.jobs if j.name == name), None)
+    if job is None:
+        known = ", ".join(j.name for j in config.jobs) or "none configured"
+        print(f"hookbus: no job named {name!r} in {config.source} (jobs: {known})", file=sys.stderr)
+        return 2
+    return jobs.cmd_run(config.bus, job, job_type=job_type, job_id=job_id, publish_timeout=publish_timeout,
+                        gates=lambda: job_gates(config))

@@ -21,10 +21,9 @@ import zmq.asyncio
 
 from hookbus import __version__
 from hookbus.adapters import registry
-from hookbus.app import data_dir_lock, serve
+from hookbus.app import data_dir_lock, run_job, serve
 from hookbus.bus.events.event import EventError, compile_globs, new_event, new_id, parse_event
 from hookbus.bus.filemodes import private_umask
-from hookbus.bus.jobs.runner import cmd_run as run_job
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
 from hookbus.bus.secrets import scrub

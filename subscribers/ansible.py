@@ -220,7 +220,7 @@ class AnsibleSubscriber(Subscriber):
         return float(self.config.timeout) + process.GRACE + 35.0
 
     async def handle(self, event: Event) -> None:
-        await self.reporter.report(event, lambda: self.run_playbook(event), self.publish)
+        await self.reporter.report(event, lambda: self.run_playbook(event), self.context.publish)
 
     def environment(self, stats_path: Path) -> dict[str, str]:
         env = dict(os.environ)

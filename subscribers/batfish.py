@@ -233,7 +233,7 @@ class BatfishSubscriber(Subscriber):
         return float(self.config.timeout) + CONNECT_TIMEOUT + 35.0
 
     async def handle(self, event: Event) -> None:
-        await self.reporter.report(event, self.run_checks, self.publish)
+        await self.reporter.report(event, self.run_checks, self.context.publish)
 
     async def reachable(self) -> None:
         """Fail fast, and retryably, when nothing listens at `host` (pybatfish would retry for minutes)."""

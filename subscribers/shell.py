@@ -29,14 +29,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.adapters.backrest import KINDS  # Backrest's operation words → task kinds
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, wants
 from hookbus.bus.events.event import Event, compile_globs
 from hookbus.bus.events.vocabulary import Outcome, TaskKind, TaskStatus
 from hookbus.bus.jobs.command import HookResult, hook_env, run_command
 from hookbus.bus.jobs.config import DEFAULT_SHELL, is_template
 from hookbus.bus.jobs.process import DRAIN, GRACE
-from hookbus.bus.notify.shellvalues import BoundCommand
-
-from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, wants
+from hookbus.bus.notify.templates import SAMPLES, BoundCommand, TemplateError, check_template, render_shell
 
 log = logging.getLogger("hookbus.subscriber.shell")
 
@@ -162,21 +161,16 @@ class ShellConfig(SubscriberConfig):
     @field_validator("command")
     @classmethod
     def _template(cls, value: str, info: ValidationInfo) -> str:
-        if is_template(value):
-            check_template(value, info.data.get("events") or ["*"], info.data.get("shell") or DEFAULT_SHELL)
+        if not is_template(value):
+            return value
+        # Rendered against the sample events it could see (a job's end when none of them matches).
+        match = compile_globs(info.data.get("events") or ["*"]).match
+        samples = [e for t, e in SAMPLES.items() if match(t)] or [SAMPLES["backup.job.finished"]]
+        try:
+            check_template(value, samples, shell=info.data.get("shell") or DEFAULT_SHELL)
+        except TemplateError as exc:
+            raise ValueError(f"template error: {exc.message or exc}") from None
         return value
-
-
-def check_template(command: str, patterns: list[str], shell: str) -> None:
-    """Render a command template against the sample events it could see; raise ValueError."""
-    from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_shell
-
-    match = compile_globs(patterns).match
-    samples = [e for t, e in SAMPLES.items() if match(t)] or [SAMPLES["backup.job.finished"]]
-    try:
-        check_shell(command, samples, shell=shell)
-    except TemplateError as exc:
-        raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
 
 
 def event_env(event: Event) -> dict[str, str]:
@@ -223,8 +217,6 @@ class ShellSubscriber(Subscriber):
         command = self.config.command
         if not is_template(command):
             return BoundCommand(command, {})
-        from hookbus.bus.notify.templates import TemplateError, render_shell
-
         try:
             return render_shell(command, event, shell=self.config.shell)
         except TemplateError as exc:
@@ -242,8 +234,6 @@ class ShellSubscriber(Subscriber):
         """For `hookbus test`: a sample that meets the first condition."""
         if not self.config.on:
             return event
-        from hookbus.bus.notify.templates import SAMPLES
-
         type_, kind, status = _example(self.config.on[0])
         base = SAMPLES[type_]
         data = dict(base.fields)

@@ -20,7 +20,7 @@ from hookbus.config import build_config
 from hookbus.bus.events.event import new_event, parse_event
 from hookbus.bus.notify.messages import render_default
 from hookbus.bus.notify.templates import is_error
-from hookbus.subscribers import DeliveryError, create
+from hookbus.subscribers import DeliveryContext, DeliveryError, create
 from hookbus.subscribers.batfish import BatfishSubscriber, pack_snapshot, target
 
 from .batfish_standin import BatfishStandIn
@@ -189,7 +189,7 @@ async def test_a_validation_result_never_triggers_another(batfish: BatfishStandI
         published.extend(events)
         return [{"id": e.id, "seq": 1, "duplicate": False} for e in events]
 
-    sub.publish = publish
+    sub.bind(DeliveryContext(sub.name, publish=publish))
     trigger = new_event("backup.report", {"job_id": "run-4"}, source="netcfgbu://lab")
     trigger.seq = 12
     await sub.handle(trigger)

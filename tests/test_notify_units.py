@@ -397,7 +397,7 @@ class Sink:
 def digest(sink: Sink, wait: float = 0.3, interval: float = 0.6, attempts: int = 3) -> Digest:
     return Digest("t", group_by=["job_id"], group_wait=wait, group_interval=interval,
                   retry=RetrySettings(attempts=attempts, initial_delay=0.01, max_delay=0.02), timeout=5,
-                  send=sink.send, give_up=lambda: sink.give_up)
+                  send=sink.send, give_up=sink.give_up)
 
 
 async def test_digest_groups_a_burst_alertmanager_style_and_holds_until_sent() -> None:

@@ -225,10 +225,10 @@ async def test_a_subscriber_behind_goes_on_from_the_live_events_it_kept(broker: 
     """Events published while a subscriber has no room are kept (up to a bound)
     and taken from there, not read back from the journal; past the bound, the
     rest is read from the journal. Each is delivered once, in order."""
-    import hookbus.bus.delivery.runner as runtime
+    from hookbus.bus.delivery import gaps, lanes
 
-    monkeypatch.setattr(runtime, "MAX_INFLIGHT", 5)
-    monkeypatch.setattr(runtime, "KEEP_EVENTS", 30)
+    monkeypatch.setattr(lanes, "MAX_INFLIGHT", 5)
+    monkeypatch.setattr(gaps, "KEEP_EVENTS", 30)
     fetches: list[int] = []
     fetch = broker._handlers[b"FETCH"]
 

@@ -9,11 +9,15 @@ of `Subscriber` with:
 - `async handle(event)`: do the side effect, or raise `DeliveryError`
   (`permanent=True` when retrying cannot help).
 
-A subscriber that reports back to the bus (e.g. a validation result) calls
-`await self.publish([event, …])`: the runner sets it before `start()`, and it
-returns once the broker has stored the events (`[{"id", "seq", "duplicate"}]`);
-it is None when no bus is attached. Give such events a deterministic `id`, so
-that a redelivery of the trigger publishes a duplicate, not a second result.
+What a subscriber may ask of the runtime comes in one explicit
+`DeliveryContext`, given by the runner through `bind(context)` once, before
+`start()`, and kept as `self.context`. A subscriber that reports back to the
+bus (e.g. a validation result) calls `await self.context.publish([event, …])`:
+it returns once the broker has stored the events (`[{"id", "seq",
+"duplicate"}]`). Give such events a deterministic `id`, so that a redelivery
+of the trigger publishes a duplicate, not a second result. Until a runner
+binds one (`hookbus test`), the context has no bus: `publish` and `give_up`
+are None.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 import orjson
 from pydantic import Field
 
-from hookbus.bus.settings import RetrySettings, Strict
 from hookbus.bus.events.event import Event
+from hookbus.bus.settings import RetrySettings, Strict
 from hookbus.bus.store.journal import settle_future
 
 T = TypeVar("T")
@@ -56,6 +61,24 @@ Publish = Callable[[list[Event]], Awaitable[list[dict[str, Any]]]]
 GiveUp = Callable[[Event, int, str], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryContext:
+    """What the runtime gives a subscriber (see the module docstring).
+
+    - `name`: the subscriber's name, for its logs;
+    - `publish(events)`: publish events on its behalf; return once the broker has
+      stored them. Raise BrokerUnavailable (not answered in time) or BrokerRefused;
+    - `give_up(event, attempts, error)`: dead-letter an event it held and could not
+      deliver (see `Subscriber.held`); the bus then publishes `hookbus.delivery.failed`.
+
+    `publish` and `give_up` are None when no bus is attached (`hookbus test`).
+    """
+
+    name: str
+    publish: Publish | None = None
+    give_up: GiveUp | None = None
+
+
 class Subscriber:
     Config: ClassVar[type[SubscriberConfig]] = SubscriberConfig
     default_events: ClassVar[list[str]] = ["*"]
@@ -69,9 +92,11 @@ class Subscriber:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.name: str = config.name
-        self.publish: Publish | None = None  # set by the runner: see the module docstring
-        # Set by the runner: dead-letter an event handle() had taken and held (see held()).
-        self.give_up: GiveUp | None = None
+        self.context = DeliveryContext(config.name)  # no bus attached until a runner binds one
+
+    def bind(self, context: DeliveryContext) -> None:
+        """Take what the runtime gives this subscriber; called by the runner once, before start()."""
+        self.context = context
 
     def handler_timeout(self) -> float:
         """Seconds the runner lets one handle() call run before cancelling it.
@@ -108,7 +133,7 @@ class Subscriber:
         """Seqs of events handle() has returned from but whose side effect is still to
         come (a digest waiting to send its group message). The runner keeps the cursor
         below them, so a crash delivers them again instead of losing them; when the
-        side effect fails for good, the subscriber calls `give_up(event, attempts, error)`."""
+        side effect fails for good, the subscriber calls `self.context.give_up(event, attempts, error)`."""
         return ()
 
     async def flush(self) -> None:

@@ -92,7 +92,8 @@ class Reporter:
         """
         if trigger.type == VALIDATION_FINISHED:
             # A result never triggers another check: two validators would feed each other forever.
-            log.debug("subscriber %s: %s %s is a validation result; not validated again", self.subscriber, trigger.type, trigger.id)
+            log.debug("subscriber %s: %s %s is a validation result; not validated again",
+                      self.subscriber, trigger.type, trigger.id)
             return
         key = (trigger.source, trigger.id)
         event = self.unpublished.get(key)

@@ -3,7 +3,7 @@
 A job: pre-hooks → backup → prune → check → post-hooks → notification. Every
 command (hook, backup, prune, check) takes `timeout`, `shell`, `cwd`, `env`; a
 command that uses `{{ }}` or `{% %}` is a template over the job (see
-`bus/jobs.py`), checked here so a mistake is reported at start-up.
+`bus/jobs/runner.py`), checked here so a mistake is reported at start-up.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template
+from hookbus.bus.settings import Strict, describe_errors
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 DEFAULT_SHELL = "/bin/bash"  # what Borgitory runs hooks with, so its hook scripts run unchanged
@@ -24,12 +27,7 @@ def is_template(command: str) -> bool:
     return "{{" in command or "{%" in command
 
 
-class _Strict(BaseModel):
-    # The same rules as bus.config.Strict (that module imports this one).
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Command(_Strict):
+class Command(Strict):
     shell: str | None = None  # default: the job's `shell`, else /bin/bash (before `command`, which is checked with it)
     command: str = Field(min_length=1)
     timeout: float | None = Field(None, gt=0, le=7 * 86400)
@@ -41,7 +39,12 @@ class Command(_Strict):
     def _template(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        check_command_template(value, info.data.get("shell") or DEFAULT_SHELL)
+        if is_template(value):  # rendered against a sample job, as `shell` will run it
+            try:
+                check_template(value, [SAMPLES["backup.task.started"]], shell=info.data.get("shell") or DEFAULT_SHELL,
+                               job=SAMPLE_JOB, task=SAMPLE_TASK)
+            except TemplateError as exc:
+                raise ValueError(f"template error: {exc.message or exc}") from None
         return value
 
 
@@ -71,7 +74,7 @@ def _as_table(value: Any) -> Any:
     return {"command": value} if isinstance(value, str) else value
 
 
-class JobConfig(_Strict):
+class JobConfig(Strict):
     name: str = Field(min_length=1, pattern=NAME_PATTERN)
     repository: str = Field(min_length=1)
     backup: BackupTask
@@ -100,24 +103,9 @@ SAMPLE_TASK: dict[str, Any] = {"index": 0, "name": "Database Dump", "kind": "hoo
                                "critical": True, "run_on_job_failure": False}
 
 
-def check_command_template(command: str, shell: str) -> None:
-    """Compile and render a templated command against a sample job, as `shell`
-    will run it; raise ValueError saying what is wrong."""
-    if not is_template(command):
-        return
-    from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_shell
-
-    try:
-        check_shell(command, [SAMPLES["backup.task.started"]], shell=shell, job=SAMPLE_JOB, task=SAMPLE_TASK)
-    except TemplateError as exc:
-        raise ValueError(f"template error: {getattr(exc, 'message', None) or exc}") from None
-
-
 def load_jobs(tables: Any) -> list[JobConfig]:
     """Validate the `[[jobs]]` tables; raise ValueError whose lines name the key
     at fault, e.g. `jobs[0] (nightly).pre_hooks[1].command: Field required`."""
-    from hookbus.bus.settings import describe_errors
-
     if not isinstance(tables, list):
         raise ValueError("jobs: must be an array of tables ([[jobs]])")
     jobs: list[JobConfig] = []

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from hookbus.config import Config
-from hookbus.bus.secrets import scrub
 from hookbus.bus.events.event import Event, new_event, new_id
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.payloads import job_finished_data, job_started_data, task_data
@@ -34,7 +33,10 @@ from hookbus.bus.events.times import now_rfc3339
 from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
 from hookbus.bus.jobs.command import HookResult, hook_env, run_command
 from hookbus.bus.jobs.config import NAME_PATTERN, Command, JobConfig, is_template
+from hookbus.bus.notify.templates import TemplateError, render_shell
+from hookbus.bus.secrets import scrub
 from hookbus.bus.transport.spool import SpoolingPublisher
+from hookbus.bus.settings import BusSettings
 
 # Borgitory's words, verbatim (DESIGN §7).
 SKIP_CRITICAL_HOOK = "Task skipped due to critical hook failure"
@@ -110,7 +112,10 @@ def plan(job: JobConfig) -> list[Task]:
 
 
 class Gate(Protocol):
-    """A shell subscriber that a job runs itself before a start event (ON_ERROR_CANCEL / ON_ERROR_FATAL)."""
+    """A hook that a job runs itself before a start event goes out, and that fails
+    (`behavior` ON_ERROR_FATAL) or cancels (ON_ERROR_CANCEL) the job when it fails:
+    e.g. a shell subscriber with one of those error behaviours. The caller of
+    run_job / cmd_run chooses them (`gates`)."""
 
     name: str
     behavior: str
@@ -118,6 +123,9 @@ class Gate(Protocol):
     def gates(self, event: Event) -> bool: ...
 
     async def run_gate(self, event: Event) -> HookResult: ...
+
+
+GateFactory = Callable[[], Sequence[Gate]]  # called once per run, in its event loop
 
 
 class Publisher(Protocol):
@@ -287,8 +295,6 @@ class JobRun:
         text, values = command.command, {}
         shell = command.shell or self.job.shell
         if is_template(text):
-            from hookbus.bus.notify.templates import TemplateError, render_shell
-
             try:
                 bound = render_shell(text, started, shell=shell, job=self.context(), task=task.as_dict())
             except TemplateError as exc:
@@ -365,22 +371,16 @@ class JobRun:
 
 # -- the command ------------------------------------------------------------------------
 
-def _gates(config: Config) -> list[Gate]:
-    from hookbus.subscribers import create
-
-    subs = [create(cfg) for cfg in config.subscribers if cfg.kind == "shell"]
-    return [cast(Gate, sub) for sub in subs if getattr(sub, "is_gate", False)]
-
-
-async def run_job(config: Config, job: JobConfig, *, job_type: str, job_id: str | None, publish_timeout: float,
-                  out: Callable[[str], None]) -> tuple[dict[str, Any], int, SpoolingPublisher]:
-    """Run one job, publishing through the spool; return its result, how many
-    events are left in the spool, and the publisher."""
+async def run_job(bus: BusSettings, job: JobConfig, *, job_type: str, job_id: str | None, publish_timeout: float,
+                  out: Callable[[str], None], gates: GateFactory) -> tuple[dict[str, Any], int, SpoolingPublisher]:
+    """Run one job, publishing through the spool, with the hooks `gates()` returns
+    as its gates; return its result, how many events are left in the spool, and
+    the publisher."""
     job_id = job_id or new_id()
-    publisher = SpoolingPublisher(config.bus, f"{job_id}-{job.name}")
+    publisher = SpoolingPublisher(bus, f"{job_id}-{job.name}")
     await publisher.start()
     earlier = asyncio.create_task(publisher.flush_earlier(publish_timeout))
-    run = JobRun(job, publisher, job_type=job_type, job_id=job_id, gates=_gates(config), out=out)
+    run = JobRun(job, publisher, job_type=job_type, job_id=job_id, gates=gates(), out=out)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, run.request_cancel)
@@ -398,17 +398,10 @@ async def run_job(config: Config, job: JobConfig, *, job_type: str, job_id: str 
     return result, left, publisher
 
 
-def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, publish_timeout: float) -> int:
-    """`hookbus run JOB`: 0 for success or warnings, 1 for failed or cancelled, 2 for a bad job name."""
-    import re
-
-    for job in config.jobs:
-        if job.name == name:
-            break
-    else:
-        known = ", ".join(j.name for j in config.jobs) or "none configured"
-        print(f"hookbus: no job named {name!r} in {config.source} (jobs: {known})", file=sys.stderr)
-        return 2
+def cmd_run(bus: BusSettings, job: JobConfig, *, job_type: str, job_id: str | None, publish_timeout: float,
+            gates: GateFactory) -> int:
+    """`hookbus run JOB`: 0 for success or warnings, 1 for failed or cancelled, 2 for a bad job id.
+    `gates` returns the hooks the job runs itself before its start events (see Gate)."""
     if job_id is not None and not re.fullmatch(NAME_PATTERN, job_id):
         print("hookbus: --job-id may hold only letters, digits, '_', '.' and '-'", file=sys.stderr)
         return 2
@@ -416,10 +409,10 @@ def cmd_run(config: Config, name: str, *, job_type: str, job_id: str | None, pub
     def out(line: str) -> None:
         print(scrub(line), flush=True)
 
-    result, left, publisher = asyncio.run(run_job(config, job, job_type=job_type, job_id=job_id,
-                                                  publish_timeout=publish_timeout, out=out))
+    result, left, publisher = asyncio.run(run_job(bus, job, job_type=job_type, job_id=job_id,
+                                                  publish_timeout=publish_timeout, out=out, gates=gates))
     if left:
-        print(f"hookbus: the broker at {config.bus.control} could not be reached; {left} event(s) of this job are "
+        print(f"hookbus: the broker at {bus.control} could not be reached; {left} event(s) of this job are "
               f"kept in {publisher.path} and will be delivered when the broker starts (it reads "
               f"{publisher.path.parent}) or by the next `hookbus run`", file=sys.stderr)
     return 0 if result["outcome"] in (Outcome.SUCCESS, Outcome.WARNING) else 1

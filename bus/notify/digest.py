@@ -22,10 +22,12 @@ held seq, and only once the group message containing an event was sent is the
 event released. A crash or restart before that delivers the held events again
 (from the journal, as with any unacknowledged event) and they go out in a new
 group message: a crash re-sends, it never drops. A group message that cannot be
-sent is retried with the subscriber's `retry` settings (backoff with jitter,
-`Retry-After` honoured); when that fails for good, every event in it is
-dead-lettered through `give_up`, which publishes `hookbus.delivery.failed` for
-each, exactly as for an event handled alone.
+sent is retried with the subscriber's `retry` settings, by the same policy as
+an event handled alone (bus/delivery/retry.py: backoff with jitter,
+`Retry-After` honoured, a permanent error not retried); when that fails for
+good, every event in it is dead-lettered through `give_up` (the subscriber's
+`DeliveryContext.give_up`), which publishes `hookbus.delivery.failed` for each,
+exactly as for an event handled alone.
 """
 
 from __future__ import annotations
@@ -37,13 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState
 
+from hookbus.bus.delivery.retry import describe, retrying
 from hookbus.bus.delivery.subscriber import GiveUp
-
-from hookbus.bus.settings import RetrySettings
 from hookbus.bus.events.event import Event
-from hookbus.bus.delivery.runner import Backoff, describe, is_retryable
+from hookbus.bus.settings import RetrySettings
 
 log = logging.getLogger("hookbus.digest")
 
@@ -85,7 +86,7 @@ class Group:
 
 class Digest:
     def __init__(self, name: str, *, group_by: list[str], group_wait: float, group_interval: float,
-                 retry: RetrySettings, timeout: float, send: SendGroup, give_up: Callable[[], GiveUp | None]) -> None:
+                 retry: RetrySettings, timeout: float, send: SendGroup, give_up: GiveUp) -> None:
         self.name = name
         self.group_by = group_by
         self.group_wait = group_wait
@@ -93,7 +94,7 @@ class Digest:
         self.retry = retry
         self.timeout = timeout
         self.send = send
-        self.give_up = give_up
+        self.give_up = give_up  # dead-letters an event of a group message that cannot be sent
         self.groups: dict[tuple[Any, ...], Group] = {}
         self._held: set[int] = set()
         self._changed = asyncio.Condition()
@@ -152,13 +153,7 @@ class Digest:
                      self.name, len(batch), group.labels, state.attempt_number, describe(exc) if exc else "", wait)
 
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retry.attempts),
-                wait=Backoff(self.retry.initial_delay, self.retry.max_delay, 0),
-                retry=retry_if_exception(is_retryable),
-                before_sleep=failed,
-                reraise=True,
-            ):
+            async for attempt in retrying(self.retry, before_sleep=failed):
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     async with asyncio.timeout(self.timeout):
@@ -171,10 +166,9 @@ class Digest:
             error = describe(exc)
             log.warning("subscriber %s: digest of %d event(s) %s not sent after %d attempt(s): %s",
                         self.name, len(batch), group.labels, attempts, error)
-            give_up = self.give_up()
             for event in batch:
-                if give_up is not None and event.seq is not None:
-                    await give_up(event, attempts, f"digest not sent: {error}")
+                if event.seq is not None:
+                    await self.give_up(event, attempts, f"digest not sent: {error}")
         # Not reached when cancelled (shutdown): those events stay held, so they come again.
         for event in batch:
             self._held.discard(event.seq or 0)

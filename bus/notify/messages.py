@@ -12,15 +12,15 @@ table of event-type globs (and `digest`) → template.
 from __future__ import annotations
 
 import fnmatch
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.times import parse_time
-from hookbus.bus.notify.templates import SAMPLES, TemplateError, check, render, summary
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, is_error, render, summary
 
-__all__ = ["TEMPLATES", "DIGEST", "GENERIC", "template_for", "render_message", "check_template", "split_title",
-           "digest_context", "sample_digest", "NETCFGBU_TIME"]
+__all__ = ["DIGEST", "GENERIC", "NETCFGBU_TIME", "TEMPLATES", "digest_context", "render_message", "sample_digest",
+           "samples_for", "split_title", "template_for"]
 
 NETCFGBU_TIME = "%Y-%b-%d %I:%M:%S %p"  # netcfgbu's Report.TIME_FORMAT
 FIRST_FAILURES = 10  # a digest lists this many failures, then counts the rest
@@ -154,7 +154,7 @@ FAILURES: {{ fail or failures | length }}
 {%- endif %}
 {%- endif %}
 {% if d.get("job_id") is not none %}
-Job ID: {{ d.get("job_id") }}{% endif %}"""
+Job ID: {{ d.get("job_id") }}{% endif %}"""  # noqa: E501 - netcfgbu's own report lines, as they are
 
 VCS = """\
 {%- set d = data if data is mapping else {} -%}
@@ -244,7 +244,7 @@ def netcfgbu_time(value: Any) -> str:
     if value is None or value == "":
         return "-"
     when = parse_time(value)
-    return when.astimezone(timezone.utc).strftime(NETCFGBU_TIME) if when else str(value)
+    return when.astimezone(UTC).strftime(NETCFGBU_TIME) if when else str(value)
 
 
 EXTRAS: dict[str, Any] = {"netcfgbu_time": netcfgbu_time}
@@ -284,13 +284,15 @@ def render_default(event: Event) -> str:
         return render_message(GENERIC, event)
 
 
-def check_template(source: str, events: list[Event], *, digest: bool = False) -> None:
-    """Render a template against sample events (or a sample digest); raise TemplateError."""
-    if digest:
+def samples_for(key: str, types: list[str]) -> tuple[list[Event], dict[str, Any]]:
+    """Given a template's key (`""` for the one template of every event type, an
+    event-type glob, or `digest`) and the event types a subscriber takes, return
+    the sample events to check the template with (templates.check_template) and
+    the names it sees besides the event, as render_message gives them."""
+    if key == DIGEST_KEY:
         group = sample_digest()
-        check(source, [group[-1]], **EXTRAS, digest=digest_context(group, {"job_id": "run-1"}))
-    else:
-        check(source, events, **EXTRAS)
+        return [group[-1]], {**EXTRAS, "digest": digest_context(group, {"job_id": "run-1"})}
+    return [SAMPLES[t] for t in types if not key or fnmatch.fnmatchcase(t, key)], EXTRAS
 
 
 def sample_digest() -> list[Event]:
@@ -311,16 +313,10 @@ def _failure_line(event: Event) -> str:
     return summary(event)
 
 
-def _failed(event: Event) -> bool:
-    from hookbus.bus.notify.templates import is_error
-
-    return is_error(event)
-
-
 def digest_context(events: list[Event], labels: dict[str, Any]) -> dict[str, Any]:
     """Given the events of one group message, return what its template sees as `digest`:
     counts, the first failures, and a title."""
-    failures = [e for e in events if _failed(e)]
+    failures = [e for e in events if is_error(e)]
     types = sorted({e.type for e in events})
     devices = all(t.startswith("backup.device.") for t in types)
     alerts = types == ["hookbus.delivery.failed"]

@@ -8,7 +8,6 @@ events of one digest group.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import re
 from typing import Any, ClassVar
@@ -16,13 +15,12 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
-
-from hookbus.bus.settings import ConfigError
-from hookbus.bus.notify.digest import Digest
 from hookbus.bus.events.event import Event, compile_globs
 from hookbus.bus.events.vocabulary import Outcome
-from hookbus.bus.notify.messages import DIGEST_KEY, check_template, digest_context, render_default, render_message, template_for
-from hookbus.bus.notify.templates import SAMPLES, TemplateError, is_error
+from hookbus.bus.notify.digest import Digest
+from hookbus.bus.notify.messages import DIGEST_KEY, digest_context, render_default, render_message, samples_for, template_for
+from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template, is_error
+from hookbus.bus.settings import ConfigError
 
 log = logging.getLogger("hookbus.notify")
 
@@ -64,7 +62,7 @@ class Notifier(Subscriber):
         super().__init__(config)
         self.digest = Digest(
             config.name, group_by=config.group_by, group_wait=config.group_wait, group_interval=config.group_interval,
-            retry=config.retry, timeout=config.timeout, send=self._send_group, give_up=lambda: self.give_up)
+            retry=config.retry, timeout=config.timeout, send=self._send_group, give_up=self._give_up)
 
     # -- what a kind implements ---------------------------------------------------------------
 
@@ -118,6 +116,10 @@ class Notifier(Subscriber):
         if text.strip():
             await self.deliver(text, events)
 
+    async def _give_up(self, event: Event, attempts: int, error: str) -> None:
+        if self.context.give_up is not None:  # else no bus is attached (`hookbus test`): nowhere to dead-letter
+            await self.context.give_up(event, attempts, error)
+
     def held(self) -> set[int]:
         return self.digest.held()
 
@@ -139,11 +141,9 @@ class Notifier(Subscriber):
         template = config.template
         entries: dict[str, str] = {"": template} if isinstance(template, str) else dict(template or {})
         for key, source in entries.items():
+            samples, names = samples_for(key, types)
             try:
-                if key == DIGEST_KEY:
-                    check_template(source, [], digest=True)
-                else:
-                    check_template(source, [SAMPLES[t] for t in types if not key or fnmatch.fnmatchcase(t, key)])
+                check_template(source, samples, **names)
             except TemplateError as exc:
                 raise ConfigError(f"template{f'.{key}' if key else ''}: {exc}") from None
 

@@ -17,8 +17,8 @@ refused where no reference could be safe.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC
 from functools import lru_cache
 from typing import Any
 
@@ -32,7 +32,7 @@ from hookbus.bus.events.times import parse_time
 from hookbus.bus.events.vocabulary import FAILED_OUTCOMES, TaskStatus
 from hookbus.bus.notify.shellvalues import MARK, BoundCommand, UnsafeTemplate, bind
 
-__all__ = ["TemplateError", "BoundCommand", "render", "render_shell", "check", "check_shell", "context", "SAMPLES"]
+__all__ = ["SAMPLES", "BoundCommand", "TemplateError", "check_template", "context", "render", "render_shell"]
 
 
 def _lenient(helper: Callable[..., str]) -> Callable[..., str]:
@@ -53,7 +53,7 @@ def _format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     when = parse_time(value)
     if when is None:
         raise ValueError(f"not a time: {value!r}")
-    return when.astimezone(timezone.utc).strftime(fmt)
+    return when.astimezone(UTC).strftime(fmt)
 
 
 def _format_duration(seconds: Any) -> str:
@@ -63,7 +63,7 @@ def _format_duration(seconds: Any) -> str:
     total = float(seconds)
     if total < 60:
         return f"{total:.1f}s" if total < 10 else f"{total:.0f}s"
-    whole = int(round(total))
+    whole = round(total)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
@@ -97,7 +97,7 @@ def is_error(event: Any) -> bool:
     """True for a failed or cancelled job, a failed task or device, a failed validation."""
     type_ = event.type if isinstance(event, Event) else (event.get("type", "") if isinstance(event, dict) else "")
     data = _data(event)
-    task = data.get("task") if isinstance(data.get("task"), dict) else {}
+    task: dict[str, Any] = data["task"] if isinstance(data.get("task"), dict) else {}
     return (
         str(type_).endswith(".failed")
         or data.get("outcome") in FAILED_OUTCOMES
@@ -110,7 +110,8 @@ def summary(event: Any) -> str:
     """One line saying what the event is about."""
     data = _data(event)
     type_ = event.type if isinstance(event, Event) else event.get("type", "") if isinstance(event, dict) else ""
-    who = data.get("job") or data.get("repository") or (event.subject if isinstance(event, Event) else None) or data.get("job_id") or ""
+    subject = event.subject if isinstance(event, Event) else None
+    who = data.get("job") or data.get("repository") or subject or data.get("job_id") or ""
     if type_ == "backup.report":
         return f"{who or 'run'}: {data.get('ok', 0)} of {data.get('total', 0)} devices backed up, {data.get('fail', 0)} failed"
     if isinstance(data.get("task"), dict):
@@ -206,24 +207,21 @@ def render_shell(source: str, event: Event, *, shell: str, **extra: Any) -> Boun
         raise TemplateError(str(exc)) from None
 
 
-def check(source: str, events: list[Event], **extra: Any) -> None:
-    """Compile and render a message template against sample events (with `extra`
-    names in scope, as the caller will render it); raise TemplateError saying
-    which event type it failed on."""
-    _check(events, lambda event: render(source, event, **extra))
-
-
-def check_shell(source: str, events: list[Event], *, shell: str, **extra: Any) -> None:
-    """As check, for a command template run by `shell`."""
-    if MARK in source:
+def check_template(source: str, samples: Iterable[Event], *, shell: str | None = None, **extra: Any) -> None:
+    """The one check of a template, at start-up: given a template and the sample
+    events it is to be rendered with, compile it and render it against each, as
+    it will be rendered — a command run by `shell`, or, without `shell`, a
+    message — with the `extra` names in scope (a job's `job` and `task`, a
+    message's helpers, a digest). Raise TemplateError saying which sample it
+    failed on; with no samples, nothing is checked."""
+    if shell is not None and MARK in source:
         raise TemplateError("the command holds a NUL character")
-    _check(events, lambda event: render_shell(source, event, shell=shell, **extra))
-
-
-def _check(events: list[Event], attempt: Callable[[Event], object]) -> None:
-    for event in events:
+    for event in samples:
         try:
-            attempt(event)
+            if shell is None:
+                render(source, event, **extra)
+            else:
+                render_shell(source, event, shell=shell, **extra)
         except TemplateError as exc:
             raise TemplateError(f"{exc.message} (rendering a sample {event.type} event)") from None
 
@@ -259,7 +257,8 @@ SAMPLES: dict[str, Event] = {e.type: e for e in [
     _sample("backup.log", {"job_id": "job-abc-123", "message": "borg: 1.2 GiB deduplicated"}),
     _sample("backup.validation.finished", {
         "job_id": "run-1", "validator": "ansible", "subscriber": "validate-configs", "outcome": "failed",
-        "reason": "task_failed", "summary": "validate-configs.yml failed on 1 of 1 host(s) (ok 3, changed 0, failed 1, unreachable 0)",
+        "reason": "task_failed",
+        "summary": "validate-configs.yml failed on 1 of 1 host(s) (ok 3, changed 0, failed 1, unreachable 0)",
         "findings": ["localhost: No config is empty (switch2.cfg): switch2.cfg is empty"], "findings_total": 1,
         "details": {"playbook": "/etc/hookbus/validate-configs.yml", "inventory": "localhost,", "exit_code": 2,
                     "duration_s": 4.2, "hosts": {"localhost": {"ok": 3, "changed": 0, "failed": 1, "unreachable": 0,

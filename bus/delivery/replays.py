@@ -1,0 +1,58 @@
+"""Replays of dead letters (`hookbus replay --dead-letters`): the broker says
+some are queued; the subscriber takes them, hands each to `handle()` once, and
+says how it went. One that fails again goes back to the dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hookbus.bus.delivery.control import tell
+from hookbus.bus.delivery.deadlines import Deadlines
+from hookbus.bus.delivery.lanes import Spawn
+from hookbus.bus.delivery.retry import describe
+from hookbus.bus.delivery.subscriber import Subscriber
+from hookbus.bus.events.event import from_stored
+from hookbus.bus.transport import protocol
+from hookbus.bus.transport.client import BrokerUnavailable, ControlClient
+
+log = logging.getLogger("hookbus.subscriber")
+
+
+class Replays:
+    def __init__(self, name: str, client: ControlClient, sub: Subscriber, deadlines: Deadlines, spawn: Spawn) -> None:
+        self.name = name
+        self.client = client
+        self.sub = sub
+        self.deadlines = deadlines
+        self.spawn = spawn
+        self.running = False
+
+    def start(self) -> None:
+        """Replay what is queued, unless a replay is under way."""
+        if not self.running:
+            self.running = True
+            self.spawn(self._replay())
+
+    async def _replay(self) -> None:
+        try:
+            info, bodies = await self.client.request(protocol.REPLAYS, {"name": self.name})
+            for item, body in zip(info["items"], bodies, strict=False):
+                await self._one(item, body)
+        except BrokerUnavailable as exc:
+            log.warning("subscriber %s: replay postponed: %s", self.name, exc)
+        finally:
+            self.running = False
+
+    async def _one(self, item: dict[str, Any], body: bytes) -> None:
+        event = from_stored(body)
+        event.seq = int(item["seq"])
+        try:
+            await self.deadlines.timed(self.sub.handle(event))
+            ok, error = True, ""
+        except Exception as exc:  # a replay that fails goes back to the dead letters
+            ok, error = False, describe(exc)
+        log.info("subscriber %s: replay of dead letter %s (seq %s): %s", self.name, item["id"], item["seq"],
+                 "delivered" if ok else error)
+        await tell(self.client, self.name, protocol.REPLAYED, {"id": item["id"], "ok": ok, "error": error}, timeout=None)
