@@ -28,21 +28,30 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from hookbus.adapters import restic
+from hookbus.adapters.common import (
+    FileJobs,
+    JournalJobs,
+    OpenJob,
+    decode_json,
+    job_finished,
+    job_started,
+    json_type,
+    new_job,
+    task_event,
+    timestamp,
+)
+from hookbus.adapters.common import field as get
 from hookbus.bus.events.event import Event, EventError, new_id
-from hookbus.bus.http.keys import BROKER
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.times import parse_time
 from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
-
-from hookbus.adapters import restic
-from hookbus.adapters.common import FileJobs, JournalJobs, OpenJob, decode_json, job_finished, job_started, json_type, new_job
-from hookbus.adapters.common import field as get
-from hookbus.adapters.common import task_event, timestamp
+from hookbus.bus.http.keys import BROKER
 
 KINDS = {"SNAPSHOT": TaskKind.BACKUP, "PRUNE": TaskKind.PRUNE, "CHECK": TaskKind.CHECK, "FORGET": TaskKind.FORGET}
 STATES = ("START", "END", "SUCCESS", "ERROR", "WARNING", "SKIPPED")
@@ -154,7 +163,7 @@ def same_run(hook: Hook, job: OpenJob | None) -> OpenJob | None:
     start never reached hookbus must not be filed under an older run."""
     if job is None or hook.duration_s is None:
         return job
-    start, end = parse_time(job.started_at), parse_time(hook.time) if hook.time else datetime.now(timezone.utc)
+    start, end = parse_time(job.started_at), parse_time(hook.time) if hook.time else datetime.now(UTC)
     if start is None or end is None:
         return job
     # Backrest measures the duration from its operation's start, a little before the START hook ran.

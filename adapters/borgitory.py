@@ -26,15 +26,23 @@ from typing import Any
 
 from aiohttp import web
 
+from hookbus.adapters.common import (
+    OUTPUT_TAIL_BYTES,
+    FileJobs,
+    count,
+    job_finished,
+    job_started,
+    json_object,
+    new_job,
+    task_event,
+    timestamp,
+)
+from hookbus.adapters.common import field as get
 from hookbus.bus.events.event import Event, EventError
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.text import cut_front
 from hookbus.bus.events.times import seconds_between
 from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
-
-from hookbus.adapters.common import (OUTPUT_TAIL_BYTES, FileJobs, count, job_finished, job_started, json_object, new_job,
-                                     task_event, timestamp)
-from hookbus.adapters.common import field as get
 
 # Borgitory's own words for a job's and a task's status.
 JOB_STATUSES = ("pending", "queued", "running", "completed", "failed", "cancelled", "stopped")

@@ -26,14 +26,23 @@ from typing import Any
 
 from aiohttp import web
 
+from hookbus.adapters.common import (
+    OUTPUT_TAIL_BYTES,
+    FileJobs,
+    JournalJobs,
+    OpenJob,
+    error_line,
+    job_finished,
+    job_started,
+    json_object,
+    new_job,
+)
+from hookbus.adapters.common import field as get
 from hookbus.bus.events.event import Event, EventError
-from hookbus.bus.http.keys import BROKER
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.text import cut_front
 from hookbus.bus.events.vocabulary import Outcome, Reason
-
-from hookbus.adapters.common import OUTPUT_TAIL_BYTES, FileJobs, JournalJobs, OpenJob, job_finished, job_started, json_object, error_line, new_job
-from hookbus.adapters.common import field as get
+from hookbus.bus.http.keys import BROKER
 
 STATES = ("start", "finish", "fail")
 DEFAULT_JOB = "borgmatic"

@@ -81,7 +81,7 @@ class HttpClient:
                 if 200 <= resp.status < 300:
                     return resp.status, text, resp.headers
                 raise classify(resp.status, text, url, resp.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if isinstance(exc, aiohttp.InvalidURL):
                 raise DeliveryError(f"invalid URL {redact_url(url)}", permanent=True) from None
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__

@@ -18,12 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from hookbus.bus.events.event import Event, EventError, new_id
-from hookbus.bus.events.times import now_rfc3339
-
 from hookbus.adapters import netcfgbu_plugin as mapping
 from hookbus.adapters.common import count, json_object, timestamp
 from hookbus.adapters.common import field as get
+from hookbus.bus.events.event import Event, EventError, new_id
+from hookbus.bus.events.times import now_rfc3339
 
 HOOKS = ("backup_success", "backup_failed", "report", "git_report")
 

@@ -59,9 +59,9 @@ if __name__.startswith("hookbus."):
     Plugin = object
 else:
     try:
-        from netcfgbu import Plugin
+        from netcfgbu import Plugin  # type: ignore[no-redef]
     except ImportError:  # run outside netcfgbu (a test, a syntax check)
-        Plugin = object  # type: ignore[assignment,misc]
+        Plugin = object  # type: ignore[assignment,misc,no-redef]
 
 SOURCE = "netcfgbu://" + socket.gethostname()
 # Keys of an inventory record that hold credentials: never leave the host. This file
@@ -125,7 +125,7 @@ def err_reason(exc: object) -> str:
     if type(exc) is OSError and getattr(exc, "errno", None):
         import errno
 
-        return errno.errorcode.get(exc.errno, str(exc))  # type: ignore[attr-defined]
+        return errno.errorcode.get(exc.errno or 0, str(exc))
     if isinstance(exc, BaseException):
         return "%s: %s" % (type(exc).__name__, exc)
     return str(exc)
@@ -140,7 +140,8 @@ def rfc3339(moment: object) -> object:
 
 def device_data(job_id: str, record: object, result: object, ok: bool) -> dict:
     device = clean_record(record)
-    return {"job_id": job_id, "host": device.get("host"), "device": device, "error": None if ok else clean_text(err_reason(result))}
+    error = None if ok else clean_text(err_reason(result))
+    return {"job_id": job_id, "host": device.get("host"), "device": device, "error": error}
 
 
 def report_data(job_id: str, report: object) -> dict:
@@ -174,7 +175,7 @@ def default_spool() -> str:
 def warn(message: str) -> None:
     try:
         sys.stderr.write("hookbus plugin: %s\n" % message)
-    except Exception:  # noqa: BLE001 - a closed stderr at exit must not raise
+    except Exception:
         pass
 
 
@@ -209,7 +210,8 @@ class Spool:
 
             def __exit__(self, *exc: object) -> None:
                 try:
-                    self.fd.close()  # releases the flock
+                    if self.fd is not None:
+                        self.fd.close()  # releases the flock
                 finally:
                     spool._lock.release()
 
@@ -217,11 +219,10 @@ class Spool:
 
     def append(self, events: list) -> None:
         lines = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events)
-        with self._locked():
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(lines)
-                f.flush()
-                os.fsync(f.fileno())
+        with self._locked(), open(self.path, "a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
 
     def read(self, limit: int) -> list:
         with self._locked():
@@ -288,7 +289,7 @@ class Forwarder:
     # -- the background thread ---------------------------------------------------------
 
     def _take(self, wait: float) -> list:
-        events = []
+        events: list = []
         try:
             item = self.queue.get(timeout=wait)
         except queue.Empty:
@@ -351,9 +352,10 @@ class Forwarder:
         if status in REFUSED_FOR_GOOD:
             if len(events) == 1:
                 self._warn_once("refused-%s" % events[0].get("id"),
-                                "hookbus refused event %s (%s, HTTP %s); dropped" % (events[0].get("id"), events[0].get("type"), status))
+                                "hookbus refused event %s (%s, HTTP %s); dropped"
+                                % (events[0].get("id"), events[0].get("type"), status))
                 return {events[0].get("id")}
-            done = set()  # find the one it will not take; keep the rest
+            done: set = set()  # find the one it will not take; keep the rest
             for event in events:
                 one = self._send([event])
                 if not one:
@@ -379,7 +381,8 @@ class Forwarder:
             return exc.code
         except (OSError, ValueError) as exc:
             self._warn_once("down", "hookbus at %s cannot be reached (%s); events are kept in %s and sent later"
-                            % (self.url.split("//")[-1].split("/")[0].split("@")[-1], getattr(exc, "reason", exc), self.spool.path))
+                            % (self.url.split("//")[-1].split("/")[0].split("@")[-1], getattr(exc, "reason", exc),
+                               self.spool.path))
             return None
 
     def _warn_once(self, key: str, message: str) -> None:
@@ -427,7 +430,7 @@ def _safely(fn):  # type: ignore[no-untyped-def]
     def call(*args):  # type: ignore[no-untyped-def]
         try:
             fn(*args)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             warn("%s failed: %s: %s" % (fn.__name__, type(exc).__name__, exc))
 
     call.__name__ = fn.__name__
@@ -441,23 +444,23 @@ class Hookbus(Plugin):  # type: ignore[misc,valid-type]
     name = "hookbus"
 
     @_safely
-    def backup_success(rec, res):  # noqa: N805 - netcfgbu calls without self
+    def backup_success(rec, res):
         ok = res is True
         fwd = forwarder()
         fwd.emit("backup.device.succeeded" if ok else "backup.device.failed", device_data(fwd.job_id, rec, res, ok))
 
     @_safely
-    def backup_failed(rec, exc):  # noqa: N805
+    def backup_failed(rec, exc):
         fwd = forwarder()
         fwd.emit("backup.device.failed", device_data(fwd.job_id, rec, exc, False))
 
     @_safely
-    def report(report):  # noqa: N805
+    def report(report):
         fwd = forwarder()
         fwd.emit("backup.report", report_data(fwd.job_id, report))
 
     @_safely
-    def git_report(success, tag_name):  # noqa: N805
+    def git_report(success, tag_name):
         fwd = forwarder()
         fwd.emit("backup.vcs.saved", {"job_id": fwd.job_id, "success": bool(success), "tag_name": tag_name})
 
@@ -467,5 +470,5 @@ if Plugin is not object:
     # the slow part), and send what an earlier run left in the spool.
     try:
         forwarder()
-    except Exception as exc:  # noqa: BLE001 - a bad setting must not stop netcfgbu
+    except Exception as exc:
         warn("not started: %s: %s" % (type(exc).__name__, exc))

@@ -26,16 +26,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from hookbus.bus.transport.broker import Broker
-from hookbus.bus.settings import UUID, Check
+from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job
 from hookbus.bus.events.event import Event, new_id
 from hookbus.bus.events.text import cut_front
 from hookbus.bus.events.times import now_rfc3339
 from hookbus.bus.events.vocabulary import Outcome, Reason
 from hookbus.bus.http.answers import BadRequest
 from hookbus.bus.http.keys import BROKER
-
-from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job
+from hookbus.bus.settings import UUID, Check
+from hookbus.bus.transport.broker import Broker
 
 PING_BODY_LIMIT = 100_000  # what healthchecks.io keeps of a ping body, and what borgmatic sends by default
 FINISHED_ID = "{job_id}/job.finished"

@@ -24,13 +24,21 @@ from typing import Any
 
 from aiohttp import web
 
+from hookbus.adapters.common import (
+    OUTPUT_TAIL_BYTES,
+    count,
+    decode_json,
+    error_line,
+    job_finished,
+    json_type,
+    stable_id,
+    timestamp,
+)
+from hookbus.adapters.common import field as get
 from hookbus.bus.events.event import Event, EventError
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.text import cut_front
 from hookbus.bus.events.vocabulary import Outcome, Reason
-
-from hookbus.adapters.common import OUTPUT_TAIL_BYTES, count, decode_json, json_type, job_finished, error_line, stable_id, timestamp
-from hookbus.adapters.common import field as get
 
 # Summary counters restic reports, kept in `stats` under the same names.
 COUNTERS = ("files_new", "files_changed", "files_unmodified", "dirs_new", "dirs_changed", "dirs_unmodified",

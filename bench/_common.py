@@ -12,8 +12,8 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,7 +119,7 @@ class Processes:
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if stdout_pipe else out,
-                stderr=out, cwd=REPO, preexec_fn=_die_with_parent,  # noqa: PLW1509 (one libc call, loaded beforehand)
+                stderr=out, cwd=REPO, preexec_fn=_die_with_parent,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.procs.append((name, proc, log))
@@ -278,7 +278,7 @@ def print_rounds(pairs: list[tuple[float, float]], unit: str, what: str, digits:
     ratios = [hook / base for base, hook in pairs]
     median = statistics.median(ratios)
     banner(f"result: {what}")
-    for i, ((base, hook), ratio) in enumerate(zip(pairs, ratios), 1):
+    for i, ((base, hook), ratio) in enumerate(zip(pairs, ratios, strict=True), 1):
         print(f"round {i}: baseline {base:.0f} {unit}   hookbus {hook:.0f} {unit}   ratio {ratio:.{digits}f}")
     verdict = f"   goal >= 0.5: {'met' if median >= 0.5 else 'MISSED'}" if goal else ""
     print(f"median ratio hookbus/baseline {median:.{digits}f} over {len(pairs)} round(s) "

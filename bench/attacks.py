@@ -204,7 +204,7 @@ async def idle_connections(root: Path, procs: Processes) -> Row:
             try:
                 ok = (await asyncio.wait_for(statuses(site, [("POST", "/events", {"Content-Type": "application/json"},
                                                               json.dumps(event(1)).encode())]), 5))[0] == 202
-            except (asyncio.TimeoutError, aiohttp.ClientError):
+            except (TimeoutError, aiohttp.ClientError):
                 await asyncio.sleep(0.5)
         emit = subprocess.run([*hookbus_command(), "emit", "backup.log", "--data", '{"job_id": "x"}', "--config",
                                str(site.config)], capture_output=True, timeout=60, check=False)

@@ -37,10 +37,11 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-from hookbus.bus.transport.client import ControlClient
-from hookbus.bus.settings import BusSettings
-from hookbus.bus.events.event import Event
+
 from hookbus.bus.delivery.runner import SubscriberRunner
+from hookbus.bus.events.event import Event
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.transport.client import ControlClient
 from hookbus.subscribers import Subscriber, SubscriberConfig
 
 from ._common import (
@@ -58,8 +59,8 @@ from ._common import (
     print_rounds,
     quietest,
     run_main,
-    wait_port,
     until_quiet,
+    wait_port,
     write_config,
 )
 
@@ -241,29 +242,28 @@ def main() -> None:
           f"subscriber {'ordered' if args.ordered else f'per-job lanes ({args.jobs} jobs)'}, "
           f"synchronous={args.synchronous}, {os.cpu_count()} CPUs", flush=True)
     pairs: list[tuple[float, float]] = []
-    with bench_dir("hookbus-bench-bus-", args.keep) as tmp:
-        with Processes(tmp) as procs:
-            for round_ in range(1, args.rounds + 1):
-                banner(f"round {round_} of {args.rounds}, baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
-                runs = []
-                for attempt in until_quiet(args, runs):
-                    r = baseline_side(args, procs, bodies)
-                    print(f"baseline: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
-                          f"sent at {r['send_rate']:.0f}/s)", flush=True)
-                    print(f"          {describe_cpu(r['cpu'])}", flush=True)
-                    runs.append(r)
-                base = quietest(runs)
+    with bench_dir("hookbus-bench-bus-", args.keep) as tmp, Processes(tmp) as procs:
+        for round_ in range(1, args.rounds + 1):
+            banner(f"round {round_} of {args.rounds}, baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
+            runs = []
+            for _attempt in until_quiet(args, runs):
+                r = baseline_side(args, procs, bodies)
+                print(f"baseline: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                      f"sent at {r['send_rate']:.0f}/s)", flush=True)
+                print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                runs.append(r)
+            base = quietest(runs)
 
-                banner(f"round {round_} of {args.rounds}, hookbus: ControlClient.publish (durable ack) → broker → "
-                       "SubscriberRunner → handler")
-                runs = []
-                for attempt in until_quiet(args, runs):
-                    r = asyncio.run(hookbus_side(args, procs, tmp / f"run{round_}-{attempt}", warm, bodies))
-                    print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
-                          f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
-                    print(f"          {describe_cpu(r['cpu'])}", flush=True)
-                    runs.append(r)
-                pairs.append((base["rate"], quietest(runs)["rate"]))
+            banner(f"round {round_} of {args.rounds}, hookbus: ControlClient.publish (durable ack) → broker → "
+                   "SubscriberRunner → handler")
+            runs = []
+            for attempt in until_quiet(args, runs):
+                r = asyncio.run(hookbus_side(args, procs, tmp / f"run{round_}-{attempt}", warm, bodies))
+                print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                      f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
+                print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                runs.append(r)
+            pairs.append((base["rate"], quietest(runs)["rate"]))
 
     print_rounds(pairs, "events/s", "publish → durable ack → subscriber handler", digits=3)
 

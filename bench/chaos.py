@@ -144,7 +144,7 @@ class Poster:
                         return resp.status
                     self.refusals.setdefault(f"{resp.status} (retried)", 0)
                     self.refusals[f"{resp.status} (retried)"] += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             await asyncio.sleep(0.05)
         return 0

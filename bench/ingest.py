@@ -44,8 +44,8 @@ from ._common import (
     quietest,
     require,
     run_main,
-    wait_port,
     until_quiet,
+    wait_port,
     write_config,
 )
 
@@ -240,7 +240,7 @@ def main() -> None:
         titles = {"none": "POST → durable → 202, no subscriber (the issue's measure)",
                   "jsonl": "the same with the default config's jsonl subscriber in the same process"}
         for variant in variants:
-            print_rounds(list(zip(base_rps, (r["rps"] for r in results[f"hookbus-{variant}"]))), "req/s", titles[variant])
+            print_rounds(list(zip(base_rps, (r["rps"] for r in results[f"hookbus-{variant}"]), strict=True)), "req/s", titles[variant])
 
 
 if __name__ == "__main__":

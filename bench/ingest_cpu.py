@@ -89,11 +89,10 @@ def _request(i: int) -> bytes:
 
 
 async def _hookbus_app(tmp: Path) -> web.Application:
-    from hookbus.bus.transport.broker import Broker
-    from hookbus.app import tune_gc
-    from hookbus.config import build_config
+    from hookbus.app import create_app, tune_gc
     from hookbus.bus.store.journal import Journal
-    from hookbus.app import create_app
+    from hookbus.bus.transport.broker import Broker
+    from hookbus.config import build_config
 
     control, publish = free_ports(2)
     config = build_config({"bus": {"data_dir": str(tmp / "var"), "control": f"tcp://127.0.0.1:{control}",

@@ -46,8 +46,8 @@ from ._common import (
     percentile,
     quietest,
     run_main,
-    wait_port,
     until_quiet,
+    wait_port,
     write_config,
 )
 
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         with Processes(tmp) as procs:
             banner("baseline: aiohttp POST /events → orjson.loads → 202, then POST on to the receiver")
             runs = []
-            for attempt in until_quiet(args, runs):
+            for _attempt in until_quiet(args, runs):
                 port = free_ports(1)[0]
                 r = await one_side("baseline", [sys.executable, "-m", "bench._baseline", "forward", "--port", str(port),
                                                 "--to", hook_url], port, args, procs, receiver)

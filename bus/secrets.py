@@ -23,9 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 from hookbus.bus.settings import ConfigError
-
 
 MASK = "***"
 
@@ -189,10 +187,7 @@ def may_hold_secret(raw: bytes) -> bool:
     past this look (one more search per event would cost as much as the look itself):
     the ways they reach events (a hook's `curl -v`, `-u user:$TOKEN`, a URL) pass it."""
     low = raw.lower()
-    for hint in _HINTS:
-        if hint in low:
-            return True
-    return False
+    return any(hint in low for hint in _HINTS)
 
 
 # -- configured secrets: `env:NAME` and `file:PATH` values --

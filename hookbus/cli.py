@@ -23,6 +23,8 @@ from hookbus import __version__
 from hookbus.adapters import registry
 from hookbus.app import data_dir_lock, run_job, serve
 from hookbus.bus.events.event import EventError, compile_globs, new_event, new_id, parse_event
+from hookbus.bus.events.host import host_name
+from hookbus.bus.events.times import now_rfc3339, rfc3339
 from hookbus.bus.filemodes import private_umask
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
@@ -34,8 +36,6 @@ from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, Contr
 from hookbus.bus.transport.credentials import ENV, grant
 from hookbus.config import Config, find_config_path, load_config
 from hookbus.subscribers import DeliveryError, create
-from hookbus.bus.events.host import host_name
-from hookbus.bus.events.times import now_rfc3339, rfc3339
 
 log = logging.getLogger("hookbus")
 
@@ -139,7 +139,8 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
     if status["dead_letters"]:
         print("\ndead letters (replay with `hookbus replay --dead-letters`):")
         for d in status["dead_letters"]:
-            print(f"  #{d['id']:<5} {d['subscriber']:<16} seq {d['seq']:<8} after {d['attempts']} attempt(s): {scrub(d['error'])}")
+            print(f"  #{d['id']:<5} {d['subscriber']:<16} seq {d['seq']:<8} after {d['attempts']} attempt(s): "
+                  f"{scrub(d['error'])}")
     return 0
 
 
@@ -312,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_test)
 
     p = sub.add_parser("grant", parents=[common], help="write a credential that lets another local user publish (or operate)")
-    p.add_argument("role", choices=["publish", "operate"], help="publish: emit, run, the spool; operate: also subscribers, status, replay")
+    p.add_argument("role", choices=["publish", "operate"],
+                   help="publish: emit, run, the spool; operate: also subscribers, status, replay")
     p.add_argument("--to", required=True, metavar="FILE", help="where to write it (mode 0600)")
     p.add_argument("--user", metavar="NAME", help="make NAME the file's owner (run as root)")
     p.set_defaults(func=cmd_grant)

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
-from hookbus.subscribers import load_subscriber_config
 from hookbus.bus.settings import BusSettings, Check, ConfigError, HttpSettings, Strict, describe_errors, is_local_endpoint
+from hookbus.subscribers import load_subscriber_config
 
 log = logging.getLogger("hookbus.config")
 

@@ -11,13 +11,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hookbus.bus.delivery.subscriber import DeliveryContext, DeliveryError, Subscriber, SubscriberConfig
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.settings import ConfigError, describe_errors
 
-from hookbus.bus.delivery.subscriber import DeliveryContext, DeliveryError, Subscriber, SubscriberConfig
-
-__all__ = ["DeliveryContext", "DeliveryError", "Subscriber", "SubscriberConfig", "load_kind", "load_subscriber_config",
-           "create"]
+__all__ = [
+    "DeliveryContext",
+    "DeliveryError",
+    "Subscriber",
+    "SubscriberConfig",
+    "create",
+    "load_kind",
+    "load_subscriber_config",
+]
 
 ENTRY_POINT_GROUP = "hookbus.subscribers"
 

@@ -38,13 +38,12 @@ from typing import Any
 from pydantic import Field, field_validator
 
 import hookbus.adapters
-from hookbus.bus.jobs import process
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.delivery.validation import Reporter, Result
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.vocabulary import Outcome
-from hookbus.bus.delivery.validation import Reporter, Result
-
-from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.jobs import process
+from hookbus.bus.settings import ConfigError
 
 log = logging.getLogger("hookbus.subscriber.ansible")
 

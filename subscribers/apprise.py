@@ -29,13 +29,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import apprise
 from pydantic import field_validator, model_validator
 
-from hookbus.bus.secrets import mark_secret
+from hookbus.bus.delivery.subscriber import DeliveryError
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.text import Unit, cut_end, cut_front, cut_mark
 from hookbus.bus.notify.messages import split_title
 from hookbus.bus.notify.notifier import Notifier, NotifierConfig
-
-from hookbus.bus.delivery.subscriber import DeliveryError
+from hookbus.bus.secrets import mark_secret
 
 log = logging.getLogger("hookbus.subscriber.apprise")
 
@@ -107,7 +106,7 @@ def _load(urls: list[str], config: str | None, tags: list[str]) -> list[tuple[st
         for n, service in enumerate(found, 1):
             try:
                 _mark_url_secrets(service.url(privacy=False), service)  # type: ignore[no-untyped-call]
-            except Exception:  # noqa: BLE001 - a plugin that cannot print itself has nothing more to hide
+            except Exception:
                 pass
             services.append((f"config entry {n} ({service.service_name})", service))
     return services
@@ -168,7 +167,7 @@ def _notify_in_thread(service: Any, **kwargs: Any) -> tuple[bool, list[str]]:
     logger.addHandler(capture)
     try:
         ok = bool(service.notify(**kwargs))
-    except Exception as exc:  # noqa: BLE001 - a plugin bug is this service's failure, not the others'
+    except Exception as exc:
         ok, capture.lines = False, [*capture.lines, f"{type(exc).__name__}: {exc}"]
     finally:
         logger.removeHandler(capture)

@@ -43,12 +43,11 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
+from hookbus.bus.delivery.validation import Reporter, Result
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.vocabulary import Outcome
-from hookbus.bus.delivery.validation import Reporter, Result
-
-from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
+from hookbus.bus.settings import ConfigError
 
 log = logging.getLogger("hookbus.subscriber.batfish")
 
@@ -123,7 +122,8 @@ class SnapshotFailed(Exception):
     """Batfish could not initialise the snapshot; the message carries its log tail."""
 
 
-def ask_batfish(host: str, network: str, snapshot: str, data: bytes, questions: list[Question]) -> dict[str, list[dict[str, Any]]]:
+def ask_batfish(host: str, network: str, snapshot: str, data: bytes,
+                questions: list[Question]) -> dict[str, list[dict[str, Any]]]:
     """Upload the snapshot and answer the questions; return each question's rows (blocking)."""
     from pybatfish.client.session import Session
     from pybatfish.exception import BatfishException

@@ -32,15 +32,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 
 from hookbus.adapters.http import HttpClient, redact_url
-from hookbus.bus.secrets import mark_secret
-from hookbus.bus.settings import UUID
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.text import cut_front
 from hookbus.bus.events.times import parse_time
 from hookbus.bus.events.vocabulary import Outcome, TaskStatus
 from hookbus.bus.notify.messages import render_default
-
-from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.secrets import mark_secret
+from hookbus.bus.settings import UUID
 
 log = logging.getLogger("hookbus.subscriber.healthchecks")
 

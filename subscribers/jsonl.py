@@ -23,9 +23,8 @@ from typing import IO
 
 import orjson
 
-from hookbus.bus.events.event import Event
-
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
+from hookbus.bus.events.event import Event
 
 log = logging.getLogger("hookbus.subscribers.jsonl")
 

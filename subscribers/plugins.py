@@ -40,13 +40,12 @@ from typing import Any
 
 from pydantic import model_validator
 
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.times import parse_time
 from hookbus.bus.events.vocabulary import FAILED_OUTCOMES
 from hookbus.bus.filemodes import refuse_writable
-
-from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
+from hookbus.bus.settings import ConfigError
 
 log = logging.getLogger("hookbus.subscriber.plugins")
 
@@ -119,7 +118,7 @@ def netcfgbu_import() -> Iterator[type]:
     """While loading plugin files, make `from netcfgbu import Plugin` work, with
     the real netcfgbu when it is installed; yield the Plugin base class to look for."""
     if importlib.util.find_spec("netcfgbu") is not None:
-        from netcfgbu.plugins import Plugin as RealPlugin  # type: ignore[import-not-found]
+        from netcfgbu.plugins import Plugin as RealPlugin
 
         yield RealPlugin
         return

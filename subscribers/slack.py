@@ -22,14 +22,13 @@ from urllib.parse import urlsplit
 from pydantic import field_validator
 
 from hookbus.adapters.http import HttpClient
-from hookbus.bus.secrets import mark_secret
+from hookbus.bus.delivery.subscriber import DeliveryError
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.text import Unit, cut_end, cut_front
 from hookbus.bus.notify.messages import split_title
 from hookbus.bus.notify.notifier import Notifier, NotifierConfig
 from hookbus.bus.notify.templates import format_time
-
-from hookbus.bus.delivery.subscriber import DeliveryError
+from hookbus.bus.secrets import mark_secret
 
 TEXT_MAX = 40_000  # Slack truncates `text` beyond this
 HEADER_MAX = 150  # header block plain_text

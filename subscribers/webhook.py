@@ -7,10 +7,9 @@ from pydantic import field_validator
 
 from hookbus.adapters.http import HttpClient
 from hookbus.bus import signing
-from hookbus.bus.secrets import mark_secret
-from hookbus.bus.events.event import Event
-
 from hookbus.bus.delivery.subscriber import Subscriber, SubscriberConfig
+from hookbus.bus.events.event import Event
+from hookbus.bus.secrets import mark_secret
 
 
 class WebhookConfig(SubscriberConfig):

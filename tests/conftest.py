@@ -169,7 +169,7 @@ async def http_ready(url: str) -> bool:
     try:
         async with aiohttp.ClientSession() as s, s.get(url + "/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
             return r.status == 200
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return False
 
 
@@ -220,13 +220,19 @@ async def local_site(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def serving_receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/{tail:.*}", rec.handle)
     async with local_site(app) as base:
         rec.url = f"{base}/hook/secret-token-123"
+        yield rec
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving_receiver() as rec:
         yield rec
 
 

@@ -26,12 +26,12 @@ import pytest
 import zmq.asyncio
 from aiohttp.test_utils import TestClient
 
+from hookbus.app import create_app
 from hookbus.bus import secrets
-from hookbus.bus.transport.broker import Broker
-from hookbus.config import Config, build_config
 from hookbus.bus.settings import ConfigError
 from hookbus.bus.store.journal import Journal
-from hookbus.app import create_app
+from hookbus.bus.transport.broker import Broker
+from hookbus.config import Config, build_config
 
 SAMPLES = Path(__file__).parent / "samples"
 UUID_KEY = "5f0a1c2e-9a7b-4c3d-8e1f-123456789abc"
@@ -52,7 +52,7 @@ def subset(actual: Any, expected: Any, path: str = "") -> None:
             subset(actual[key], value, f"{path}.{key}")
     elif isinstance(expected, list) and expected and isinstance(expected[0], dict):
         assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual!r}"
-        for i, (a, e) in enumerate(zip(actual, expected)):
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
             subset(a, e, f"{path}[{i}]")
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
@@ -264,7 +264,7 @@ async def test_real_payload_gives_the_canonical_events(bus: Bus, adapter: str, n
     events = bus.events()
     assert [e["type"] for e in events] == [t for t, _ in expected]
     assert [a["seq"] for a in body["accepted"]] == [e["seq"] for e in events]
-    for event, (_, data) in zip(events, expected):
+    for event, (_, data) in zip(events, expected, strict=True):
         subset(event["data"], data, event["type"])
         assert event["specversion"] == "1.0" and event["id"] and event["source"]
     job_ids = {e["data"].get("job_id") for e in events}
@@ -405,7 +405,7 @@ async def test_ping_sequences(bus: Bus, requests: list[tuple[str, str, bytes | N
         assert status == 200 and "Ping-Body-Limit" in headers
     events = bus.events()
     assert [e["type"] for e in events] == [t for t, _ in expected]
-    for event, (_, data) in zip(events, expected):
+    for event, (_, data) in zip(events, expected, strict=True):
         subset(event["data"], data, event["type"])
     assert len({e["data"]["job_id"] for e in events if e["data"]["job_id"]}) == jobs
     if jobs == 2:  # each finish closes its own start

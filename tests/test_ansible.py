@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 import pytest
 
-from hookbus.bus.jobs import process
-from hookbus.bus.settings import ConfigError
-from hookbus.config import build_config
 from hookbus.bus.events.event import parse_event
+from hookbus.bus.jobs import process
 from hookbus.bus.notify.messages import render_default
 from hookbus.bus.notify.templates import is_error
+from hookbus.bus.settings import ConfigError
+from hookbus.config import build_config
 from hookbus.subscribers import create
 
 from .conftest import Site, http_ready, read_jsonl, wait_for

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from hookbus.bus.settings import ConfigError
-from hookbus.config import build_config
 from hookbus.bus.events.event import new_event, parse_event
 from hookbus.bus.notify.messages import render_default
 from hookbus.bus.notify.templates import is_error
+from hookbus.bus.settings import ConfigError
+from hookbus.config import build_config
 from hookbus.subscribers import DeliveryContext, DeliveryError, create
 from hookbus.subscribers.batfish import BatfishSubscriber, pack_snapshot, target
 

@@ -11,13 +11,13 @@ import pytest
 import zmq.asyncio
 import zmq.auth
 
+from hookbus.bus.delivery.runner import SubscriberRunner
+from hookbus.bus.events.event import Event
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.store.journal import Journal
 from hookbus.bus.transport.broker import Broker
 from hookbus.bus.transport.client import BrokerUnavailable, ControlClient
-from hookbus.bus.settings import BusSettings
 from hookbus.config import build_config
-from hookbus.bus.events.event import Event
-from hookbus.bus.store.journal import Journal
-from hookbus.bus.delivery.runner import SubscriberRunner
 from hookbus.subscribers import Subscriber, SubscriberConfig
 
 from .conftest import cloudevent, free_port

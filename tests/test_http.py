@@ -20,12 +20,12 @@ import pytest
 import zmq.asyncio
 from aiohttp.test_utils import TestClient
 
+from hookbus.app import create_app
 from hookbus.bus import signing
-from hookbus.bus.transport.broker import Broker
-from hookbus.config import Config, build_config
 from hookbus.bus.events.text import CUT_MARK
 from hookbus.bus.store.journal import Journal
-from hookbus.app import create_app
+from hookbus.bus.transport.broker import Broker
+from hookbus.config import Config, build_config
 
 MAX_EVENT = 8192
 MAX_BODY = 64 * 1024

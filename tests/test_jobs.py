@@ -17,8 +17,8 @@ import orjson
 import pytest
 
 from hookbus.bus.jobs.command import run_command
-from hookbus.bus.jobs.runner import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
 from hookbus.bus.jobs.process import group_alive
+from hookbus.bus.jobs.runner import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
 
 from .conftest import HOOKBUS, Site, http_ready, read_jsonl, toml_value, wait_for
 from .test_process import jsonl_sub, run_cli
@@ -141,10 +141,9 @@ async def test_seed_execution_flows(site: Site, procs: Any, tmp_path: Path, flow
         assert ("backup.task.finished", index) in types
     assert len(events) == 2 + 7 + sum(s != "skipped" for s in want["statuses"])
 
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{site.url}/api/jobs/job-{flow}") as resp:
-            assert resp.status == 200
-            job = await resp.json()
+    async with aiohttp.ClientSession() as session, session.get(f"{site.url}/api/jobs/job-{flow}") as resp:
+        assert resp.status == 200
+        job = await resp.json()
     assert job["status"] == want["outcome"] and job["counts"] == want["counts"]
     assert [(t["name"], t["task_type"], t["status"], t["message"]) for t in job["tasks"]] == [
         (t["name"], t["kind"], t["status"], t["message"]) for t in data["tasks"]]
@@ -260,7 +259,7 @@ async def test_broker_down_the_job_runs_and_its_events_arrive_once_it_is_up(site
     await wait_for(lambda: len(read_jsonl(audit)) >= 16, 20, "the spooled events in the jsonl file")
     await wait_for(lambda: not spool.exists(), 10, "the spool file to be deleted")
     events = read_jsonl(audit)
-    assert [e["type"] for e in events][0] == "backup.job.started" and events[-1]["type"] == "backup.job.finished"
+    assert events[0]["type"] == "backup.job.started" and events[-1]["type"] == "backup.job.finished"
     assert len(events) == 16 and len({(e["source"], e["id"]) for e in events}) == 16
 
     # with the broker up, the next run delivers live and leaves nothing in the spool
@@ -312,7 +311,7 @@ async def test_sigterm_cancels_the_job_and_cleanup_hooks_still_run(site: Site, t
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1, out.decode() + err.decode()
     assert {p.name for p in marks.iterdir()} == {"backup", "post2"}
-    finished = [e for e in spooled_events(site) if e["type"] == "backup.job.finished"][0]["data"]
+    finished = next(e for e in spooled_events(site) if e["type"] == "backup.job.finished")["data"]
     assert finished["outcome"] == "cancelled" and finished["reason"] == "cancelled"
     statuses = {t["name"]: (t["status"], t["message"]) for t in finished["tasks"]}
     assert statuses["backup"] == ("failed", "cancelled; its process group was stopped")

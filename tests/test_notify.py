@@ -4,6 +4,7 @@ Apprise json:// target), in-process and through real `hookbus serve` processes."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from pathlib import Path
@@ -13,10 +14,10 @@ import aiohttp
 import orjson
 import pytest
 
-from hookbus.config import build_config
-from hookbus.bus.events.event import Event
-from hookbus.subscribers.apprise import AppriseSubscriber
 from hookbus.bus.delivery.subscriber import DeliveryError
+from hookbus.bus.events.event import Event
+from hookbus.config import build_config
+from hookbus.subscribers.apprise import AppriseSubscriber
 from hookbus.subscribers.healthchecks import HealthchecksSubscriber, run_id
 
 from .conftest import Site, http_ready, wait_for
@@ -237,7 +238,7 @@ async def test_slack_apprise_healthchecks_through_serve(site: Site, procs: Any, 
     expected = [text for _, text in OUTCOMES.values()]
     slack_hits = standin.to("/services/T000/B000/opsSECRET")
     assert [h.json()["text"] for h in slack_hits] == expected  # one job: its events in order
-    gaps = [b.at - a.at for a, b in zip(slack_hits, slack_hits[1:])]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(slack_hits)]
     assert min(gaps) >= 0.95, gaps  # at most one message per second per webhook
     assert [h.json()["title"] + "\n\n" + h.json()["message"] for h in standin.to("/apprise")] == expected
     first, second = standin.to("/services/T000/B000/limitedSECRET")

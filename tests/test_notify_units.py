@@ -15,16 +15,16 @@ from apprise.plugins.discord import NotifyDiscord
 from apprise.plugins.growl import NotifyGrowl
 from apprise.plugins.telegram import NotifyTelegram
 
-from hookbus.bus.settings import ConfigError, RetrySettings
-from hookbus.config import build_config
-from hookbus.bus.secrets import scrub
-from hookbus.bus.notify.digest import Digest
+from hookbus.bus.delivery.subscriber import DeliveryError
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.text import Unit, cut_front, cut_mark
+from hookbus.bus.notify.digest import Digest
 from hookbus.bus.notify.messages import render_default, split_title, template_for
 from hookbus.bus.notify.templates import SAMPLES
+from hookbus.bus.secrets import scrub
+from hookbus.bus.settings import ConfigError, RetrySettings
+from hookbus.config import build_config
 from hookbus.subscribers.apprise import fit
-from hookbus.bus.delivery.subscriber import DeliveryError
 from hookbus.subscribers.healthchecks import HealthchecksSubscriber, ping_body, ping_url, run_id
 from hookbus.subscribers.slack import BLOCKS_MAX, HEADER_MAX, SECTION_MAX, TEXT_MAX, RateLimiter, SlackSubscriber, payload
 

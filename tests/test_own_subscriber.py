@@ -5,6 +5,8 @@ at a real local HTTP server standing in for Mattermost."""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import re
 import shlex
 import subprocess
@@ -14,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Receiver, Site, http_ready, wait_for
+import hookbus.subscribers
+
+from .conftest import Receiver, Site, http_ready, serving_receiver, wait_for
 from .test_process import run_cli
 
 README = Path(__file__).parent.parent / "README.md"
@@ -33,7 +37,8 @@ def blocks(section: str) -> list[tuple[str, str]]:
 def test_the_walkthrough_has_its_files_and_commands() -> None:
     found = blocks(walkthrough())
     named = [body.splitlines()[0] for _, body in found if body.startswith("# ")]
-    assert named == ["# hookbus-mattermost/hookbus_mattermost.py", "# hookbus-mattermost/pyproject.toml", "# hookbus.toml"]
+    assert named == ["# hookbus-mattermost/hookbus_mattermost.py", "# hookbus-mattermost/pyproject.toml", "# hookbus.toml",
+                     "# subscribers/mattermost.py", "# tests/test_mattermost.py"]
     commands = [line for lang, body in found if lang == "sh" for line in body.splitlines()]
     assert "pip install ./hookbus-mattermost" in commands
     assert any(c.startswith("hookbus emit ") for c in commands)
@@ -92,3 +97,27 @@ async def test_a_mistake_in_the_new_kinds_config_names_the_key(site: Site, tmp_p
     site.configure([{"name": "team-chat", "kind": "mattermost", "url": "https://chat.example.com/hooks/k", "colour": "red"}])
     check = await run_cli("check-config", "--config", str(site.config))
     assert check.returncode == 2 and "subscribers[0] (team-chat).colour: unknown key" in check.stderr
+
+
+async def test_the_in_tree_notifier_and_its_test_pass_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-tree way: `subscribers/mattermost.py` found by its file name alone, and
+    `tests/test_mattermost.py` run as written, each test with a fresh receiver."""
+    files = {body.splitlines()[0][2:]: body for _, body in blocks(walkthrough())
+             if body.startswith(("# subscribers/", "# tests/"))}
+    (tmp_path / "mattermost.py").write_text(files["subscribers/mattermost.py"])
+    (tmp_path / "test_mattermost.py").write_text(files["tests/test_mattermost.py"])
+    monkeypatch.setattr(hookbus.subscribers, "__path__", [*hookbus.subscribers.__path__, str(tmp_path)])
+    # Loaded as a module of this folder, so its `from .conftest import …` is this suite's conftest.
+    spec = importlib.util.spec_from_file_location(f"{__package__}.test_mattermost", tmp_path / "test_mattermost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+        tests = [fn for name, fn in vars(module).items() if name.startswith("test_") and inspect.iscoroutinefunction(fn)]
+        assert len(tests) == 2
+        for test in tests:
+            assert list(inspect.signature(test).parameters) == ["receiver"], test.__name__
+            async with serving_receiver() as receiver:
+                await test(receiver)
+    finally:
+        sys.modules.pop("hookbus.subscribers.mattermost", None)

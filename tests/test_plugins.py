@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 import pytest
 
-from hookbus.bus.settings import ConfigError
 from hookbus.bus.events.event import Event
+from hookbus.bus.settings import ConfigError
 from hookbus.subscribers import DeliveryError, load_subscriber_config
 from hookbus.subscribers.plugins import PluginsSubscriber, load_plugins
 

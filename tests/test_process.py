@@ -14,8 +14,8 @@ import aiohttp
 import orjson
 import zmq.asyncio
 
-from hookbus.bus.transport.client import ControlClient
 from hookbus.bus.settings import BusSettings
+from hookbus.bus.transport.client import ControlClient
 
 from .conftest import Receiver, Site, cloudevent, count_lines, http_ready, read_jsonl, wait_for
 
@@ -42,7 +42,7 @@ async def post_until_accepted(session: aiohttp.ClientSession, url: str, event: d
                 if resp.status == 202:
                     return int((await resp.json())["accepted"][0]["seq"])
                 assert resp.status >= 500, f"refused: {resp.status} {await resp.text()}"
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             pass
         await asyncio.sleep(0.05)  # client back-off while the server restarts
     raise AssertionError(f"event {event['id']} never accepted")
@@ -66,7 +66,7 @@ async def test_serve_killed_twice_under_concurrent_posts_loses_nothing(site: Sit
 
     async def killer() -> None:
         for threshold in (2_500, 6_000):
-            await wait_for(lambda: len(accepted) >= threshold, 120, f"{threshold} events accepted")
+            await wait_for(lambda threshold=threshold: len(accepted) >= threshold, 120, f"{threshold} events accepted")
             serve.kill9()
             serve.start()
 

@@ -15,18 +15,17 @@ import orjson
 import pytest
 import zmq.asyncio
 
+from hookbus.bus.delivery.runner import SubscriberRunner
+from hookbus.bus.events.event import Event, parse_event
+from hookbus.bus.store.journal import Journal
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.broker import Broker
 from hookbus.bus.transport.client import configure_client_socket
 from hookbus.config import Config, build_config
-from hookbus.bus.events.event import Event, parse_event
-from hookbus.bus.store.journal import Journal
-from hookbus.bus.delivery.runner import SubscriberRunner
 from hookbus.subscribers import DeliveryError, Subscriber, SubscriberConfig
 from hookbus.subscribers.jsonl import JsonlConfig, JsonlSubscriber
 
 from .conftest import cloudevent, free_port, wait_for
-
 
 TYPE = "backup.task.finished"
 
@@ -265,7 +264,7 @@ async def test_a_live_message_of_another_shape_is_skipped_by_a_subscriber_on_the
         await ingest(broker, 2, 3)  # seqs 2 and 3: the odd message claimed seq 2 and is ignored
         await wait_for(lambda: len(sub.singles) >= 3, 10, "the next events")
         assert sub.singles == [1, 2, 3]
-        assert all(e.data["n"] == n for e, n in zip(sub.events, (1, 2, 3)))
+        assert all(e.data["n"] == n for e, n in zip(sub.events, (1, 2, 3), strict=True))
 
 
 async def test_events_go_out_on_the_socket_only_while_a_socket_subscriber_listens(broker: Broker) -> None:

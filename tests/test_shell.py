@@ -12,9 +12,9 @@ import orjson
 import pytest
 from aiohttp import web
 
+from hookbus.bus.events.event import Event
 from hookbus.bus.settings import ConfigError
 from hookbus.config import build_config
-from hookbus.bus.events.event import Event
 from hookbus.subscribers import DeliveryError, load_subscriber_config
 from hookbus.subscribers.shell import CONDITIONS, ShellSubscriber
 

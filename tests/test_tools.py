@@ -474,6 +474,6 @@ async def test_emit_from_usage_errors_exit_2_naming_what_is_wrong(site: Site, tm
     env = {"HOOKBUS_STATE_DIR": str(tmp_path / "state")}
     results = await asyncio.gather(*(run(*HOOKBUS, "emit", "--config", str(site.config), "--timeout", "2", *args,
                                          env={**env, **extra}, stdin=stdin) for args, extra, stdin, _ in EMIT_ERRORS))
-    for (args, _, _, words), (status, out) in zip(EMIT_ERRORS, results):
+    for (args, _, _, words), (status, out) in zip(EMIT_ERRORS, results, strict=True):
         assert status == 2, (args, out)
         assert words in out and "Traceback" not in out, (args, out)

@@ -23,10 +23,10 @@ import orjson
 import pytest
 
 from hookbus.adapters import netcfgbu_plugin
-from hookbus.bus.settings import BusSettings
-from hookbus.config import build_config
 from hookbus.bus.secrets import scrub
+from hookbus.bus.settings import BusSettings
 from hookbus.bus.store.journal import Journal
+from hookbus.config import build_config
 
 from .conftest import HOOKBUS, Proc, Site, cloudevent, http_ready, read_jsonl, wait_for
 
@@ -267,9 +267,9 @@ async def test_a_retry_is_not_put_off_when_the_clock_went_back(site: Site, procs
 async def test_metrics_escape_label_values(site: Site, procs: Callable[..., Proc]) -> None:
     """A name that would write a metric line of its own: refused by the control socket's checks (even with the
     operate credential), and escaped by /metrics should one ever get through."""
+    from hookbus.bus.http.api import label
     from hookbus.bus.transport import protocol
     from hookbus.bus.transport.client import BrokerRefused, ControlClient
-    from hookbus.bus.http.api import label
 
     site.configure([])
     await start(procs, site)

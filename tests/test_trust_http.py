@@ -139,6 +139,7 @@ def test_deep_json_is_400_in_batch_mode(server: Server, depth: int) -> None:
     body = b"[%s,%s]" % (event_json(f"deep-batch-ok-{depth}"), event_json(f"deep-batch-{depth}", nested_json(depth)))
     assert_depth_refused(*server.request("POST", "/events", body, {"Content-Type": "application/cloudevents-batch+json"}))
     status, answer = server.request("GET", "/api/events?type=backup.log&limit=1000")
+    assert status == 200, answer
     assert f"deep-batch-ok-{depth}".encode() not in answer, "a refused batch must store none of its events"
 
 
@@ -220,6 +221,7 @@ def test_a_replayed_signed_request_is_accepted_once(server: Server) -> None:
     assert first[0] == 202, first
     assert again == first, "a repeat of the same webhook-id gets the first answer"
     status, answer = server.request("GET", "/api/events?type=backup.vcs.saved&limit=1000")
+    assert status == 200, answer
     assert answer.count(b"replay-tag") == 1, answer
 
 
@@ -351,6 +353,7 @@ def test_systemd_units_set_limit_nofile() -> None:
 
 async def test_replay_cache_handles_an_id_once_and_forgets_failures_and_stale_ids() -> None:
     from aiohttp import web
+
     from hookbus.bus.http.replay import ReplayCache
 
     calls: list[int] = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
-import logging
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,18 +19,17 @@ import pytest
 from aioresponses import aioresponses
 
 from hookbus.adapters.http import USER_AGENT, HttpClient, classify, parse_retry_after, redact_url
-from hookbus.bus.events import event as event_module
 from hookbus.bus import signing
-from hookbus.bus.settings import ConfigError
-from hookbus.bus.logs import ScrubFilter
-from hookbus.config import build_config, load_config
-from hookbus.bus.secrets import scrub
-from hookbus.bus.events.text import CUT_MARK
+from hookbus.bus.delivery.subscriber import DeliveryError
+from hookbus.bus.events import event as event_module
 from hookbus.bus.events.event import Event, EventError, compile_globs, fit_to_size, new_event, new_id, parse_event
+from hookbus.bus.events.text import CUT_MARK
+from hookbus.bus.logs import ScrubFilter
+from hookbus.bus.secrets import scrub
+from hookbus.bus.settings import ConfigError
 from hookbus.bus.store.base import OpenJob
 from hookbus.bus.store.journal import Journal
-from hookbus.bus.delivery.subscriber import DeliveryError
-
+from hookbus.config import build_config, load_config
 
 # -- events ---------------------------------------------------------------------------------------
 
@@ -722,7 +721,7 @@ async def test_request_error_answers(http: HttpClient, status: int, headers: dic
     assert f"answered {status}" in str(info.value) and "secret-path" not in str(info.value)
 
 
-@pytest.mark.parametrize("exc", [aiohttp.ClientConnectionError("refused secret-path"), asyncio.TimeoutError(),
+@pytest.mark.parametrize("exc", [aiohttp.ClientConnectionError("refused secret-path"), TimeoutError(),
                                  ConnectionResetError("reset")])
 async def test_request_network_errors_are_retryable(http: HttpClient, exc: Exception) -> None:
     with aioresponses() as mock:

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Publish
-
-from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.times import now_rfc3339
 from hookbus.bus.events.vocabulary import Outcome
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable
 
 log = logging.getLogger("hookbus.validation")
 

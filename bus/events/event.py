@@ -180,7 +180,7 @@ def _plain_event(obj: Any) -> Event | None:
     subject, content_type = get("subject"), get("datacontenttype")
     if not (type(id_) is str and id_ and type(source) is str and source and type(type_) is str
             and get("specversion") == SPECVERSION and _TYPE.fullmatch(type_)
-            and (time_ is None or type(time_) is str and _is_time(time_))
+            and (time_ is None or (type(time_) is str and _is_time(time_)))
             and (subject is None or type(subject) is str)
             and (content_type is None or type(content_type) is str) and "dataschema" not in obj):
         return None

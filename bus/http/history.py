@@ -17,8 +17,8 @@ from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.events.vocabulary import Outcome, TaskStatus
-from hookbus.bus.store.base import Store
 from hookbus.bus.http.answers import BadRequest, int_param, ok
+from hookbus.bus.store.base import Store
 
 MAX_JOBS = 5000  # the newest jobs kept in memory
 _TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match
@@ -90,9 +90,9 @@ class JobHistory:
     @staticmethod
     def _task(job: dict[str, Any], task: dict[str, Any]) -> None:
         tasks: list[dict[str, Any]] = job["tasks"]
+        by = "index" if task.get("index") is not None else "name"
         for i, known in enumerate(tasks):
-            same = (known.get("index") == task.get("index")) if task.get("index") is not None else (known.get("name") == task.get("name"))
-            if same:
+            if known.get(by) == task.get(by):
                 # backup.job.finished keeps a short output tail; the task's own event has the longer one
                 tasks[i] = {**known, **task}
                 return

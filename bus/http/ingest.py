@@ -73,7 +73,8 @@ async def post_events(request: web.Request) -> web.Response:
         events = [_parse(item, f"[{i}]") for i, item in enumerate(obj)]
     else:
         raise BadRequest(415, "Content-Type must be application/cloudevents+json, application/json or "
-                              f"application/cloudevents-batch+json (or ce-* headers), not {content_type or 'none'}", "Content-Type")
+                              f"application/cloudevents-batch+json (or ce-* headers), not {content_type or 'none'}",
+                              "Content-Type")
     return await accept(request, events)
 
 

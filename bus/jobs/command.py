@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hookbus.bus.jobs import process
-from hookbus.bus.secrets import scrub
 from hookbus.bus.jobs.config import DEFAULT_SHELL, DEFAULT_TIMEOUT
 from hookbus.bus.jobs.process import GRACE
+from hookbus.bus.secrets import scrub
 
 __all__ = ["HookResult", "hook_env", "run_command"]
 

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hookbus.bus.secrets import scrub
 from hookbus.bus.events.text import cut_mark
 from hookbus.bus.filemodes import inherited_umask
+from hookbus.bus.secrets import scrub
 
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 DRAIN = 1.0  # seconds to keep reading after exit (a background child may hold the pipe)

@@ -35,8 +35,8 @@ from hookbus.bus.jobs.command import HookResult, hook_env, run_command
 from hookbus.bus.jobs.config import NAME_PATTERN, Command, JobConfig, is_template
 from hookbus.bus.notify.templates import TemplateError, render_shell
 from hookbus.bus.secrets import scrub
-from hookbus.bus.transport.spool import SpoolingPublisher
 from hookbus.bus.settings import BusSettings
+from hookbus.bus.transport.spool import SpoolingPublisher
 
 # Borgitory's words, verbatim (DESIGN §7).
 SKIP_CRITICAL_HOOK = "Task skipped due to critical hook failure"

@@ -42,8 +42,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-__all__ = ["BoundCommand", "UnsafeTemplate", "MARK", "VALUE_PREFIX", "DATA_COMMANDS", "DATA_READERS", "bind",
-           "reads_as_shell"]
+__all__ = [
+    "DATA_COMMANDS",
+    "DATA_READERS",
+    "MARK",
+    "VALUE_PREFIX",
+    "BoundCommand",
+    "UnsafeTemplate",
+    "bind",
+    "reads_as_shell",
+]
 
 MARK = "\x00"  # a marker is MARK + index + MARK; a config cannot hold NUL in a command
 VALUE_PREFIX = "HOOKBUS_VALUE_"
@@ -179,7 +187,7 @@ class _Command:
     heredocs: list[_Heredoc] = field(default_factory=list)
 
     def name(self) -> str:
-        for word, source in zip(self.words, self.sources):
+        for word, source in zip(self.words, self.sources, strict=True):
             if not _ASSIGNMENT.match(source):
                 return PurePath(word.text).name if word.fixed else ""
         return ""
@@ -290,7 +298,7 @@ class _Scanner:
 
     def _check_command(self, cmd: _Command) -> None:
         name, name_index = cmd.name(), None
-        for index, (word, source) in enumerate(zip(cmd.words, cmd.sources)):
+        for index, (word, source) in enumerate(zip(cmd.words, cmd.sources, strict=True)):
             if name_index is None and _ASSIGNMENT.match(source):
                 if word.values:
                     raise self.refuse("a {{ … }} value is assigned to a variable",
@@ -528,10 +536,10 @@ class _Scanner:
             word.unstable = word.unstable or not quoted
         elif nxt in ("(", "[") or (nxt in ("'", '"') and not quoted):
             raise self.refuse(f"`${nxt}` is outside what hookbus reads around a value", _LOGIC)
-        elif (name := _NAME.match(self.src, self.i + 1)) is not None:
-            self.take(name.end() - self.i)
+        elif (plain := _NAME.match(self.src, self.i + 1)) is not None:
+            self.take(plain.end() - self.i)
             word.dynamic()
-            word.unstable = word.unstable or not quoted or name.group(0) in "@*"
+            word.unstable = word.unstable or not quoted or plain.group(0) in "@*"
         else:
             word.literal(self.take(), quoted)  # a lone `$` is itself
 

@@ -13,21 +13,20 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 import zmq
 import zmq.asyncio
 
+from hookbus.bus.events.event import Event, EventError, as_stored, clean_event, compile_globs, fit_to_size, new_event, parse_event
+from hookbus.bus.events.host import host_name
+from hookbus.bus.settings import BusSettings, is_local_endpoint
+from hookbus.bus.store.base import Accepted, DeadLetter, JournalError, LeaseHeld, Store, StoredEvent
 from hookbus.bus.transport import commands, protocol
 from hookbus.bus.transport.commands import BadRequest
-from hookbus.bus.settings import BusSettings, is_local_endpoint
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
 from hookbus.bus.transport.curve import apply_server
-from hookbus.bus.events.event import Event, EventError, as_stored, compile_globs, fit_to_size, new_event, parse_event
-from hookbus.bus.store.base import Accepted, DeadLetter, JournalError, LeaseHeld, Store, StoredEvent
-from hookbus.bus.events.event import clean_event
-from hookbus.bus.events.host import host_name
 from hookbus.bus.transport.zap import CONTROL_DOMAIN, LIVE_DOMAIN, ZapHandler
 
 log = logging.getLogger("hookbus.broker")
@@ -72,6 +71,7 @@ class Broker:
         self.journal = journal
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self._tasks: list[asyncio.Task[None]] = []
+        self._answering: set[asyncio.Task[None]] = set()
         self._router: zmq.asyncio.Socket | None = None
         # XPUB is used through a plain (not asyncio) shadow of the socket, never
         # blocking: an asyncio socket's send costs a Future and an events check per
@@ -193,7 +193,7 @@ class Broker:
 
     def _fan_out(self, encoded: list[tuple[Event, bytes]], accepted: list[Accepted]) -> None:
         """Publish what was just committed (not repeats), in commit order."""
-        for (event, body), acc in zip(encoded, accepted):
+        for (event, body), acc in zip(encoded, accepted, strict=True):
             if acc.duplicate:
                 self.counters["duplicates"] += 1
                 continue
@@ -242,13 +242,15 @@ class Broker:
                 self._slots.release()
                 raise
             try:
-                role: str | None = parts[0].get("User-Id")  # set by the ZAP handler: the connection's role
+                role: str | None = str(parts[0].get("User-Id"))  # set by the ZAP handler: the connection's role
             except zmq.ZMQError:  # no ZAP verdict on this connection: it may do nothing
                 role = None
             if len(parts) < 4:
                 self._slots.release()
                 continue
-            asyncio.create_task(self._answer([p.bytes for p in parts], role))
+            task = asyncio.create_task(self._answer([p.bytes for p in parts], role))
+            self._answering.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._answering.discard)
 
     async def _answer(self, frames: list[bytes], role: str | None) -> None:
         try:
@@ -493,7 +495,7 @@ class Broker:
         recv alone can miss one: a send through the shadow may take in the message
         and leave no wake-up on the socket's file descriptor for the event loop."""
         assert self._xpub is not None
-        while self._xpub.get(zmq.EVENTS) & zmq.POLLIN:
+        while cast(int, self._xpub.get(zmq.EVENTS)) & zmq.POLLIN:
             self._note_subscription(self._xpub.recv(zmq.NOBLOCK))
 
     def _note_subscription(self, frame: bytes) -> None:

@@ -12,8 +12,8 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from hookbus.bus.transport import protocol
 from hookbus.bus.settings import BusSettings
+from hookbus.bus.transport import protocol
 from hookbus.bus.transport.credentials import NoCredential, apply_credential, find_credential
 
 log = logging.getLogger("hookbus.client")

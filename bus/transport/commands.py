@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hookbus.bus.secrets import redact_text
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.credentials import OPERATE, PUBLISH
-from hookbus.bus.secrets import redact_text
 
 MAX_SEQ = 2 ** 62
 MAX_RETRY_AHEAD = 366 * 86400.0  # a retry due later than this is no backoff anyone configured

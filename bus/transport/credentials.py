@@ -27,9 +27,9 @@ from pathlib import Path
 
 import zmq
 
+from hookbus.bus.filemodes import KEYS_FOLDER
 from hookbus.bus.settings import BusSettings
 from hookbus.bus.transport.curve import KeyPair, apply_client, parse_certificate
-from hookbus.bus.filemodes import KEYS_FOLDER
 
 PUBLISH, OPERATE = "publish", "operate"
 ROLES = (PUBLISH, OPERATE)

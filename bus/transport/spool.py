@@ -22,9 +22,9 @@ from typing import IO, Any
 
 import orjson
 
-from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
-from hookbus.bus.settings import BusSettings
 from hookbus.bus.events.event import Event, EventError, parse_event
+from hookbus.bus.settings import BusSettings
+from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
 
 log = logging.getLogger("hookbus.spool")
 

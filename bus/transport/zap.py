@@ -75,7 +75,7 @@ class ZapHandler:
 
     def decide(self, frames: list[bytes]) -> list[bytes]:
         """Given a ZAP request, return the reply: 200 with the role as User-Id, or 400."""
-        version, request_id = (frames + [b"", b""])[:2]
+        version, request_id = [*frames, b"", b""][:2]
         if len(frames) < 7 or version != b"1.0":
             return [b"1.0", request_id, b"400", b"malformed ZAP request", b"", b""]
         domain, address, mechanism, credentials = frames[2], frames[3], frames[5], frames[6:]
