@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 
 import hookbus.adapters
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig
-from hookbus.bus.delivery.validation import Reporter, Result
+from hookbus.bus.delivery.validator_results import Reporter, Result
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.jobs import process

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, in_daemon_thread
-from hookbus.bus.delivery.validation import Reporter, Result
+from hookbus.bus.delivery.validator_results import Reporter, Result
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.settings import ConfigError
