@@ -7,7 +7,7 @@ side), `bus/jobs`, `bus/http`, `adapters/`, `subscribers/`, and at the top the
 application (`hookbus/`: the configuration file, the assembly, the CLI).
 Packages on one rank do not import each other. A hookbus import inside a
 function is an arrow like any other, and is refused there too: such imports
-existed only to dodge cycles.
+existed only to dodge cycles. The one exception is for start-up time (LAZY).
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ RANKS: list[tuple[str, ...]] = [
     ("hookbus",),
 ]
 FOLDERS = {"bus": "hookbus.bus", "subscribers": "hookbus.subscribers", "adapters": "hookbus.adapters", "hookbus": "hookbus"}
+# The command line imports the application and the adapters inside the commands that use
+# them, for start-up time: `hookbus emit` from a hook starts in 0.3 s instead of 0.5.
+LAZY = {"hookbus/cli.py": {"hookbus.app", "hookbus.adapters"}}
 # Files hookbus never imports: loaded by another program (ansible-playbook, netcfgbu) under its own rules.
 DROP_INS = {"adapters/netcfgbu_plugin.py", "adapters/ansible_callbacks/hookbus_stats.py"}
 
@@ -108,7 +111,8 @@ def test_imports_only_run_downward() -> None:
 
 def test_no_hookbus_import_inside_a_function() -> None:
     inside = [f"{path.relative_to(ROOT)}:{line}: {target}" for path in sources()
-              for line, target, in_function in imports(path, module_name(path)) if in_function]
+              for line, target, in_function in imports(path, module_name(path))
+              if in_function and target not in LAZY.get(str(path.relative_to(ROOT)), ())]
     assert inside == []
 
 
