@@ -13,12 +13,14 @@ import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import cast
 
 from aiohttp import web
 
 from hookbus.adapters import ping, registry
+from hookbus.bus.checks.engine import CheckEngine
 from hookbus.bus.delivery.runner import SubscriberRunner
 from hookbus.bus.filemodes import private_dir
 from hookbus.bus.http.app import create_app as create_http_app
@@ -35,10 +37,31 @@ from hookbus.subscribers import create
 log = logging.getLogger("hookbus")
 
 
-def create_app(config: Config, broker: Broker) -> web.Application:
-    """The HTTP API with every tool's adapter (`/ingest/{tool}`) and the ping API (`/ping/{key}`)."""
+def create_app(config: Config, broker: Broker, engine: CheckEngine | None = None) -> web.Application:
+    """The HTTP API with every tool's adapter (`/ingest/{tool}`), the ping API (`/ping/{key}`)
+    and, given the engine, the checks (`/api/checks`, `/api/silences`, `/badge/{key}.svg`)."""
     return create_http_app(config.http, broker, registry.ingest_handlers(),
-                           [functools.partial(ping.add_routes, checks=config.checks)])
+                           [functools.partial(ping.add_routes, checks=config.checks)], engine)
+
+
+def checks_for(broker: Broker, config: Config) -> CheckEngine:
+    """The checks, fed by what the broker commits; runners hear of the silences from the broker."""
+    engine = CheckEngine(config.checks, broker.journal, broker.ingest)
+    broker.attach(engine.on_published)
+    broker.silences = lambda: [s.to_json() for s in engine.silences.all() if s.ends_at > time.time()]
+    return engine
+
+
+async def evaluate(engine: CheckEngine) -> None:
+    """Run the checks; an unexpected error is logged and evaluation starts over from the saved seq."""
+    while True:
+        try:
+            await engine.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("checks: evaluation failed; starting over in 5 s")
+            await asyncio.sleep(5)
 
 
 @contextlib.contextmanager
@@ -63,12 +86,15 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         await broker.start()
         # What `hookbus run` could not deliver while the broker was down waits in the spool.
         spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
-        runner = await start_http(create_app(config, broker)) if with_http and config.http.enabled else None
+        engine = checks_for(broker, config)
+        checking = asyncio.create_task(evaluate(engine), name="checks")
+        runner = await start_http(create_app(config, broker, engine)) if with_http and config.http.enabled else None
         try:
             yield broker
         finally:
             spooled.cancel()
-            await asyncio.gather(spooled, return_exceptions=True)
+            checking.cancel()
+            await asyncio.gather(spooled, checking, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             await broker.stop()

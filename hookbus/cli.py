@@ -16,6 +16,9 @@ import dataclasses
 import logging
 import os
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -246,6 +249,92 @@ def cmd_grant(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def http_api(config: Config, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+    """Ask the running hookbus's HTTP API (http.listen, the first of http.tokens); return the JSON answer.
+    Exit 3 when it cannot be reached, 1 with its message when it refuses."""
+    if not config.http.enabled:
+        fail("this command uses the HTTP API, and http.listen is off", EXIT_USAGE)
+    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "") else ("::1" if config.http.host == "::" else config.http.host)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{config.http.port}{path}"
+    headers = {"Content-Type": "application/json"}
+    if config.http.tokens:
+        headers["Authorization"] = f"Bearer {config.http.tokens[0]}"
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return orjson.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = orjson.loads(exc.read()).get("error")
+        except (orjson.JSONDecodeError, AttributeError):
+            error = None
+        fail(error or f"HTTP {exc.code} from {url}", EXIT_FAILED)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        fail(f"http://{config.http.listen} cannot be reached ({reason}); is `hookbus serve` running? (http.listen)",
+             EXIT_UNREACHABLE)
+
+
+def cmd_checks(args: argparse.Namespace, config: Config) -> int:
+    if args.action in ("pause", "resume"):
+        if not args.name:
+            fail(f"checks {args.action} needs the check's NAME", EXIT_USAGE)
+        answer = http_api(config, "POST", f"/api/checks/{urllib.parse.quote(args.name, safe='')}/{args.action}")
+        state = answer["check"]["status"]
+        print(f"{args.name}: {state}" + ("" if answer["changed"] else f" (it already was {state})"))
+        return 0
+    checks = http_api(config, "GET", "/api/checks")["checks"]
+    if args.json:
+        print(orjson.dumps(checks, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    if not checks:
+        print("no checks configured ([[checks]], or a [[jobs]] table with a schedule)")
+        return 0
+    for c in checks:
+        state = c["status"] + (f" ({c['reason']})" if c["reason"] else "") + (", silenced" if c["silenced"] else "")
+        print(f"{c['name']:<20} {state:<28} last seen {_when(c['last_seen']):<20} next due {_when(c['next_due']):<20} "
+              f"{c['schedule']}")
+    return 0
+
+
+def _when(value: str | None) -> str:
+    return value[:16].replace("T", " ") + " UTC" if value else "-"
+
+
+def cmd_silence(args: argparse.Namespace, config: Config) -> int:
+    if args.action == "add":
+        if not (args.check or args.job or args.type):
+            fail("silence add needs --check C, --job J or --type T", EXIT_USAGE)
+        if not args.duration:
+            fail('silence add needs --for, e.g. --for 2h', EXIT_USAGE)
+        body = {"check": args.check, "job": args.job, "type": args.type, "for": args.duration, "comment": args.comment}
+        silence = http_api(config, "POST", "/api/silences", {k: v for k, v in body.items() if v is not None})["silence"]
+        print(f"silence {silence['id']}: {_what(silence)} until {_when(_iso(silence['ends_at']))}")
+        return 0
+    if args.action == "end":
+        if args.id is None:
+            fail("silence end needs the silence's ID (hookbus silence list)", EXIT_USAGE)
+        http_api(config, "DELETE", f"/api/silences/{args.id}")
+        print(f"silence {args.id}: ended")
+        return 0
+    silences = http_api(config, "GET", "/api/silences")["silences"]
+    for s in silences:
+        print(f"#{s['id']:<4} {'active' if s['active'] else 'ended ':<7} {_what(s):<40} until {_when(_iso(s['ends_at']))}"
+              + (f"  {s['comment']}" if s["comment"] else ""))
+    if not silences:
+        print("no silences")
+    return 0
+
+
+def _what(silence: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {silence[key]}" for key in ("check", "job", "type") if silence.get(key))
+
+
+def _iso(epoch: float) -> str:
+    return rfc3339(datetime.fromtimestamp(epoch, UTC))
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     for sub in config.subscribers:
         create(sub)
@@ -330,6 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, metavar="FILE", help="where to write it (mode 0600)")
     p.add_argument("--user", metavar="NAME", help="make NAME the file's owner (run as root)")
     p.set_defaults(func=cmd_grant)
+
+    p = sub.add_parser("checks", parents=[common], help="each check: state, last seen, next due; pause or resume one")
+    p.add_argument("action", nargs="?", choices=["list", "pause", "resume"], default="list")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the check to pause or resume")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_checks)
+
+    p = sub.add_parser("silence", parents=[common], help="hold notifications during maintenance: add, list, end")
+    p.add_argument("action", choices=["add", "list", "end"])
+    p.add_argument("id", nargs="?", type=int, metavar="ID", help="the silence to end")
+    p.add_argument("--check", metavar="C", help="a check's name")
+    p.add_argument("--job", metavar="J", help="a job's name")
+    p.add_argument("--type", metavar="T", help="an event type glob, e.g. 'backup.check.*'")
+    p.add_argument("--for", dest="duration", metavar="DURATION", help='how long, e.g. 2h, 30m, 1d, "1h30m"')
+    p.add_argument("--comment", help="why (shown in hookbus silence list)")
+    p.set_defaults(func=cmd_silence)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration")
     p.set_defaults(func=cmd_check_config)

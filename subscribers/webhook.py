@@ -37,6 +37,7 @@ class WebhookConfig(SubscriberConfig):
 class WebhookSubscriber(Subscriber):
     Config = WebhookConfig
     config: WebhookConfig
+    silenceable = True
 
     async def start(self) -> None:
         self.http = HttpClient(timeout=self.config.timeout)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from hookbus.bus.delivery.cursor import Cursor
 from hookbus.bus.delivery.gaps import Position
@@ -22,7 +24,8 @@ log = logging.getLogger("hookbus.subscriber")
 
 class Heartbeat:
     def __init__(self, name: str, runner: str, bus: BusSettings, client: ControlClient, stats: dict[str, int],
-                 position: Position, lanes: Lanes, cursor: Cursor, replays: Replays) -> None:
+                 position: Position, lanes: Lanes, cursor: Cursor, replays: Replays,
+                 hold: Callable[[list[dict[str, Any]]], None]) -> None:
         self.name = name
         self.runner = runner  # the broker's lease on this name (journal.take_lease)
         self.bus = bus
@@ -32,6 +35,7 @@ class Heartbeat:
         self.lanes = lanes
         self.cursor = cursor
         self.replays = replays
+        self.hold = hold  # the broker's silences, with every answer
 
     async def loop(self) -> None:
         while True:
@@ -46,6 +50,7 @@ class Heartbeat:
                 self._reset(int(info["epoch"]), int(info["cursor"]))
             if info["replays"]:
                 self.replays.start()
+            self.hold(info.get("silences", []))
             await asyncio.sleep(self.bus.heartbeat)
 
     def _reset(self, epoch: int, cursor: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -30,6 +31,7 @@ from hookbus.bus.delivery.live import LiveFeed, SocketFollower, follow_feed
 from hookbus.bus.delivery.replays import Replays
 from hookbus.bus.delivery.subscriber import DeliveryContext, Subscriber, SubscriberConfig, wants
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.silences import Silence, silencing
 from hookbus.bus.settings import BusSettings
 from hookbus.bus.store.journal import runner_name
 from hookbus.bus.transport import protocol
@@ -52,7 +54,9 @@ class SubscriberRunner:
         self.client = ControlClient(bus, self.ctx)
         self.feed = feed
         self.runner = runner_name()  # the broker's lease on this name (journal.take_lease)
-        self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0}
+        self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0,
+                                      "silenced": 0}
+        self.silences: list[Silence] = []  # the broker's, as of its last answer
         self._tasks: set[asyncio.Task[Any]] = set()
         self.deadlines = Deadlines(subscriber.handler_timeout)
         self.attempts = Attempts(config, subscriber, self.client, self.deadlines, self.stats)
@@ -63,7 +67,7 @@ class SubscriberRunner:
         self.cursor = Cursor(self.name, self.client, subscriber, self.position, self.lanes)
         self.replays = Replays(self.name, self.client, subscriber, self.deadlines, self.spawn)
         self.heartbeat = Heartbeat(self.name, self.runner, bus, self.client, self.stats, self.position, self.lanes,
-                                   self.cursor, self.replays)
+                                   self.cursor, self.replays, self.hold)
         subscriber.bind(DeliveryContext(self.name, publish=self.publish, give_up=self.attempts.give_up))
 
     # -- life cycle ----------------------------------------------------------
@@ -100,6 +104,7 @@ class SubscriberRunner:
         self.cursor.committed = self.position.high
         self.cursor.epoch = int(info["epoch"])
         self.attempts.retry_state = {int(s): (int(a), float(t)) for s, a, t in info["retries"]}
+        self.hold(info.get("silences", []))
         await self.sub.joined(int(info.get("journal", 0)), self.position.target)
         log.info("subscriber %s (%s): starting after seq %d, head %d", self.name, self.config.kind,
                  self.position.high, self.position.target)
@@ -134,7 +139,16 @@ class SubscriberRunner:
         if not wants(self.config, event) or self._is_own_failure(event):
             self.stats["skipped"] += 1
             return
+        if self.sub.silenceable and (silence := silencing(self.silences, event.type, event.data, time.time())):
+            self.stats["silenced"] += 1
+            log.info("subscriber %s: seq %s (%s) not sent: silence %d holds it until %s", self.name, event.seq,
+                     event.type, silence.id, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(silence.ends_at)))
+            return
         self.lanes.add(event)
+
+    def hold(self, silences: list[dict[str, Any]]) -> None:
+        """Take the broker's silences (HELLO and PING answers)."""
+        self.silences = [Silence(**s) for s in silences]
 
     def _is_own_failure(self, event: Event) -> bool:
         """A target that just failed would fail its own alert too: that goes elsewhere."""

@@ -88,6 +88,8 @@ class Subscriber:
     concurrency: ClassVar[int] = 8
     # True: handle_many() takes several queued events (of one lane, in order) at once.
     takes_many: ClassVar[bool] = False
+    # A notification kind: while a silence matches an event, it is not sent (DESIGN §10).
+    silenceable: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config

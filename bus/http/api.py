@@ -10,7 +10,8 @@ from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.http.answers import BadRequest, int_param, ok
-from hookbus.bus.http.keys import BROKER
+from hookbus.bus.http import checks
+from hookbus.bus.http.keys import BROKER, CHECKS
 from hookbus.bus.http.openapi import OPENAPI
 
 
@@ -83,6 +84,8 @@ async def metrics(request: web.Request) -> web.Response:
         lines += [f'hookbus_subscriber_{key}{{subscriber="{label(s["name"])}"}} {s[key]}' for s in status["subscribers"]]
     lines += ["# TYPE hookbus_subscriber_up gauge"]
     lines += [f'hookbus_subscriber_up{{subscriber="{label(s["name"])}"}} {int(s["connected"])}' for s in status["subscribers"]]
+    if CHECKS in request.app:
+        lines += checks.metric_lines(request.app[CHECKS], label)
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 

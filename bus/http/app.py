@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 
-from hookbus.bus.http import api, connections, fdlimit, history, ingest
+from hookbus.bus.checks.engine import CheckEngine
+from hookbus.bus.http import api, checks, connections, fdlimit, history, ingest
 from hookbus.bus.http.guard import guard
-from hookbus.bus.http.keys import BROKER, INBOUND, REPLAYS, SETTINGS, Adapter
+from hookbus.bus.http.keys import BROKER, CHECKS, INBOUND, REPLAYS, SETTINGS, Adapter
 from hookbus.bus.http.replay import ReplayCache
 from hookbus.bus.settings import HttpSettings
 from hookbus.bus.transport.broker import Broker
@@ -27,7 +28,7 @@ Routes = Callable[[web.Application], None]
 
 
 def create_app(settings: HttpSettings, broker: Broker, inbound: Mapping[str, Adapter] | None = None,
-               extra_routes: Iterable[Routes] = ()) -> web.Application:
+               extra_routes: Iterable[Routes] = (), engine: CheckEngine | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[guard])
     app[SETTINGS] = settings
     app[BROKER] = broker
@@ -43,6 +44,9 @@ def create_app(settings: HttpSettings, broker: Broker, inbound: Mapping[str, Ada
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/openapi.json", api.openapi)
+    if engine is not None:
+        app[CHECKS] = engine
+        checks.add_routes(app)  # /api/checks, /api/silences, /badge/{key}.svg
     for add_routes in extra_routes:
         add_routes(app)
     return app

@@ -23,7 +23,7 @@ log = logging.getLogger("hookbus.http")
 OPEN_PATHS = frozenset({"/healthz", "/openapi.json"})
 # healthchecks-style pings cannot carry a token (borgmatic, runitor, Backrest send none):
 # the check's key in the path is the credential, as on healthchecks.io.
-OPEN_PREFIXES = ("/ping/",)
+OPEN_PREFIXES = ("/ping/", "/badge/")
 INGEST_ROUTES = frozenset({"/events", "/ingest/{adapter}"})  # all an HMAC secret may post to
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

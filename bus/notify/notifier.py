@@ -57,6 +57,7 @@ class Notifier(Subscriber):
     default_events: ClassVar[list[str]] = ["backup.job.finished", "backup.report", "backup.validation.finished",
                                            "hookbus.delivery.failed"]
     config: NotifierConfig
+    silenceable: ClassVar[bool] = True
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)

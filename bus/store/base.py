@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.silences import Silence
 
 # A start whose finish never came is forgotten after this long, so rows of
 # one-off run ids (`?rid=`) do not pile up.
@@ -41,6 +42,7 @@ class StoredEvent:
     seq: int
     type: str
     body: bytes
+    at: float = 0.0  # when it was accepted (epoch seconds)
 
 
 @dataclass(slots=True, frozen=True)
@@ -60,6 +62,15 @@ class OpenJob:
 
     job_id: str
     started_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSnapshot:
+    """The checks' saved evaluation (bus/checks): up to which seq, each check's state and each job's runs."""
+
+    seq: int
+    states: dict[str, bytes]
+    runs: dict[str, bytes]
 
 
 class Store(Protocol):
@@ -119,6 +130,15 @@ class Store(Protocol):
         """The open job under key. With `finished` = (source, event id template with `{job_id}`),
         a job whose finished event is already stored counts as closed (and is forgotten)."""
 
+    async def save_checks(self, seq: int, states: dict[str, bytes], runs: dict[str, bytes]) -> None:
+        """Save the checks' evaluation up to seq, in one commit."""
+
+    async def add_silence(self, silence: Silence) -> Silence:
+        """Keep a silence; return it with its id."""
+
+    async def end_silence(self, silence_id: int, now: float) -> bool:
+        """End a running silence now; False when there is none with that id."""
+
     async def close_job(self, key: str, job_id: str) -> None:
         """Forget the job under key, if it is still `job_id`."""
 
@@ -129,6 +149,11 @@ class Store(Protocol):
         """Up to `limit` events after seq `after` whose type passes `types`, and the seq scanned to."""
 
     def get(self, seq: int) -> StoredEvent | None: ...
+
+    def load_checks(self) -> CheckSnapshot: ...
+
+    def silences(self, since: float) -> list[Silence]:
+        """The silences that end after `since`, oldest first."""
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         """Subscriber → (cursor, epoch)."""

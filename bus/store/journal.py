@@ -25,8 +25,9 @@ import orjson
 
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
-from hookbus.bus.store import openjobs
-from hookbus.bus.store.base import Accepted, DeadLetter, LeaseHeld, OpenJob, StoredEvent
+from hookbus.bus.store import checkstate, openjobs
+from hookbus.bus.events.silences import Silence
+from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, LeaseHeld, OpenJob, StoredEvent
 from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
 
 log = logging.getLogger("hookbus.journal")
@@ -182,7 +183,7 @@ class Journal:
         self._readers_lock = threading.Lock()
         try:
             self._conn = self._connect()
-            self._conn.executescript(SCHEMA + openjobs.SCHEMA)
+            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self.identity: int = self._identity()
@@ -532,6 +533,17 @@ class Journal:
 
         return await self.write(op)
 
+    # -- checks: their evaluation and the silences (checkstate.py) -----
+
+    async def save_checks(self, seq: int, states: dict[str, bytes], runs: dict[str, bytes]) -> None:
+        await self.write(lambda conn: checkstate.save(conn, seq, states, runs))
+
+    async def add_silence(self, silence: Silence) -> Silence:
+        return await self.write(lambda conn: checkstate.add_silence(conn, silence))
+
+    async def end_silence(self, silence_id: int, now: float) -> bool:
+        return await self.write(lambda conn: checkstate.end_silence(conn, silence_id, now))
+
     # -- open jobs: a tool's start kept for its finish (openjobs.py) -----
 
     async def open_job(self, key: str, job: OpenJob) -> None:
@@ -580,7 +592,7 @@ class Journal:
         try:
             meta = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             if types is None:  # the first `limit` rows are the answer
-                rows = _within(conn.execute("SELECT seq, type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                rows = _within(conn.execute("SELECT seq, type, body, at FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                                             (after, limit)), max_bytes)
                 seen = len(rows)
                 scanned = rows[-1][0] if rows else after
@@ -599,7 +611,7 @@ class Journal:
                 rows, budget = [], max_bytes
                 for start in range(0, len(wanted), 500):
                     chunk = wanted[start:start + 500]
-                    got = _within(conn.execute(f"SELECT seq, type, body FROM events WHERE seq IN ({','.join('?' * len(chunk))}) "
+                    got = _within(conn.execute(f"SELECT seq, type, body, at FROM events WHERE seq IN ({','.join('?' * len(chunk))}) "
                                                "ORDER BY seq", chunk), budget)
                     rows += got
                     if budget is not None:
@@ -611,11 +623,17 @@ class Journal:
             conn.execute("COMMIT")
         if not seen and meta:
             scanned = max(after, meta[0])  # everything up to the head was pruned
-        return [StoredEvent(seq, type_, bytes(body)) for seq, type_, body in rows], scanned
+        return [StoredEvent(seq, type_, bytes(body), at) for seq, type_, body, at in rows], scanned
 
     def get(self, seq: int) -> StoredEvent | None:
-        row = self._reader().execute("SELECT seq, type, body FROM events WHERE seq=?", (seq,)).fetchone()
-        return StoredEvent(row[0], row[1], bytes(row[2])) if row else None
+        row = self._reader().execute("SELECT seq, type, body, at FROM events WHERE seq=?", (seq,)).fetchone()
+        return StoredEvent(row[0], row[1], bytes(row[2]), row[3]) if row else None
+
+    def load_checks(self) -> CheckSnapshot:
+        return checkstate.load(self._reader())
+
+    def silences(self, since: float) -> list[Silence]:
+        return checkstate.silences(self._reader(), since)
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         rows = self._reader().execute("SELECT subscriber, seq, epoch FROM cursors").fetchall()

@@ -89,6 +89,8 @@ class Broker:
         self._replying = True  # until stop(): replies settled later are not sent on a closed socket
         # Subscribers running in this process: handed every event fanned out (see runtime.LiveFeed).
         self._listeners: list[Callable[[str | None, int, bytes], None]] = []
+        # The silences runners hold notifications for (bus/checks keeps them; told with HELLO and PING).
+        self.silences: Callable[[], list[dict[str, Any]]] = list
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
         # The last seq sent on XPUB: what subscribers are told is the head. The journal's
         # own last_seq runs ahead of it between a commit and its publication, and a
@@ -346,7 +348,7 @@ class Broker:
         retries = [[seq, attempts, next_at] for _, seq, attempts, next_at, _ in in_flight]
         self.seen[name] = (time.time(), {})
         return {"cursor": cursor, "epoch": epoch, "head": self.head, "retries": retries,
-                "journal": self.journal.identity}, []
+                "journal": self.journal.identity, "silences": self.silences()}, []
 
     async def _on_ack(self, req: commands.Ack, _: list[bytes]) -> tuple[Any, list[bytes]]:
         if req.cursor > self.journal.last_seq:  # a cursor past the head would skip events not yet written
@@ -397,7 +399,7 @@ class Broker:
         if req.runner:
             await self.journal.renew_lease(name, req.runner, self._lease_ttl())
         cursor, epoch, replays = await asyncio.to_thread(self._ping_state, name)
-        return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays}, []
+        return {"head": self.head, "epoch": epoch, "cursor": cursor, "replays": replays, "silences": self.silences()}, []
 
     def _ping_state(self, name: str) -> tuple[int, int, int]:
         """A subscriber's cursor, epoch and dead letters queued for replay (blocking: run in a thread)."""
