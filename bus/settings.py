@@ -14,6 +14,7 @@ read and assembled above the bus, in `hookbus/config.py`.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,9 +56,10 @@ def parse_duration(text: str) -> float | None:
     when the text is neither."""
     compact = "".join(text.split()).lower()
     try:
-        return float(compact) if compact[:1].isdigit() and compact[-1:].isdigit() else _units(compact)
+        seconds = float(compact) if compact[:1].isdigit() and compact[-1:].isdigit() else _units(compact)
     except ValueError:
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
 
 
 def _units(compact: str) -> float | None:
@@ -73,7 +75,7 @@ def _units(compact: str) -> float | None:
 def _duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise PydanticCustomError("duration", _DURATION_FORMS)
-    if isinstance(value, int | float):
+    if isinstance(value, int | float) and math.isfinite(value):
         return value  # the bounds (ge/gt/le) are checked by the float that follows
     if isinstance(value, str):
         seconds = parse_duration(value)
@@ -92,7 +94,7 @@ def _days(value: Any) -> Any:
         seconds = parse_duration(value)
         if seconds is not None:  # a plain number in a string is days, as a number is
             return float(value) if value.strip()[-1:].isdigit() else seconds / 86400
-    elif isinstance(value, int | float) and not isinstance(value, bool):
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return value
     raise PydanticCustomError("duration", 'must be a number of days or a duration such as "36h", "30d", "2w"')
 
@@ -231,6 +233,7 @@ UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 
 
+MAX_CHECK_SPAN = 366 * 86400.0  # a yearly job's period; spans beyond are mistakes (and overflow datetimes)
 _BADGE_KEY = re.compile(r"[A-Za-z0-9_-]{16,200}")
 
 
@@ -250,11 +253,11 @@ class Check(Strict):
     key: str | None = None
     schedule: CronSchedule | None = None
     tz: TimeZoneName = "UTC"
-    period: Duration | None = Field(None, gt=0)
-    grace: Duration = Field(3600.0, ge=0)
-    max_runtime: Duration | None = Field(None, gt=0)
+    period: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+    grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
+    max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
     down_after_failures: int = Field(1, ge=1, le=1000)
-    repeat: Duration | None = Field(None, ge=60)
+    repeat: Duration | None = Field(None, ge=60, le=MAX_CHECK_SPAN)
     badge_key: str | None = None
 
     @model_validator(mode="before")

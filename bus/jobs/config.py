@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pydantic_core import PydanticCustomError
 
 from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template
-from hookbus.bus.settings import CronSchedule, Duration, Strict, TimeZoneName, describe_errors
+from hookbus.bus.settings import MAX_CHECK_SPAN, CronSchedule, Duration, Strict, TimeZoneName, describe_errors
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 DEFAULT_SHELL = "/bin/bash"  # what Borgitory runs hooks with, so its hook scripts run unchanged
@@ -96,11 +96,11 @@ class JobConfig(Strict):
     # Expectations: a job with `schedule` or `period` gets a check (bounds as in settings.Check).
     schedule: CronSchedule | None = None
     tz: TimeZoneName = "UTC"
-    period: Duration | None = Field(None, gt=0)
-    grace: Duration = Field(3600.0, ge=0)
-    max_runtime: Duration | None = Field(None, gt=0)
+    period: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+    grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
+    max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
     down_after_failures: int = Field(1, ge=1, le=1000)
-    repeat: Duration | None = Field(None, ge=60)
+    repeat: Duration | None = Field(None, ge=60, le=MAX_CHECK_SPAN)
 
     @model_validator(mode="after")
     def _one_way_to_be_due(self) -> JobConfig:
