@@ -60,7 +60,7 @@ def add_routes(app: web.Application, checks: Sequence[Check]) -> None:
     broker = app[BROKER]
     app[PING] = PingState(
         broker=broker,
-        checks={check.key: check for check in checks},
+        checks={check.key: check for check in checks if check.key is not None},
         jobs=JournalJobs(broker.journal),
         # Half the largest event, so a full body always fits with the job's other fields.
         body_limit=min(PING_BODY_LIMIT, broker.bus.max_event_bytes // 2),

@@ -1,6 +1,11 @@
 """Settings of the bus's own parts ([bus], [http], [[checks]]) and the error
 every configuration problem raises.
 
+Every time span in the configuration is a `Duration`: a number of seconds or a
+string such as "30s", "5m", "4h", "1d", "1h30m", "2w", read as seconds (float).
+A cron schedule (`CronSchedule`) and a time zone (`TimeZoneName`) are checked
+here too, so `[[checks]]` and `[[jobs]]` share one validation.
+
 `ConfigError`'s message names the key at fault (`subscribers[1] (ops).webhook_url: …`);
 `describe_errors` turns pydantic's errors into that form. The whole file is
 read and assembled above the bus, in `hookbus/config.py`.
@@ -9,11 +14,25 @@ read and assembled above the bus, in `hookbus/config.py`.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from cronsim import CronSim, CronSimError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from hookbus.bus import signing
 
@@ -26,10 +45,115 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DURATION_UNITS = {"w": 7 * 86400.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+_DURATION_FORMS = 'must be a number of seconds or a duration such as "30s", "5m", "4h", "1d", "1h30m"'
+
+
+def parse_duration(text: str) -> float | None:
+    """Given "30s", "5m", "4h", "1d", "2w", "1h30m" (units largest first, each
+    once; spaces between parts allowed) or a plain number, return seconds; None
+    when the text is neither."""
+    compact = "".join(text.split()).lower()
+    try:
+        seconds = float(compact) if compact[:1].isdigit() and compact[-1:].isdigit() else _units(compact)
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) else None
+
+
+def _units(compact: str) -> float | None:
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        return None
+    order = [list(DURATION_UNITS).index(u) for _, u in parts]
+    if order != sorted(set(order)):  # "1m1h" or "1h1h": a typo more likely than meant
+        return None
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise PydanticCustomError("duration", _DURATION_FORMS)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value  # the bounds (ge/gt/le) are checked by the float that follows
+    if isinstance(value, str):
+        seconds = parse_duration(value)
+        if seconds is not None:
+            return seconds
+    raise PydanticCustomError("duration", _DURATION_FORMS)
+
+
+# A time span in seconds: a number, or a string such as "30s", "5m", "1h30m".
+# Field(...) bounds apply to the seconds: `timeout: Duration = Field(30.0, gt=0, le=86400)`.
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+def _days(value: Any) -> Any:
+    if isinstance(value, str):
+        seconds = parse_duration(value)
+        if seconds is not None:  # a plain number in a string is days, as a number is
+            return float(value) if value.strip()[-1:].isdigit() else seconds / 86400
+    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    raise PydanticCustomError("duration", 'must be a number of days or a duration such as "36h", "30d", "2w"')
+
+
+# A span in days (`retention_days`): a number of days, or a duration string read as days ("2w" → 14.0).
+Days = Annotated[float, BeforeValidator(_days)]
+
+
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7))
+
+
+def cron_problem(expr: str) -> str | None:
+    """What is wrong with a 5-field cron schedule (healthchecks' cronsim semantics:
+    `L`, `LW`, `5L`, `MON#1` and names included), or None when it is one."""
+    parts = expr.split()
+    if len(parts) != 5:
+        return (f"{len(parts)} field(s); a cron schedule has 5: minute hour day-of-month month day-of-week"
+                + (" (the @ shortcuts are not supported)" if expr.strip().startswith("@") else ""))
+    try:
+        CronSim(expr, datetime(2000, 1, 1, tzinfo=UTC))
+    except CronSimError as exc:
+        message = str(exc)
+        for (name, low, high), text in zip(CRON_FIELDS, parts, strict=True):
+            if message.lower().endswith(name):
+                numbers = [int(n) for n in re.findall(r"\d+", text.split("/")[0].split("#")[0])]
+                outside = [n for n in numbers if not low <= n <= high]
+                if outside:
+                    return f"{name} {outside[0]} out of range {low}-{high}"
+                return f"bad {name} {text!r}"
+        return message
+    return None
+
+
+def _cron(value: str) -> str:
+    expr = " ".join(value.split())
+    problem = cron_problem(expr)
+    if problem:
+        raise PydanticCustomError("cron", "{value} is not a cron schedule ({problem})",
+                                  {"value": repr(value), "problem": problem})
+    return expr
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise PydanticCustomError("time_zone", "unknown time zone {value}; use an IANA name such as Europe/Berlin or UTC",
+                                  {"value": repr(value)}) from None
+    return value
+
+
+CronSchedule = Annotated[str, AfterValidator(_cron)]  # 5 fields, whitespace normalized
+TimeZoneName = Annotated[str, AfterValidator(_zone)]  # an IANA zone zoneinfo knows
+
+
 class RetrySettings(Strict):
     attempts: int = Field(10, ge=1, le=1000)
-    max_delay: float = Field(300.0, gt=0, le=86400)
-    initial_delay: float = Field(1.0, gt=0, le=3600)
+    max_delay: Duration = Field(300.0, gt=0, le=86400)
+    initial_delay: Duration = Field(1.0, gt=0, le=3600)
 
 
 class BusSettings(Strict):
@@ -38,8 +162,8 @@ class BusSettings(Strict):
     publish: str = "tcp://127.0.0.1:7601"
     max_event_bytes: int = Field(256 * 1024, ge=4096, le=64 * 1024 * 1024)
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
-    retention_days: float = Field(30.0, gt=0)
-    heartbeat: float = Field(1.0, gt=0, le=60)
+    retention_days: Days = Field(30.0, gt=0)
+    heartbeat: Duration = Field(1.0, gt=0, le=60)
     curve_secret_key: str | None = None  # the broker's certificate (secret) file text
     curve_public_key: str | None = None  # the broker's public key, for clients
     curve_authorized_keys: Path | None = None  # folder of clients' public certificates
@@ -71,9 +195,9 @@ class HttpSettings(Strict):
     listen: str = "127.0.0.1:8765"
     tokens: list[str] = []
     hmac_secrets: list[Annotated[str, AfterValidator(_hmac_secret)]] = []
-    hmac_tolerance: float = Field(300.0, gt=0)
+    hmac_tolerance: Duration = Field(300.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    body_timeout: float = Field(30.0, gt=0, le=3600)
+    body_timeout: Duration = Field(30.0, gt=0, le=3600)
 
     @field_validator("listen")
     @classmethod
@@ -109,16 +233,52 @@ UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 
 
-class Check(Strict):
-    """A job reported through the healthchecks-compatible ping API (`/ping/{key}`)."""
+MAX_CHECK_SPAN = 366 * 86400.0  # a yearly job's period; spans beyond are mistakes (and overflow datetimes)
+_BADGE_KEY = re.compile(r"[A-Za-z0-9_-]{16,200}")
 
-    key: str
+
+class Check(Strict):
+    """An expectation about a job (DESIGN §10): when it should run, how late it may
+    be, how long it may take; and its healthchecks-compatible ping key (`/ping/{key}`).
+
+    `name` defaults to `job`. A check has a cron `schedule` (in `tz`), or a
+    `period` counted from the last run, or neither (it is then only fed, never
+    late). `key` and `badge_key` are optional; `badge_key` is read-only (the SVG
+    badge) and never the ping key.
+    """
+
+    name: str = Field(min_length=1, max_length=200)
     job: str = Field(min_length=1)
     repository: str | None = None
+    key: str | None = None
+    schedule: CronSchedule | None = None
+    tz: TimeZoneName = "UTC"
+    period: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+    grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
+    max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+    down_after_failures: int = Field(1, ge=1, le=1000)
+    repeat: Duration | None = Field(None, ge=60, le=MAX_CHECK_SPAN)
+    badge_key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_job(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "name" not in data and isinstance(data.get("job"), str):
+            return {"name": data["job"], **data}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if "/" in value or any(ord(c) < 32 or c == "\x7f" for c in value) or value != value.strip():
+            raise PydanticCustomError("check_name", "must not contain '/' or control characters, nor begin or end with a space")
+        return value
 
     @field_validator("key")
     @classmethod
-    def _key(cls, value: str) -> str:
+    def _key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if UUID.fullmatch(value):
             return value.lower()  # healthchecks UUIDs are matched whatever their case
         if _SLUG.fullmatch(value):
@@ -126,9 +286,30 @@ class Check(Strict):
         raise ValueError("must be a UUID such as 5f0a1c2e-9a7b-4c3d-8e1f-123456789abc, "
                          "or a slug of lowercase letters, digits, '-' and '_'")
 
+    @field_validator("badge_key")
+    @classmethod
+    def _badge_key(cls, value: str | None) -> str | None:
+        if value is not None and not _BADGE_KEY.fullmatch(value):
+            raise PydanticCustomError("badge_key", "must be 16 to 200 characters of A-Z, a-z, 0-9, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_be_due(self) -> Check:
+        if self.schedule is not None and self.period is not None:
+            raise PydanticCustomError("schedule_and_period", "schedule and period: give one or the other; a check runs "
+                                      "on a cron schedule or every period, not both")
+        if self.badge_key is not None and self.key is not None and self.badge_key.lower() == self.key.lower():
+            raise PydanticCustomError("badge_key", "badge_key: must not be the ping key (the badge key is read-only "
+                                      "and shown in pages; the ping key reports runs)")
+        return self
+
     @property
     def is_uuid(self) -> bool:
-        return bool(UUID.fullmatch(self.key))
+        return self.key is not None and bool(UUID.fullmatch(self.key))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
 
 
 def describe_errors(exc: ValidationError, prefix: str) -> str:

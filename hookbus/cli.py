@@ -27,14 +27,15 @@ import orjson
 import zmq.asyncio
 
 from hookbus import __version__
+from hookbus.bus.checks.schedule import describe
 from hookbus.bus.events.event import EventError, compile_globs, new_event, new_id, parse_event
 from hookbus.bus.events.host import host_name
-from hookbus.bus.events.times import now_rfc3339, rfc3339
+from hookbus.bus.events.times import format_duration_short, now_rfc3339, rfc3339
 from hookbus.bus.filemodes import private_umask
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
 from hookbus.bus.secrets import scrub
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.settings import Check, ConfigError
 from hookbus.bus.store.base import JournalError
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
@@ -335,6 +336,23 @@ def _iso(epoch: float) -> str:
     return rfc3339(datetime.fromtimestamp(epoch, UTC))
 
 
+def _check_details(check: Check) -> str:
+    """What `check-config` says of a check after its schedule: job, repository, limits, keys."""
+    parts = [] if check.job == check.name else [f"job {check.job}"]
+    if check.repository:
+        parts.append(f"repository {check.repository}")
+    if check.schedule is not None or check.period is not None:
+        parts.append(f"grace {format_duration_short(check.grace)}")
+    if check.max_runtime is not None:
+        parts.append(f"max runtime {format_duration_short(check.max_runtime)}")
+    if check.down_after_failures > 1:
+        parts.append(f"down after {check.down_after_failures} failed runs")
+    if check.repeat is not None:
+        parts.append(f"reminder every {format_duration_short(check.repeat)}")
+    parts += [what for what, value in (("ping key", check.key), ("badge key", check.badge_key)) if value]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     for sub in config.subscribers:
         create(sub)
@@ -343,6 +361,10 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     if config.jobs:
         print(f"{len(config.jobs)} job(s) for `hookbus run`: " + ", ".join(
             f"{j.name} ({len(j.pre_hooks)} pre-hook(s), {len(j.post_hooks)} post-hook(s))" for j in config.jobs))
+    if config.checks:
+        print(f"{len(config.checks)} check(s):")
+        for c in config.checks:
+            print(f"  {c.name}: {describe(c)}" + _check_details(c))
     print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
           f"http {'http://' + config.http.listen if config.http.enabled else 'off'}")
     print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "

@@ -4,6 +4,13 @@
 the key at fault (`subscribers[1] (ops).webhook_url: …`). Values written as
 `env:NAME` or `file:PATH` are read from the environment or a file; every value
 read that way is a secret, and `scrub` hides it from anything printed.
+
+`Config.checks` holds every check: the `[[checks]]` tables, then one for each
+`[[jobs]]` entry with a `schedule` or `period` (named as the job, for its
+repository). A `[[checks]]` table of the same name as such a job is an error,
+not a merge: which table's `grace` (or key, or schedule) would win is not
+obvious, and one place to say what a job is expected to do is clearer — keep
+the schedule in the job or in the `[[checks]]` table, not both.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from hookbus.bus.filemodes import refuse_readable_secret
-from hookbus.bus.jobs.config import JobConfig, load_jobs
+from hookbus.bus.jobs.config import CHECK_KEYS, JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
 from hookbus.bus.settings import BusSettings, Check, ConfigError, HttpSettings, Strict, describe_errors, is_local_endpoint
 from hookbus.subscribers import load_subscriber_config
@@ -33,7 +40,7 @@ class Config(Strict):
     # Each subscriber table is validated by its own kind's model (subscribers/).
     subscribers: list[Any] = []
     jobs: list[JobConfig] = []  # validated by load_jobs, whose errors name the job
-    checks: list[Check] = []  # the ping API's keys (adapters/ping.py)
+    checks: list[Check] = []  # [[checks]] and the jobs' own (see the module docstring)
     source: str = "<embedded defaults>"
 
     def subscriber(self, name: str) -> Any:
@@ -84,6 +91,7 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
         jobs = load_jobs(resolved.pop("jobs", []))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    checks = _load_checks(resolved.pop("checks", []))
     if not isinstance(subs_raw, list):
         raise ConfigError("subscribers: must be an array of tables ([[subscribers]])")
     try:
@@ -100,7 +108,8 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
         subscribers.append(sub)
     for token in (*base.http.tokens, *base.http.hmac_secrets):
         mark_secret(token)
-    _check_checks(base)
+    base = base.model_copy(update={"checks": checks + _job_checks(jobs, checks)})
+    _check_checks(base, len(checks), jobs)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
     _check_endpoints(base.bus)
@@ -149,16 +158,76 @@ def _check_endpoints(bus: BusSettings) -> None:
                 "bus.curve_client_key or bus.credential (clients)")
 
 
-def _check_checks(config: Config) -> None:
-    """Ping keys are unique; a UUID key is a credential (kept out of logs); a slug
-    can be guessed, so it is refused where the ping API is reachable from elsewhere."""
-    seen: set[str] = set()
+def _label(table: Any, index: int) -> str:
+    """`checks[0] (nightly)`: the index, and the name (else the job) when the table has one."""
+    where = f"checks[{index}]"
+    if isinstance(table, dict):
+        name = table.get("name", table.get("job"))
+        if isinstance(name, str):
+            where += f" ({name})"
+    return where
+
+
+def _load_checks(tables: Any) -> list[Check]:
+    """Validate the `[[checks]]` tables; the errors name the check, as the jobs' do."""
+    if not isinstance(tables, list):
+        raise ConfigError("checks: must be an array of tables ([[checks]])")
+    checks = []
+    for index, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise ConfigError(f"checks[{index}]: must be a table")
+        try:
+            checks.append(Check.model_validate(table))
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc, _label(table, index))) from None
+    return checks
+
+
+def _job_checks(jobs: list[JobConfig], checks: list[Check]) -> list[Check]:
+    """The checks of the jobs that have a `schedule` or `period`; a [[checks]]
+    table of the same name is an error naming both (see the module docstring)."""
+    tables = {check.name: index for index, check in enumerate(checks)}
+    derived = []
+    for index, job in enumerate(jobs):
+        if not job.expected:
+            continue
+        if job.name in tables:
+            raise ConfigError(
+                f"checks[{tables[job.name]}] ({job.name}).name: jobs[{index}] ({job.name}) has a "
+                f"{'schedule' if job.schedule else 'period'} and so a check of this name already; give the "
+                "schedule in one of them only (or another name to this check)")
+        derived.append(Check(name=job.name, job=job.name, repository=job.repository,
+                             **{key: getattr(job, key) for key in CHECK_KEYS}))
+    return derived
+
+
+def _check_checks(config: Config, tables: int, jobs: list[JobConfig]) -> None:
+    """Check names, ping keys and badge keys are unique (the error names the second);
+    a UUID key and a badge key are credentials (kept out of logs); a slug can be
+    guessed, so it is refused where the ping API is reachable from elsewhere.
+    `tables`: how many of config.checks are [[checks]] tables (the jobs' follow)."""
+    job_index = {job.name: index for index, job in enumerate(jobs)}
+    names: set[str] = set()
+    keys: dict[str, str] = {}  # a ping or badge key → which
     for index, check in enumerate(config.checks):
-        if check.key in seen:
-            raise ConfigError(f"checks[{index}].key: {check.key!r} is used twice; keys must be unique")
-        seen.add(check.key)
+        where = f"checks[{index}] ({check.name})" if index < tables else f"jobs[{job_index[check.name]}] ({check.name})"
+        if check.name in names:
+            raise ConfigError(f"{where}.name: {check.name!r} is used twice; check names must be unique "
+                              "(a check is named as its job unless it has a `name`)")
+        names.add(check.name)
+        for field, value in (("key", check.key), ("badge_key", check.badge_key)):
+            if value is None:
+                continue
+            if value.lower() in keys:
+                raise ConfigError(f"{where}.{field}: {value!r} is used twice (also as a {keys[value.lower()]}); "
+                                  "ping keys and badge keys must be unique")
+            keys[value.lower()] = "ping key" if field == "key" else "badge key"
+        if check.badge_key is not None:
+            mark_secret(check.badge_key)
+        if check.key is None:
+            continue
         if check.is_uuid:
             mark_secret(check.key)
         elif config.http.enabled and not config.http.is_loopback:
-            raise ConfigError(f"checks[{index}].key: a slug can be guessed and http.listen {config.http.listen} "
+            raise ConfigError(f"{where}.key: a slug can be guessed and http.listen {config.http.listen} "
                               "is not a loopback address; use a UUID key")

@@ -43,7 +43,7 @@ from hookbus.bus.delivery.validator_results import Reporter, Result
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.jobs import process
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.settings import ConfigError, Duration
 
 log = logging.getLogger("hookbus.subscriber.ansible")
 
@@ -62,7 +62,7 @@ class AnsibleConfig(SubscriberConfig):
     playbook: Path
     inventory: str | None = None  # a file or directory, or a host list such as "localhost,"
     extra_vars: dict[str, Any] = {}
-    timeout: float = Field(600.0, gt=0, le=86400)  # for the whole playbook run
+    timeout: Duration = Field(600.0, gt=0, le=86400)  # for the whole playbook run
 
     @field_validator("playbook")
     @classmethod

@@ -47,7 +47,7 @@ from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, Subscribe
 from hookbus.bus.delivery.validator_results import Reporter, Result
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.vocabulary import Outcome
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.settings import ConfigError, Duration
 
 log = logging.getLogger("hookbus.subscriber.batfish")
 
@@ -67,7 +67,7 @@ class BatfishConfig(SubscriberConfig):
     network: str = "hookbus"
     configs_dir: Path
     questions: list[Question] = Field(default_factory=lambda: list(ALL_QUESTIONS), min_length=1)
-    timeout: float = Field(300.0, gt=0, le=86400)  # for upload, parsing and all questions together
+    timeout: Duration = Field(300.0, gt=0, le=86400)  # for upload, parsing and all questions together
 
     @field_validator("host")
     @classmethod

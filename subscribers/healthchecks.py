@@ -39,7 +39,7 @@ from hookbus.bus.events.times import parse_time
 from hookbus.bus.events.vocabulary import Outcome, TaskStatus
 from hookbus.bus.notify.messages import render_default
 from hookbus.bus.secrets import mark_secret
-from hookbus.bus.settings import UUID
+from hookbus.bus.settings import UUID, Duration
 
 log = logging.getLogger("hookbus.subscriber.healthchecks")
 
@@ -66,7 +66,7 @@ class HealthchecksConfig(SubscriberConfig):
     url: str | None = None  # one check for every job
     checks: dict[str, str] = {}  # job name → ping URL
     warning_as: Literal["success", "fail", "log"] = "fail"
-    max_age: float = Field(3600.0, gt=0)
+    max_age: Duration = Field(3600.0, gt=0)
 
     @field_validator("url")
     @classmethod

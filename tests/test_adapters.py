@@ -461,10 +461,10 @@ async def test_ping_needs_no_token_but_the_rest_still_does(tmp_path: Path, aioht
 # -- [[checks]] validation ---------------------------------------------------------------------
 
 BAD_CHECKS = [
-    ([{"key": "Not A Slug!", "job": "j"}], "checks[0].key: Value error, must be a UUID"),
+    ([{"key": "Not A Slug!", "job": "j"}], "checks[0] (j).key: Value error, must be a UUID"),
     ([{"key": UUID_KEY}], "checks[0].job: Field required"),
-    ([{"key": UUID_KEY, "job": "j", "repo": "x"}], "checks[0].repo: unknown key"),
-    ([{"key": UUID_KEY, "job": "a"}, {"key": UUID_KEY.upper(), "job": "b"}], "checks[1].key: '5f0a1c2e-9a7b-4c3d-8e1f-123456789abc' is used twice"),
+    ([{"key": UUID_KEY, "job": "j", "repo": "x"}], "checks[0] (j).repo: unknown key"),
+    ([{"key": UUID_KEY, "job": "a"}, {"key": UUID_KEY.upper(), "job": "b"}], "checks[1] (b).key: '5f0a1c2e-9a7b-4c3d-8e1f-123456789abc' is used twice"),
 ]
 
 
@@ -476,7 +476,7 @@ def test_checks_config_errors_name_the_key(checks: list[dict[str, Any]], message
 
 
 def test_a_slug_key_is_refused_on_a_non_loopback_listen() -> None:
-    with pytest.raises(ConfigError, match=r"checks\[0\].key: a slug can be guessed"):
+    with pytest.raises(ConfigError, match=r"checks\[0\] \(nightly\).key: a slug can be guessed"):
         build_config({"http": {"listen": "0.0.0.0:8765", "tokens": ["tok-1234567"]},
                       "checks": [{"key": "nightly", "job": "nightly"}]}, "test")
     config = build_config({"http": {"listen": "0.0.0.0:8765", "tokens": ["tok-1234567"]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hookbus.bus.checks.state import Run, State, Status, Why, advance, next_change, on_run, pause, resume
@@ -16,7 +17,7 @@ class Spec:
     repeat: float | None = None
 
 
-def every(period: float):  # noqa: ANN201 - the Due of a period check
+def every(period: float) -> Callable[[float], float]:
     return lambda after: after + period
 
 

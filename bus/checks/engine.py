@@ -27,9 +27,9 @@ from hookbus.bus.checks import anomaly, schedule
 from hookbus.bus.checks.silences import Silences
 from hookbus.bus.checks.state import GOOD, Alert, Run, State, Status, advance, next_change, on_run, pause, resume
 from hookbus.bus.events.event import Event
+from hookbus.bus.events.silences import Silence
 from hookbus.bus.events.times import rfc3339
 from hookbus.bus.settings import Check
-from hookbus.bus.events.silences import Silence
 from hookbus.bus.store.base import Accepted, Store, StoredEvent
 
 log = logging.getLogger("hookbus.checks")

@@ -13,6 +13,7 @@ however often the same history is evaluated again (a restart, a kill -9).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -54,9 +55,8 @@ class Spec(Protocol):
     def repeat(self) -> float | None: ...
 
 
-class Due(Protocol):
-    def __call__(self, after: float) -> float | None:
-        """The next time a run is due after a run at `after` (epoch seconds), or None."""
+# The next time a run is due after a run at `after` (epoch seconds), or None.
+Due = Callable[[float], float | None]
 
 
 @dataclass(slots=True)

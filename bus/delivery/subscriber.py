@@ -32,7 +32,7 @@ import orjson
 from pydantic import Field
 
 from hookbus.bus.events.event import Event
-from hookbus.bus.settings import RetrySettings, Strict
+from hookbus.bus.settings import Duration, RetrySettings, Strict
 from hookbus.bus.store.journal import settle_future
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class SubscriberConfig(Strict):
     events: list[str] | None = None
     when: dict[str, Any] = {}
     retry: RetrySettings = RetrySettings()
-    timeout: float = Field(30.0, gt=0, le=86400)
+    timeout: Duration = Field(30.0, gt=0, le=86400)
 
 
 class DeliveryError(Exception):

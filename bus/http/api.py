@@ -9,8 +9,8 @@ import orjson
 from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
-from hookbus.bus.http.answers import BadRequest, int_param, ok
 from hookbus.bus.http import checks
+from hookbus.bus.http.answers import BadRequest, int_param, ok
 from hookbus.bus.http.keys import BROKER, CHECKS
 from hookbus.bus.http.openapi import OPENAPI
 

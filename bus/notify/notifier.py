@@ -20,7 +20,7 @@ from hookbus.bus.events.vocabulary import Outcome
 from hookbus.bus.notify.digest import Digest
 from hookbus.bus.notify.messages import DIGEST_KEY, digest_context, render_default, render_message, samples_for, template_for
 from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template, is_error
-from hookbus.bus.settings import ConfigError
+from hookbus.bus.settings import ConfigError, Duration
 
 log = logging.getLogger("hookbus.notify")
 
@@ -31,8 +31,8 @@ class NotifierConfig(SubscriberConfig):
     # One template for every event type, or a table: event-type glob (or "digest") → template.
     template: str | dict[str, str] | None = None
     group_by: list[str] = ["job_id"]
-    group_wait: float = Field(30.0, ge=0, le=86400)
-    group_interval: float = Field(300.0, gt=0, le=86400)
+    group_wait: Duration = Field(30.0, ge=0, le=86400)
+    group_interval: Duration = Field(300.0, gt=0, le=86400)
 
     @field_validator("group_by")
     @classmethod

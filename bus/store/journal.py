@@ -25,8 +25,8 @@ import orjson
 
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
-from hookbus.bus.store import checkstate, openjobs
 from hookbus.bus.events.silences import Silence
+from hookbus.bus.store import checkstate, openjobs
 from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, LeaseHeld, OpenJob, StoredEvent
 from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
 
@@ -611,8 +611,9 @@ class Journal:
                 rows, budget = [], max_bytes
                 for start in range(0, len(wanted), 500):
                     chunk = wanted[start:start + 500]
-                    got = _within(conn.execute(f"SELECT seq, type, body, at FROM events WHERE seq IN ({','.join('?' * len(chunk))}) "
-                                               "ORDER BY seq", chunk), budget)
+                    marks = ",".join("?" * len(chunk))
+                    got = _within(conn.execute(f"SELECT seq, type, body, at FROM events WHERE seq IN ({marks}) ORDER BY seq",
+                                               chunk), budget)
                     rows += got
                     if budget is not None:
                         budget -= sum(len(row[2]) for row in got)
