@@ -257,7 +257,7 @@ class Check(Strict):
     grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
     max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
     down_after_failures: int = Field(1, ge=1, le=1000)
-    repeat: Duration | None = Field(None, ge=60, le=MAX_CHECK_SPAN)
+    repeat: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
     badge_key: str | None = None
 
     @model_validator(mode="before")

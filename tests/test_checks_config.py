@@ -95,7 +95,7 @@ BAD = [
     ({"checks": [{"job": "nightly", "down_after_failures": 0}]}, "checks[0] (nightly).down_after_failures: Input should be greater than or equal to 1"),
     ({"checks": [{"job": "nightly", "grace": "an hour"}]}, f"checks[0] (nightly).grace: {DURATION_FORMS}"),
     ({"checks": [{"job": "nightly", "period": "0s"}]}, "checks[0] (nightly).period: Input should be greater than 0"),
-    ({"checks": [{"job": "nightly", "repeat": "10s"}]}, "checks[0] (nightly).repeat: Input should be greater than or equal to 60"),
+    ({"checks": [{"job": "nightly", "repeat": "0s"}]}, "checks[0] (nightly).repeat: Input should be greater than 0"),
     ({"checks": [{"job": "nightly", "max_runtime": "2y"}]}, f"checks[0] (nightly).max_runtime: {DURATION_FORMS}"),
     ({"checks": [{"job": "nightly", "every": "1d"}]}, "checks[0] (nightly).every: unknown key"),
     ({"checks": {"job": "nightly"}}, "checks: must be an array of tables"),

@@ -97,7 +97,7 @@ class CheckEngine:
         while True:
             self._wake.clear()
             async with self._lock:
-                caught_up = await self._step()
+                caught_up = await self.step()
             self.ready.set()
             if not caught_up:
                 continue
@@ -112,7 +112,7 @@ class CheckEngine:
         soonest = min([t for t, _ in self._due[:1]] + [self.silences.next_end(now) or now + IDLE_WAKE_S])
         return max(0.0, min(soonest - now, IDLE_WAKE_S)) + 0.001
 
-    async def _step(self) -> bool:
+    async def step(self) -> bool:
         """Evaluate the journal's next events and what fell due; publish, then save.
         Return whether the journal is read to its head."""
         stored, scanned = await asyncio.to_thread(self.store.read, self.seq, BATCH, _is_run)
