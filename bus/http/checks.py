@@ -60,12 +60,16 @@ def silence_from(body: Any, now: float) -> Silence:
     unknown = sorted(set(body) - {"check", "job", "type", "for", "comment"})
     if unknown:
         raise BadRequest(400, f"{unknown[0]}: unknown key (check, job, type, for, comment)", unknown[0])
-    what: dict[str, str | None] = {}
-    for key in ("check", "job", "type", "comment"):
-        value = body.get(key)
-        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 1000):
-            raise BadRequest(400, f"{key}: must be a non-empty string", key)
-        what[key] = value
+    what: dict[str, str | None] = {key: None for key in ("check", "job", "type")}
+    for key in what:
+        if key in body:
+            value = body[key]
+            if not isinstance(value, str) or not value or len(value) > 1000:
+                raise BadRequest(400, f"{key}: must be a non-empty string of at most 1000 characters", key)
+            what[key] = value
+    comment = body.get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 1000:
+        raise BadRequest(400, "comment: must be a string of at most 1000 characters", "comment")
     if not (what["check"] or what["job"] or what["type"]):
         raise BadRequest(400, "say what to silence: check, job or type", "check")
     if "for" not in body:
@@ -77,7 +81,7 @@ def silence_from(body: Any, now: float) -> Silence:
         raise BadRequest(400, 'for: must be a number of seconds or a duration such as "2h" or "1h30m"', "for")
     if not 0 < length <= MAX_SILENCE_S:
         raise BadRequest(400, "for: must be more than 0 and at most 366 days", "for")
-    return Silence(0, what["check"], what["job"], what["type"], now, now + length, what["comment"] or "", now)
+    return Silence(0, what["check"], what["job"], what["type"], now, now + length, comment, now)
 
 
 async def post_silence(request: web.Request) -> web.Response:

@@ -22,6 +22,18 @@ _PING_OP = {"security": [], "parameters": _PING_PARAMS,
             "responses": {"200": {"description": "OK; the Ping-Body-Limit header says how much of a body is kept",
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
                           "400": _ERROR, "404": _ERROR}}
+_CHECK = {"name": "name", "in": "path", "required": True, "description": "a check's name", "schema": {"type": "string"}}
+_WORD = {"type": "string", "minLength": 1, "maxLength": 1000}
+_SILENCE = {
+    "type": "object", "additionalProperties": False, "required": ["for"],
+    "anyOf": [{"required": ["check"]}, {"required": ["job"]}, {"required": ["type"]}],
+    "properties": {
+        "check": {**_WORD, "description": "a check's name"}, "job": {**_WORD, "description": "a job's name"},
+        "type": {**_WORD, "description": "an event type glob, e.g. backup.check.*"},
+        "for": {"description": "how long: seconds, or a number and a unit (s, m, h, d)",
+                "oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 31622400},
+                          {"type": "string", "pattern": "^([1-9][0-9]{0,5}s|[1-9][0-9]{0,4}m|[1-9][0-9]{0,2}h|[1-9][0-9]?d)$"}]},
+        "comment": {"type": "string", "maxLength": 1000}}}
 _PING: dict[str, Any] = {
     "get": {**_PING_OP, "summary": "Ping a check (healthchecks.io-compatible): success, start, fail, log or exit status"},
     "head": {**_PING_OP, "summary": "Ping a check, without an answer body",
@@ -117,6 +129,27 @@ OPENAPI: dict[str, Any] = {
             "summary": "Queue one dead letter for redelivery",
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "responses": {"202": {"description": "queued", "content": _JSON}, "400": _ERROR, "401": _ERROR, "404": _ERROR}}},
+        "/api/checks": {"get": {"summary": "Each check: state, last seen, next due, schedule",
+                                "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}}},
+        "/api/checks/{name}/pause": {"post": {"summary": "Pause a check: no alerts until resumed", "parameters": [_CHECK],
+                                              "responses": {"200": {"description": "paused", "content": _JSON}, "401": _ERROR, "404": _ERROR}}},
+        "/api/checks/{name}/resume": {"post": {"summary": "Resume a check: it waits for its next due time, counted from now",
+                                               "parameters": [_CHECK],
+                                               "responses": {"200": {"description": "resumed", "content": _JSON}, "401": _ERROR, "404": _ERROR}}},
+        "/api/silences": {
+            "get": {"summary": "Silences, running and recently ended", "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}},
+            "post": {"summary": "Hold notifications of a check, a job or an event type for a while",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _SILENCE}}},
+                     "responses": {"201": {"description": "the silence, with its id", "content": _JSON}, "400": _ERROR, "401": _ERROR,
+                                   "404": _ERROR}}},
+        "/api/silences/{id}": {"delete": {"summary": "End a running silence now",
+                                          "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                                          "responses": {"200": {"description": "ended", "content": _JSON}, "400": _ERROR, "401": _ERROR,
+                                                        "404": _ERROR}}},
+        "/badge/{key}.svg": {"get": {"summary": "A check's state as an SVG badge; its own read-only key", "security": [],
+                                     "parameters": [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                     "responses": {"200": {"description": "the badge", "content": {"image/svg+xml": {"schema": {"type": "string"}}}},
+                                                   "404": _ERROR}}},
         "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok", "content": _JSON}}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": _ERROR}}},
         "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "ok", "content": _JSON}}}},
