@@ -166,3 +166,23 @@ async def test_kill_9_at_the_due_time_loses_and_doubles_nothing(site: Site, proc
     downs, ups = announcements(site), announcements(site, "backup.check.up")
     assert len(downs) == rounds and len({e["id"] for e in downs}) == rounds
     assert len(ups) == rounds and len({e["id"] for e in ups}) == rounds
+
+
+async def test_plain_cloudevents_feed_a_check_by_job_and_repository(site: Site, procs: Any) -> None:
+    configure(site, period=3600, repository="MyRepository")
+    await serve(site, procs)
+
+    async def post(i: int, repository: str, outcome: str) -> None:
+        event = {"specversion": "1.0", "id": f"run-{i}", "source": "test://cron", "type": "backup.job.finished",
+                 "data": {"job_id": f"j-{i}", "job": "nightly", "repository": repository, "outcome": outcome,
+                          "error": "Repository /srv/repo does not exist."}}
+        status, body = await asyncio.to_thread(http_request, site.http_port, "POST", "/events", orjson.dumps(event),
+                                               {"Content-Type": "application/cloudevents+json"})
+        assert status == 202, body
+
+    await post(1, "OtherRepository", "failed")  # another repository's run: not this check's
+    await settle(1.0)
+    assert announcements(site) == []
+    await post(2, "MyRepository", "failed")
+    (down,) = await wait_for(lambda: announcements(site), 15, "down after a failed run")
+    assert down["data"]["reason"] == "failed" and down["data"]["error"] == "Repository /srv/repo does not exist."

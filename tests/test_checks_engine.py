@@ -76,3 +76,27 @@ class _Failing:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._journal, name)
+
+
+async def test_a_run_far_from_the_jobs_median_is_an_anomaly_once(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    try:
+        durations = [3600, 3500, 3700, 3650, 3550, 4]  # the sixth "succeeded" in four seconds
+        for n, duration in enumerate(durations):
+            run = new_event("backup.job.finished", {"job_id": f"j-{n}", "job": "dump", "outcome": "success",
+                                                    "duration_s": duration, "stats": {"data_added": 10**9}},
+                            source="test://tool")
+            await journal.append([(run, run.to_json())])
+        engine = CheckEngine([], journal, publisher(journal), Clock(0))
+        await engine.load()
+        await engine.step()
+        again = CheckEngine([], journal, publisher(journal), Clock(0))  # evaluated again from the saved seq
+        await again.load()
+        await again.step()
+        stored, _ = journal.read(0, 1000, lambda t: t == "backup.job.anomaly")
+        (anomaly,) = [orjson.loads(s.body) for s in stored]
+        assert anomaly["id"] == "j-5/anomaly/duration_s"
+        assert anomaly["data"] == {"job_id": "j-5", "job": "dump", "repository": None, "metric": "duration_s",
+                                   "value": 4.0, "median": 3600.0, "runs": 5}
+    finally:
+        journal.close()
