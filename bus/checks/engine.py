@@ -37,7 +37,7 @@ log = logging.getLogger("hookbus.checks")
 SOURCE = "hookbus://checks"
 RUN_TYPES = ("backup.job.started", "backup.job.finished", "backup.report")
 NETCFGBU = "netcfgbu"  # the job a netcfgbu run's backup.report feeds, unless it names one
-BATCH = 1000
+BATCH = 1000  # events read, and due checks evaluated, per step: a step runs on the event loop
 IDLE_WAKE_S = 60.0  # with nothing due, look again this often (silences ending, clock changes)
 
 Publish = Callable[[list[Event]], Awaitable[list[Accepted]]]
@@ -125,7 +125,7 @@ class CheckEngine:
             await self.publish(events)
         self.seq = max(self.seq, scanned)
         await self._save()
-        return len(stored) < BATCH
+        return len(stored) < BATCH and not (self._due and self._due[0][0] <= self.clock())
 
     async def _save(self) -> None:
         states = {n: orjson.dumps(self.states[n].to_json()) for n in self._dirty_states}
@@ -199,7 +199,9 @@ class CheckEngine:
 
     def _advance(self, now: float) -> list[Event]:
         out: list[Event] = []
-        while self._due and self._due[0][0] <= now:
+        for _ in range(BATCH):
+            if not (self._due and self._due[0][0] <= now):
+                break
             at, name = heapq.heappop(self._due)
             if self._scheduled.get(name) != at:
                 continue  # stale: the check changed since
