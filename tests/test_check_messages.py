@@ -5,6 +5,7 @@ them, and who gets them by default."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +242,11 @@ async def test_hookbus_test_shows_and_sends_a_check_message(site: Site, standin:
     for type_, expected in (("backup.check.up", BACK), ("backup.job.anomaly", "⚠️ Backup Anomaly - nightly\n")):
         other = await run_cli("test", "ops", "--type", type_, "--config", str(site.config))
         assert other.returncode == 0 and expected in other.stdout, other.stderr
+
+
+def test_the_readmes_check_texts_are_the_defaults() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("The checks that watch for the backup that never ran", 1)[1].split("Every other event", 1)[0]
+    blocks = section.split("```\n")[1::2]
+    assert [b.rstrip("\n") for b in blocks] == [
+        MISSED, TOO_LONG, text("backup.check.down", **FAILED_DATA), BACK, text("backup.job.anomaly")]
