@@ -3,8 +3,9 @@ target's size limit is `hookbus.bus.events.text`).
 
 A message is plain text whose first line is its title (Slack's header, Apprise's
 title) and whose rest is its body. The defaults for `backup.job.finished` are
-the four texts of the design, byte for byte; a `backup.report` gets netcfgbu's
-own `Summary: TOTAL=…` shape; every other event type has a short default.
+the four texts of the design, byte for byte, and so are the checks' (a check
+down, back up; DESIGN §10); a `backup.report` gets netcfgbu's own
+`Summary: TOTAL=…` shape; every other event type has a short default.
 A subscriber's `template` replaces them: one string for every event type, or a
 table of event-type globs (and `digest`) → template.
 """
