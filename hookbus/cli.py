@@ -195,13 +195,14 @@ def sample_for(patterns: list[str], wanted: str | None) -> Any:
 
 def _as_of_now(data: Any) -> Any:
     """The sample's own times (finished_at, stop, …) moved to now, keeping its duration:
-    a receiver that refuses stale results (healthchecks' max_age) must not refuse a test."""
+    a receiver that refuses stale results (healthchecks' max_age) must not refuse a test. A time
+    the sample leaves null (a missed check's started_at) stays null."""
     if not isinstance(data, dict):
         return data
     now = datetime.now(UTC)
     duration = timedelta(seconds=float(data.get("duration_s") or 0))
     stamp = {"finished_at": now, "stop": now, "started_at": now - duration, "start": now - duration}
-    return {**data, **{k: rfc3339(v, "seconds") for k, v in stamp.items() if k in data}}
+    return {**data, **{k: rfc3339(v, "seconds") for k, v in stamp.items() if data.get(k) is not None}}
 
 
 def cmd_test(args: argparse.Namespace, config: Config) -> int:

@@ -3,8 +3,9 @@ target's size limit is `hookbus.bus.events.text`).
 
 A message is plain text whose first line is its title (Slack's header, Apprise's
 title) and whose rest is its body. The defaults for `backup.job.finished` are
-the four texts of the design, byte for byte; a `backup.report` gets netcfgbu's
-own `Summary: TOTAL=…` shape; every other event type has a short default.
+the four texts of the design, byte for byte, and so are the checks' (a check
+down, back up; DESIGN §10); a `backup.report` gets netcfgbu's own
+`Summary: TOTAL=…` shape; every other event type has a short default.
 A subscriber's `template` replaces them: one string for every event type, or a
 table of event-type globs (and `digest`) → template.
 """
@@ -200,6 +201,75 @@ after {{ d.get("attempts") or "?" }} attempt(s): {{ d.get("error") or "unknown e
 {% if d.get("job_id") is not none %}Job ID: {{ d.get("job_id") }}
 {% endif %}Replay it with: hookbus replay --dead-letters --subscriber {{ d.get("subscriber") or "NAME" }}"""
 
+# The checks engine's events (DESIGN §10). The title names the check; the text the job, and its
+# repository when there is one. Times to the minute in UTC, durations compact (`3h 12m`).
+_CHECK_PRELUDE = """\
+{%- set d = data if data is mapping else {} -%}
+{%- macro when(value) %}{{ format_time(value, "%Y-%m-%d %H:%M UTC") }}{% endmacro -%}
+{%- macro took(value) %}{{ format_duration(value, compact=True) }}{% endmacro -%}
+{%- set job = d.get("job") or d.get("check") or subject or "?" -%}
+{%- set name = d.get("check") or job -%}
+{%- set of = "'" ~ job ~ "'" ~ (" for '" ~ d.get("repository") ~ "'" if d.get("repository") else "") -%}
+"""
+
+_ERROR = '{% if d.get("error") %}Error: {{ (d.get("error") | string)[:300] }}\n{% endif %}'
+
+CHECK_DOWN = _CHECK_PRELUDE + """\
+{%- set reason = d.get("reason") -%}
+{%- set reminder = d.get("reminder") if d.get("reminder") is number else 0 -%}
+{%- set notes = (["reminder " ~ reminder] if reminder > 0 else []) + (["silence ended"] if d.get("after_silence") else []) -%}
+{%- set what = {"missed": "Missed", "running_too_long": "Running Too Long", "failed": "Failing"}.get(reason, "Down") -%}
+{%- set failures = d.get("failures") if d.get("failures") is number else 0 -%}
+❌ Backup {{ "Still " if reminder > 0 else "" }}{{ what }} - {{ name }}{% if notes %} ({{ notes | join(", ") }}){% endif %}
+
+{% if reason == "missed" -%}
+{%- set due = d.get("deadline") or d.get("expected_at") -%}
+{%- set schedule = d.get("schedule") | string if d.get("schedule") else "" -%}
+{%- set how = ([schedule if schedule.startswith("every ") else "schedule " ~ schedule] if schedule else [])
+              + (["grace " ~ took(d.get("grace_s"))] if d.get("grace_s") is number else []) -%}
+No run of {{ of }} started {% if due %}by {{ when(due) }}{% else %}when due{% endif %}\
+{% if how %} ({{ how | join(", ") }}){% endif %}.
+
+{% if d.get("last_seen") %}Last run: {{ when(d.get("last_seen")) }}\
+{% if d.get("last_outcome") %}, {{ d.get("last_outcome") }}{% endif %}{% else %}No run seen yet.{% endif %}
+""" + _ERROR + """\
+{%- elif reason == "running_too_long" -%}
+{{ of }}{% if d.get("started_at") %} started at {{ when(d.get("started_at")) }} and{% endif %} has not finished\
+{% if d.get("max_runtime_s") is number %} after {{ took(d.get("max_runtime_s")) }}{% else %} in time{% endif %}.
+{%- elif reason == "failed" -%}
+{{ of }} failed{% if failures > 1 %} {{ failures }} times in a row{% if d.get("last_seen") %}, last at \
+{{ when(d.get("last_seen")) }}{% endif %}{% elif d.get("last_seen") %} at {{ when(d.get("last_seen")) }}{% endif %}.
+
+""" + _ERROR + """{% if d.get("job_id") is not none %}Job ID: {{ d.get("job_id") }}{% endif %}
+{%- else -%}
+{{ of }} is down{% if reason %} ({{ reason }}){% endif %}.
+{%- endif -%}
+"""
+
+CHECK_UP = _CHECK_PRELUDE + """\
+{%- set outcome = d.get("outcome") -%}
+{%- set verb = {"success": "succeeded", "warning": "completed with warnings"}.get(outcome)
+               or ("finished (" ~ outcome ~ ")" if outcome else "ran") -%}
+✅ Backup Back to Normal - {{ name }}
+
+{{ of }} {{ verb }}{% if d.get("at") %} at {{ when(d.get("at")) }}{% endif %}\
+{% if d.get("down_for_s") is number %} after {{ took(d.get("down_for_s")) }} down{% endif %}.
+"""
+
+JOB_ANOMALY = _CHECK_PRELUDE + """\
+{%- set metric, value, median, runs = d.get("metric"), d.get("value"), d.get("median"), d.get("runs") -%}
+{%- macro amount(v) %}{{ took(v) if metric == "duration_s" else (format_size(v) if metric == "data_added" else v) }}\
+{% endmacro -%}
+⚠️ Backup Anomaly - {{ job }}
+
+{{ "Run " ~ d.get("job_id") if d.get("job_id") is not none else "A run" }} of {{ of }} \
+{% if metric == "duration_s" %}took{% elif metric == "data_added" %}added{% else %}had {{ metric }}{% endif %} \
+{{ amount(value) }}{% if median is not none %}, {% if value is number and median is number -%}
+{{ "less than a third of" if value < median else "more than 3 times" }} its median
+{%- else %}against a median of{% endif %} {{ amount(median) }}\
+{% if runs is number %} over the last {{ "good run" if runs == 1 else runs ~ " good runs" }}{% endif %}{% endif %}.
+"""
+
 GENERIC = """\
 {{ "❌" if is_error(event) else "ℹ️" }} {{ summary(event) }}
 
@@ -233,6 +303,9 @@ TEMPLATES: dict[str, str] = {
     "backup.log": LOG,
     "backup.validation.finished": VALIDATION,
     "hookbus.delivery.failed": DELIVERY_FAILED,
+    "backup.check.down": CHECK_DOWN,
+    "backup.check.up": CHECK_UP,
+    "backup.job.anomaly": JOB_ANOMALY,
 }
 
 DIGEST_KEY = "digest"

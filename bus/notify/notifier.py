@@ -54,8 +54,10 @@ class NotifierConfig(SubscriberConfig):
 
 class Notifier(Subscriber):
     Config: ClassVar[type[SubscriberConfig]] = NotifierConfig
+    # A monitor's alerts (a check down and back up, an anomaly) reach every notifier by default.
     default_events: ClassVar[list[str]] = ["backup.job.finished", "backup.report", "backup.validation.finished",
-                                           "hookbus.delivery.failed"]
+                                           "hookbus.delivery.failed", "backup.check.down", "backup.check.up",
+                                           "backup.job.anomaly"]
     config: NotifierConfig
     silenceable: ClassVar[bool] = True
 
@@ -152,10 +154,11 @@ class Notifier(Subscriber):
         """success / warning / failure / info, for targets that show it."""
         if any(is_error(e) for e in events):
             return "failure"
-        outcomes = [e.fields.get("outcome") for e in events]
-        if Outcome.WARNING in outcomes:
+        # A check back up is good news whatever its run's outcome; an anomaly is a warning.
+        outcomes = [e.fields.get("outcome") for e in events if e.type != "backup.check.up"]
+        if Outcome.WARNING in outcomes or any(e.type == "backup.job.anomaly" for e in events):
             return "warning"
-        if Outcome.SUCCESS in outcomes or all(e.type in ("backup.device.succeeded", "backup.report", "backup.vcs.saved")
-                                         for e in events):
+        if Outcome.SUCCESS in outcomes or all(e.type in ("backup.device.succeeded", "backup.report", "backup.vcs.saved",
+                                                         "backup.check.up") for e in events):
             return "success"
         return "info"

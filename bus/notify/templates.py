@@ -37,9 +37,9 @@ __all__ = ["SAMPLES", "BoundCommand", "TemplateError", "check_template", "contex
 
 def _lenient(helper: Callable[..., str]) -> Callable[..., str]:
     """A helper that returns a value it cannot read as it is, instead of failing the message."""
-    def wrapped(value: Any, *args: Any) -> str:
+    def wrapped(value: Any, *args: Any, **kwargs: Any) -> str:
         try:
-            return helper(value, *args)
+            return helper(value, *args, **kwargs)
         except (ValueError, TypeError, OverflowError):
             return "" if value is None else str(value)
     wrapped.__name__, wrapped.__doc__ = helper.__name__, helper.__doc__
@@ -56,11 +56,33 @@ def _format_time(value: Any, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     return when.astimezone(UTC).strftime(fmt)
 
 
-def _format_duration(seconds: Any) -> str:
-    """Given seconds, return e.g. `4.2s`, `2m 05s`, `1h 02m 03s`."""
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def _format_duration(seconds: Any, compact: bool = False) -> str:
+    """Given seconds, return e.g. `4.2s`, `2m 05s`, `1h 02m 03s`; `compact`: at most
+    the two largest units, without zeros, e.g. `45s`, `2m 5s`, `6h`, `3h 12m`, `2d 1h`
+    (smaller units dropped, not rounded: 6 h and 40 s is `6h`)."""
     if seconds is None or seconds == "":
         return ""
     total = float(seconds)
+    if total != total or abs(total) == float("inf"):
+        raise ValueError(f"not a duration: {seconds!r}")
+    parts: list[str] = []
+    if compact:
+        if total < 0:
+            return "-" + _format_duration(-total, compact=True)
+        tenths = round(total, 1)
+        if tenths < 10 and tenths != int(tenths):
+            return f"{tenths:.1f}s"
+        rest, parts = round(total), []
+        for unit, size in _UNITS:
+            count, rest = divmod(rest, size)
+            if count or parts:
+                parts.append(f"{count}{unit}")
+            if len(parts) == 2:
+                break
+        return " ".join(p for p in parts if not p.startswith("0")) or "0s"
     if total < 60:
         return f"{total:.1f}s" if total < 10 else f"{total:.0f}s"
     whole = round(total)
@@ -94,12 +116,13 @@ def _data(event: Any) -> dict[str, Any]:
 
 
 def is_error(event: Any) -> bool:
-    """True for a failed or cancelled job, a failed task or device, a failed validation."""
+    """True for a failed or cancelled job, a failed task or device, a failed validation, a check gone down."""
     type_ = event.type if isinstance(event, Event) else (event.get("type", "") if isinstance(event, dict) else "")
     data = _data(event)
     task: dict[str, Any] = data["task"] if isinstance(data.get("task"), dict) else {}
     return (
         str(type_).endswith(".failed")
+        or type_ == "backup.check.down"
         or data.get("outcome") in FAILED_OUTCOMES
         or task.get("status") == TaskStatus.FAILED
         or (type_ == "backup.report" and bool(data.get("fail")))
@@ -226,9 +249,10 @@ def check_template(source: str, samples: Iterable[Event], *, shell: str | None =
             raise TemplateError(f"{exc.message} (rendering a sample {event.type} event)") from None
 
 
-def _sample(type_: str, data: dict[str, Any], subject: str | None = "MyRepository") -> Event:
-    return Event(id=f"sample-{type_}", source="hookbus://sample", type=type_, time="2026-11-21T03:38:00Z",
-                 subject=subject, data=data, seq=1)
+def _sample(type_: str, data: dict[str, Any], subject: str | None = "MyRepository",
+            time: str = "2026-11-21T03:38:00Z") -> Event:
+    return Event(id=f"sample-{type_}", source="hookbus://sample", type=type_, time=time, subject=subject, data=data,
+                 seq=1)
 
 
 _TASKS = [
@@ -267,4 +291,18 @@ SAMPLES: dict[str, Event] = {e.type: e for e in [
         "trigger": {"type": "backup.report", "id": "report-run-1", "source": "netcfgbu://lab", "seq": 41}}, None),
     _sample("hookbus.delivery.failed", {"subscriber": "ops", "event_id": "e-1", "event_type": "backup.job.finished",
                                         "event_seq": 7, "attempts": 10, "error": "timed out"}, None),
+    # The checks engine's events (DESIGN §10): every field is always there, null when it does not apply.
+    _sample("backup.check.down", {
+        "check": "nightly", "job": "nightly", "repository": "MyRepository", "reason": "missed",
+        "expected_at": "2026-12-04T02:00:00.000Z", "deadline": "2026-12-04T03:00:00.000Z", "schedule": "0 2 * * *",
+        "grace_s": 3600, "started_at": None, "max_runtime_s": 21600, "last_seen": "2026-12-03T02:00:00.000Z",
+        "last_outcome": "success", "error": None, "failures": 0, "job_id": None, "reminder": 0,
+        "after_silence": False}, time="2026-12-04T03:00:00.000Z"),
+    _sample("backup.check.up", {
+        "check": "nightly", "job": "nightly", "repository": "MyRepository", "down_since": "2026-12-04T02:00:00.000Z",
+        "down_for_s": 11520, "at": "2026-12-04T05:12:00.000Z", "outcome": "success", "job_id": "job-abc-123"},
+        time="2026-12-04T05:12:00.000Z"),
+    _sample("backup.job.anomaly", {
+        "job_id": "job-abc-123", "job": "nightly", "repository": "MyRepository", "metric": "duration_s",
+        "value": 4.0, "median": 7500.0, "runs": 5}),
 ]}
