@@ -229,7 +229,7 @@ class CheckEngine:
         base = {"check": check.name, "job": check.job, "repository": check.repository}
         if alert.up:
             down_since = alert.fields["down_since"]
-            data = {**base, "down_since": when(down_since), "down_for_s": round(alert.at - down_since, 3),
+            data = {**base, "down_since": when(down_since), "down_for_s": round(max(0.0, alert.at - down_since), 3),
                     "at": when(alert.at), "outcome": alert.fields.get("outcome"), "job_id": alert.fields.get("job_id")}
             log.info("check %s: up after %.0f s down", check.name, alert.at - down_since)
         else:
