@@ -190,7 +190,7 @@ def main() -> None:
                 for connections in counts:
                     for kind in KINDS:
                         results[(kind, connections)].append(measure(args, kind, scripts[kind], url + paths[kind],
-                                                                    serve.pid, connections, f"r{round_}"))
+                                                                    serve.pid, connections, f"r{round_}c{connections}"))
             banner("checks")
             accepted = sum(r["accepted_total"] for runs in results.values() for r in runs)
             head = get_json(f"{url}/healthz")["head"]  # every answered request is an event in the journal
