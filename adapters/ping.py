@@ -19,14 +19,13 @@ output tail, cut to the limit announced in the `Ping-Body-Limit` header.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from hookbus.adapters.common import JournalJobs, OpenJob, error_line, job_finished, job_started, new_job
+from hookbus.adapters.common import OpenJob, error_line, job_finished, job_started, new_job
 from hookbus.bus.events.event import Event, new_id
 from hookbus.bus.events.text import cut_front
 from hookbus.bus.events.times import now_rfc3339
@@ -45,11 +44,7 @@ _DIGITS = re.compile(r"[0-9]+")
 class PingState:
     broker: Broker
     checks: dict[str, Check]
-    jobs: JournalJobs
     body_limit: int
-    # One ping at a time: a start and its finish must not interleave their
-    # read-modify-write of the open job. Pings are rare; this costs nothing.
-    lock: asyncio.Lock
 
 
 PING = web.AppKey("ping", PingState)
@@ -61,10 +56,8 @@ def add_routes(app: web.Application, checks: Sequence[Check]) -> None:
     app[PING] = PingState(
         broker=broker,
         checks={check.key: check for check in checks if check.key is not None},
-        jobs=JournalJobs(broker.journal),
         # Half the largest event, so a full body always fits with the job's other fields.
         body_limit=min(PING_BODY_LIMIT, broker.bus.max_event_bytes // 2),
-        lock=asyncio.Lock(),
     )
     for path in ("/ping/{key}", "/ping/{key}/{action}"):
         app.router.add_get(path, handle)  # HEAD too
@@ -118,26 +111,21 @@ async def handle(request: web.Request) -> web.Response:
 
 
 async def record(state: PingState, check: Check, ping: Ping) -> list[Event]:
-    """Turn one ping into its events, commit them, and keep the open job up to date."""
+    """Turn one ping into its events and commit them together with the change to
+    the open job, in one write of the journal (`Broker.ingest_with_job`): the
+    journal's writer runs one write at a time, so a start and its finish never
+    interleave, and concurrent pings share a commit as events do."""
     key = f"ping:{check.key}:{ping.rid or ''}"
     source = f"hookbus://ping/{check.job}"
-    async with state.lock:
-        if ping.action == "start":
-            job = new_job()
-            await state.jobs.open(key, job)  # before the event: a finish must find it
-            events = [started(source, check, job, ping)]
-            await state.broker.ingest(events)
-        elif ping.action == "log":
-            open_job = await state.jobs.get(key)
-            events = [log_event(source, check, open_job, ping)]
-            await state.broker.ingest(events)
-        else:
-            open_job = await state.jobs.get(key, finished=(source, FINISHED_ID))
-            events = [finished(source, check, open_job, ping)]
-            await state.broker.ingest(events)
-            if open_job is not None:  # after the event: a crash in between is caught by FINISHED_ID
-                await state.jobs.close(key, open_job.job_id)
-    return events
+    if ping.action == "start":
+        job = new_job()
+        done = await state.broker.ingest_with_job(key, lambda _: [started(source, check, job, ping)], start=job)
+    elif ping.action == "log":
+        done = await state.broker.ingest_with_job(key, lambda open_job: [log_event(source, check, open_job, ping)])
+    else:  # the job is closed in the same commit; one whose finished event is stored already counts as closed
+        done = await state.broker.ingest_with_job(key, lambda open_job: [finished(source, check, open_job, ping)],
+                                                  finish=(source, FINISHED_ID))
+    return [event for event, _ in done.events]
 
 
 def started(source: str, check: Check, job: OpenJob, ping: Ping) -> Event:

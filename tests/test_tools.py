@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,74 @@ async def test_ping_start_then_kill9_then_finish_is_still_one_job(site: Site, pr
     started, finished = [e for e in events if e["type"].startswith("backup.job.")]
     assert finished["data"]["job_id"] == started["data"]["job_id"]
     assert finished["data"]["started_at"] == started["data"]["started_at"] and finished["data"]["outcome"] == "success"
+
+
+async def test_concurrent_ping_pairs_for_one_key_each_pair_their_own_start(site: Site, procs: Any) -> None:
+    """200 runs of one check, told apart by `rid`, over 20 connections at once:
+    every finish carries its own start's job id, none is lost or doubled. At the
+    same time 200 starts and finishes of another check without a `rid` (one open
+    job for all) over 20 more connections: each finish closes the job open at
+    its moment in the journal's order, as if the pings had come one at a time."""
+    configure(site, checks=[{"key": KEY, "job": "nightly", "repository": "MyRepository"},
+                            {"key": "one-at-a-time", "job": "shared", "repository": "pg"}])
+    await serve(site, procs)
+    finishes = {"": ("success", 0), "/0": ("success", 0), "/fail": ("failed", None), "/3": ("failed", 3)}
+    runs = [(str(uuid.uuid4()), list(finishes)[i % len(finishes)], i % 5 == 0) for i in range(200)]
+    todo = list(runs)
+
+    async def ping(http: aiohttp.ClientSession, url: str, body: bytes | None) -> None:
+        async with http.post(url, data=body) as resp:
+            assert resp.status == 200 and await resp.text() == "OK", (url, resp.status)
+
+    async def rid_worker(http: aiohttp.ClientSession) -> None:
+        while todo:
+            rid, finish, log = todo.pop()
+            for path, body in [("/start", None), *([("/log", b"half way\n")] if log else []), (finish, b"done\n")]:
+                await ping(http, f"{site.url}/ping/{KEY}{path}?rid={rid}", body)
+
+    async def shared_worker(http: aiohttp.ClientSession) -> None:
+        for _ in range(10):
+            await ping(http, f"{site.url}/ping/one-at-a-time/start", None)
+            await ping(http, f"{site.url}/ping/one-at-a-time/0", b"done\n")
+
+    async with (aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=20)) as http,
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=20)) as shared):
+        await asyncio.gather(*(rid_worker(http) for _ in range(20)), *(shared_worker(shared) for _ in range(20)))
+
+    def all_finished() -> list[dict[str, Any]]:
+        events = audit(site)
+        return events if sum(e["type"] == "backup.job.finished" for e in events) >= 400 else []
+
+    events = await wait_for(all_finished, 30, "400 finished events")
+    by_rid: dict[str, list[dict[str, Any]]] = {}
+    for event in by_job(events, "nightly"):
+        by_rid.setdefault(event["data"]["rid"], []).append(event)
+    assert sum(map(len, by_rid.values())) == 200 * 2 + 40 and sorted(by_rid) == sorted(rid for rid, _, _ in runs)
+    job_ids = set()
+    for rid, finish, log in runs:
+        kinds = ["backup.job.started", *(["backup.log"] if log else []), "backup.job.finished"]
+        assert [e["type"] for e in by_rid[rid]] == kinds, rid  # in this order in the journal, each once
+        started, finished = by_rid[rid][0]["data"], by_rid[rid][-1]["data"]
+        assert finished["job_id"] == started["job_id"] == by_rid[rid][1]["data"]["job_id"], rid
+        assert finished["started_at"] == started["started_at"] <= finished["finished_at"]
+        assert finished["duration_s"] >= 0 and finished["output_tail"] == "done\n"
+        assert (finished["outcome"], finished["exit_status"]) == finishes[finish], (rid, finish)
+        job_ids.add(started["job_id"])
+    assert len(job_ids) == 200
+
+    shared_events = by_job(events, "shared")  # in the journal's order
+    assert len(shared_events) == 400
+    open_job: dict[str, Any] | None = None
+    started_ids = {e["data"]["job_id"] for e in shared_events if e["type"] == "backup.job.started"}
+    for event in shared_events:
+        if event["type"] == "backup.job.started":
+            open_job = event["data"]
+        elif open_job is not None:  # the job open right before it in the journal, and only that one
+            assert (event["data"]["job_id"], event["data"]["started_at"]) == (open_job["job_id"], open_job["started_at"])
+            open_job = None
+        else:  # nothing open: a job of its own
+            assert event["data"]["job_id"] not in started_ids and event["data"]["started_at"] is None
+    assert len({e["data"]["job_id"] for e in shared_events if e["type"] == "backup.job.finished"}) == 200
 
 
 # -- restic ----------------------------------------------------------------------------------

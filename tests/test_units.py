@@ -437,6 +437,55 @@ async def test_an_open_job_whose_finished_event_is_stored_counts_as_closed(journ
     assert await journal.find_open_job("k") is None  # and it is forgotten
 
 
+async def test_append_with_job_pairs_starts_and_finishes_written_in_one_commit(journal: Journal) -> None:
+    """Starts and finishes for one key issued together go to the writer in one
+    batch (one commit): each finish still finds the start written before it."""
+    finish = ("test://units", "{job_id}/job.finished")
+    made: list[OpenJob | None] = []
+
+    def make(name: str) -> Any:
+        return lambda job: made.append(job) or [item(f"{job.job_id if job else 'none'}/{name}")]
+
+    jobs = [OpenJob(f"job-{i}", f"t{i}") for i in range(3)]
+    futures = []
+    for i, job in enumerate(jobs):
+        futures.append(journal.append_with_job("k", make(f"job.started{i}"), start=job))
+        futures.append(journal.append_with_job("k", make("job.finished"), finish=finish))
+    futures.append(journal.append_with_job("k", make("log")))  # nothing open any more
+    done = await asyncio.gather(*futures)
+    assert made == [jobs[0], jobs[0], jobs[1], jobs[1], jobs[2], jobs[2], None]
+    assert [d.job for d in done] == made and [d.accepted[0].seq for d in done] == list(range(1, 8))
+    assert [e.id for d in done for e, _ in d.events] == [
+        "job-0/job.started0", "job-0/job.finished", "job-1/job.started1", "job-1/job.finished",
+        "job-2/job.started2", "job-2/job.finished", "none/log"]
+    assert await journal.find_open_job("k") is None
+
+
+async def test_append_with_job_refuses_alone_the_write_whose_events_fail(journal: Journal) -> None:
+    def broken(job: OpenJob | None) -> list[tuple[Event, bytes]]:
+        raise EventError("data", "too large")
+
+    job = OpenJob("job-1", "t")
+    good = journal.append_with_job("k", lambda j: [item("a")], start=job)
+    bad = journal.append_with_job("k", broken, finish=("test://units", "{job_id}/job.finished"))
+    other = journal.append([item("b")])
+    assert (await good).accepted[0].seq == 1
+    with pytest.raises(EventError):
+        await bad
+    assert (await other)[0].seq == 2
+    assert await journal.find_open_job("k") == job  # the refused finish closed nothing
+    with pytest.raises(ValueError, match="not both"):
+        journal.append_with_job("k", lambda j: [], start=job, finish=("s", "{job_id}"))
+
+
+async def test_append_with_job_takes_a_job_whose_finished_event_is_stored_as_closed(journal: Journal) -> None:
+    finish = ("test://units", "{job_id}/job.finished")
+    await journal.open_job("k", OpenJob("job-2", "t"))
+    await journal.append([item("job-2/job.finished")])  # a hookbus before stored it and stopped before the close
+    done = await journal.append_with_job("k", lambda job: [item("other/job.finished")], finish=finish)
+    assert done.job is None and await journal.find_open_job("k") is None
+
+
 # -- configuration --------------------------------------------------------------------------------
 
 

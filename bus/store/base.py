@@ -73,6 +73,15 @@ class CheckSnapshot:
     runs: dict[str, bytes]
 
 
+class JobAppend(NamedTuple):
+    """What `Store.append_with_job` committed: the open job the events were made
+    for (None when there was none), the events with their JSON bodies, their seqs."""
+
+    job: OpenJob | None
+    events: list[tuple[Event, bytes]]
+    accepted: list[Accepted]
+
+
 class Store(Protocol):
     """The durable event log with subscriber cursors, retries, dead letters,
     runner leases and the adapters' open jobs."""
@@ -141,6 +150,21 @@ class Store(Protocol):
 
     async def close_job(self, key: str, job_id: str) -> None:
         """Forget the job under key, if it is still `job_id`."""
+
+    def append_with_job(self, key: str, make: Callable[[OpenJob | None], list[tuple[Event, bytes]]], *,
+                        start: OpenJob | None = None, finish: tuple[str, str] | None = None,
+                        then: Callable[[JobAppend], None] | None = None) -> asyncio.Future[JobAppend]:
+        """In one write, atomic with every other: look up the open job under `key`,
+        commit the events `make(job)` returns (as `append`), and update the job.
+
+        With `start`, `start` is kept under key (replacing any job there) and
+        `make(start)` is called. With `finish` = (source, event id template with
+        `{job_id}`), the job found is forgotten in the same commit, and a job whose
+        finished event is already stored counts as closed (`find_open_job`). With
+        neither, the job is only looked up. `make` runs on the store's writer,
+        maybe more than once (a refused neighbour reruns the batch): it must only
+        build the events; an exception from it refuses this write alone.
+        `then` as for `append`."""
 
     # -- reads: blocking, call from a thread ------------------------------------
 

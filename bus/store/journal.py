@@ -27,7 +27,7 @@ from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.silences import Silence
 from hookbus.bus.store import checkstate, openjobs
-from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, LeaseHeld, OpenJob, StoredEvent
+from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, JobAppend, LeaseHeld, OpenJob, StoredEvent
 from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
 
 log = logging.getLogger("hookbus.journal")
@@ -139,6 +139,19 @@ def _seq_of(conn: sqlite3.Connection, source: str, id_: str) -> int | None:
     """The seq of the stored event (source, id_), if there is one."""
     row = conn.execute("SELECT seq FROM events WHERE source=? AND id=?", (source, id_)).fetchone()
     return int(row[0]) if row else None
+
+
+def _find_open_job(conn: sqlite3.Connection, key: str, finished: tuple[str, str] | None) -> OpenJob | None:
+    """The open job under key; with `finished` (see Journal.find_open_job), None
+    (and the job forgotten) when its finished event is already stored."""
+    job = openjobs.find(conn, key)
+    if job is None or finished is None:
+        return job
+    source, template = finished
+    if _seq_of(conn, source, template.format(job_id=job.job_id)) is None:
+        return job
+    openjobs.forget(conn, key, job.job_id)
+    return None
 
 
 def _rowcount(sql: str, args: list[Any]) -> Callable[[sqlite3.Connection], int]:
@@ -553,21 +566,31 @@ class Journal:
         """The open job under key. With `finished` = (source, event id template with
         `{job_id}`), a job whose finished event is already in the journal (hookbus
         stopped between storing it and closing the job) counts as closed."""
-
-        def op(conn: sqlite3.Connection) -> OpenJob | None:
-            job = openjobs.find(conn, key)
-            if job is None or finished is None:
-                return job
-            source, template = finished
-            if _seq_of(conn, source, template.format(job_id=job.job_id)) is None:
-                return job
-            openjobs.forget(conn, key, job.job_id)
-            return None
-
-        return await self.write(op)
+        return await self.write(lambda conn: _find_open_job(conn, key, finished))
 
     async def close_job(self, key: str, job_id: str) -> None:
         await self.write(lambda conn: openjobs.forget(conn, key, job_id))
+
+    def append_with_job(self, key: str, make: Callable[[OpenJob | None], list[tuple[Event, bytes]]], *,
+                        start: OpenJob | None = None, finish: tuple[str, str] | None = None,
+                        then: Callable[[JobAppend], None] | None = None) -> asyncio.Future[JobAppend]:
+        """Look up or keep the open job under key and commit the events made for it,
+        in one op of the writer: ops run one at a time, so no other write comes
+        between the look-up and the append, and concurrent callers still share a
+        commit (see `Store.append_with_job`)."""
+        if start is not None and finish is not None:
+            raise ValueError("append_with_job: a write either starts a job or finishes one, not both")
+
+        def op(conn: sqlite3.Connection) -> JobAppend:
+            job = start if start is not None else _find_open_job(conn, key, finish)
+            events = make(job)  # before any row of this op is written; may refuse the op
+            if start is not None:
+                openjobs.keep(conn, key, start)
+            elif finish is not None and job is not None:
+                openjobs.forget(conn, key, job.job_id)
+            return JobAppend(job, events, _Append(self, events)(conn))
+
+        return self.write(op, then)
 
     # -- reading (any thread; WAL readers never block the writer) --------
 

@@ -22,7 +22,7 @@ import zmq.asyncio
 from hookbus.bus.events.event import Event, EventError, as_stored, clean_event, compile_globs, fit_to_size, new_event, parse_event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.settings import BusSettings, is_local_endpoint
-from hookbus.bus.store.base import Accepted, DeadLetter, JournalError, LeaseHeld, Store, StoredEvent
+from hookbus.bus.store.base import Accepted, DeadLetter, JobAppend, JournalError, LeaseHeld, OpenJob, Store, StoredEvent
 from hookbus.bus.transport import commands, protocol
 from hookbus.bus.transport.commands import BadRequest
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
@@ -192,6 +192,17 @@ class Broker:
         the journal's future, not a coroutine: one frame less on every ingest.)"""
         encoded = [(event, self.encode(event)) for event in events]
         return self.journal.append(encoded, lambda accepted: self._fan_out(encoded, accepted))
+
+    def ingest_with_job(self, key: str, make: Callable[[OpenJob | None], list[Event]], *,
+                        start: OpenJob | None = None, finish: tuple[str, str] | None = None) -> asyncio.Future[JobAppend]:
+        """Commit the events `make(job)` builds for the open job under key, and keep or
+        close that job, in one write of the journal (`Store.append_with_job`); then
+        publish them as `ingest` does. The events are made and encoded on the
+        journal's writer; an EventError from them (an event over the size limit)
+        is the future's exception."""
+        return self.journal.append_with_job(
+            key, lambda job: [(event, self.encode(event)) for event in make(job)], start=start, finish=finish,
+            then=lambda done: self._fan_out(done.events, done.accepted))
 
     def _fan_out(self, encoded: list[tuple[Event, bytes]], accepted: list[Accepted]) -> None:
         """Publish what was just committed (not repeats), in commit order."""
