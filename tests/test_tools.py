@@ -78,7 +78,9 @@ async def serve(site: Site, procs: Any) -> Any:
 
 
 def by_job(events: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
-    return [e for e in events if isinstance(e.get("data"), dict) and e["data"].get("job") == job]
+    """The job's own events (not what its check announces about it)."""
+    return [e for e in events if isinstance(e.get("data"), dict) and e["data"].get("job") == job
+            and e["source"] != "hookbus://checks"]
 
 
 # -- borgmatic + borg ------------------------------------------------------------------------
