@@ -56,6 +56,26 @@ class DeadLetter:
     state: str
 
 
+# What became of one attempt at handing an event to a subscriber (the delivery trail, trail.py).
+DELIVERED, FAILED, DEAD, SILENCED = "delivered", "failed", "dead", "silenced"
+OUTCOMES = (DELIVERED, FAILED, DEAD, SILENCED)
+
+
+@dataclass(slots=True, frozen=True)
+class Delivery:
+    """One attempt of the delivery trail: `attempt` counts from 1 (0: not sent, silenced);
+    `status` is what the receiver answered (an HTTP status, an exit status), when known;
+    `reason` a short, scrubbed text (a failure's error, the silence)."""
+
+    seq: int
+    subscriber: str
+    attempt: int
+    at: float
+    outcome: str
+    status: int | None = None
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class OpenJob:
     """A job a tool reported as started, kept until its finish (adapters/common.py)."""
@@ -74,8 +94,8 @@ class CheckSnapshot:
 
 
 class Store(Protocol):
-    """The durable event log with subscriber cursors, retries, dead letters,
-    runner leases and the adapters' open jobs."""
+    """The durable event log with subscriber cursors, retries, dead letters, the
+    delivery trail, runner leases and the adapters' open jobs."""
 
     @property
     def last_seq(self) -> int:
@@ -123,6 +143,10 @@ class Store(Protocol):
     async def prune(self, older_than_s: float) -> int:
         """Delete events older than that which every subscriber has passed; return how many."""
 
+    async def record_deliveries(self, records: list[Delivery]) -> None:
+        """Add to the delivery trail, in one commit; each (seq, subscriber) keeps its first
+        attempt and its last ten. Pruned with the events."""
+
     async def open_job(self, key: str, job: OpenJob) -> None:
         """Keep `job` under `key` (a credential: stored hashed); forget those older than FORGET_AFTER_S."""
 
@@ -154,6 +178,16 @@ class Store(Protocol):
 
     def silences(self, since: float) -> list[Silence]:
         """The silences that end after `since`, oldest first."""
+
+    def deliveries(self, seqs: list[int], subscriber: str | None = None) -> list[Delivery]:
+        """The delivery trail of those events (of one subscriber, if given), by seq,
+        subscriber, then in the order the attempts were made."""
+
+    def recent_deliveries(self, subscriber: str | None = None, limit: int = 100) -> list[Delivery]:
+        """The newest records of the trail (of one subscriber, if given), newest first."""
+
+    def lease_holder(self, subscriber: str) -> str | None:
+        """Who holds the subscriber's name (take_lease), if anyone."""
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         """Subscriber → (cursor, epoch)."""
