@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from hookbus.bus.events.event import new_event
-from hookbus.bus.store.base import DEAD, DELIVERED, FAILED, Delivery
+from hookbus.bus.store.base import DEAD, DELIVERED, FAILED, DeliveredRun, Delivery
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.store.trail import KEEP_LAST
 from hookbus.bus.transport import commands, protocol
@@ -126,8 +126,8 @@ async def test_retries_dead_letter_silence_and_restart(site: Site, procs: Any) -
 async def test_store_caps_each_event_and_prunes_with_events(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "j.db")
     try:
-        accepted = await journal.append([(new_event("t", {}, source="test://trail"), b"{}") for _ in range(2)])
-        first, second = (a.seq for a in accepted)
+        accepted = await journal.append([(new_event("t", {}, source="test://trail"), b"{}") for _ in range(5)])
+        first, second, *rest = (a.seq for a in accepted)
         now = time.time()
         records = [Delivery(first, "ops", n, now + n, FAILED, 503, "busy") for n in range(1, 30)]
         await journal.record_deliveries(records)
@@ -137,9 +137,13 @@ async def test_store_caps_each_event_and_prunes_with_events(tmp_path: Path) -> N
         assert [d.attempt for d in kept if d.seq == first] == [1, *range(30 - KEEP_LAST, 30)]
         assert [d.seq for d in kept if d.seq == second] == [second]
         assert journal.recent_deliveries("ops", 1)[0].attempt == 29
-        await journal.set_cursor("ops", second, 0)
-        assert await journal.prune(-1) == 2
-        assert journal.deliveries([first, second]) == []
+        # The bulk as a run: each of its seqs answers as a first attempt delivered.
+        await journal.record_deliveries([], [DeliveredRun("mail", rest[0], rest[-1], now, None)])
+        assert [(d.seq, d.subscriber, d.attempt, d.outcome) for d in journal.deliveries([second, rest[1]])] == [
+            (second, "ops", 1, DELIVERED), (rest[1], "mail", 1, DELIVERED)]
+        await journal.set_cursor("ops", rest[-1], 0)
+        assert await journal.prune(-1) == 5
+        assert journal.deliveries([first, second, *rest]) == []
     finally:
         journal.close()
 
@@ -156,6 +160,8 @@ def test_trail_command_checks_its_records() -> None:
         {**good, "records": [[1, 1, 1.5, "delivered", None, ""]] * (commands.MAX_TRAIL + 1)},
         {k: v for k, v in good.items() if k != "runner"},
         {**good, "name": "../x"},
+        {**good, "delivered": [[5, 4, 1.5, 200]]},
+        {**good, "delivered": [[1, 4, 1.5, "200"]]},
     ]
     for payload in bad:
         with pytest.raises(BadRequest):

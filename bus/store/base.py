@@ -76,6 +76,18 @@ class Delivery:
     reason: str = ""
 
 
+@dataclass(slots=True, frozen=True)
+class DeliveredRun:
+    """The trail's bulk, compactly: every seq from first_seq to last_seq was delivered to
+    subscriber at its first attempt, the receiver answering `status`, the last at `at`."""
+
+    subscriber: str
+    first_seq: int
+    last_seq: int
+    at: float
+    status: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class OpenJob:
     """A job a tool reported as started, kept until its finish (adapters/common.py)."""
@@ -143,9 +155,10 @@ class Store(Protocol):
     async def prune(self, older_than_s: float) -> int:
         """Delete events older than that which every subscriber has passed; return how many."""
 
-    async def record_deliveries(self, records: list[Delivery]) -> None:
-        """Add to the delivery trail, in one commit; each (seq, subscriber) keeps its first
-        attempt and its last ten. Pruned with the events."""
+    async def record_deliveries(self, records: list[Delivery], runs: list[DeliveredRun] | None = None) -> None:
+        """Add to the delivery trail, in one commit: attempts one by one, and first-attempt
+        deliveries as runs of seqs; each (seq, subscriber) keeps its first attempt and its
+        last ten. Pruned with the events. `deliveries()` answers both as Delivery records."""
 
     async def open_job(self, key: str, job: OpenJob) -> None:
         """Keep `job` under `key` (a credential: stored hashed); forget those older than FORGET_AFTER_S."""

@@ -27,7 +27,7 @@ from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.silences import Silence
 from hookbus.bus.store import checkstate, openjobs, trail
-from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, Delivery, LeaseHeld, OpenJob, StoredEvent
+from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, DeliveredRun, Delivery, LeaseHeld, OpenJob, StoredEvent
 from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
 
 log = logging.getLogger("hookbus.journal")
@@ -538,9 +538,9 @@ class Journal:
 
     # -- the delivery trail (trail.py) -----------------------------------
 
-    async def record_deliveries(self, records: list[Delivery]) -> None:
-        if records:
-            await self.write(lambda conn: trail.add(conn, records))
+    async def record_deliveries(self, records: list[Delivery], runs: list[DeliveredRun] | None = None) -> None:
+        if records or runs:
+            await self.write(lambda conn: trail.add(conn, records, runs))
 
     # -- checks: their evaluation and the silences (checkstate.py) -----
 

@@ -22,7 +22,7 @@ import zmq.asyncio
 from hookbus.bus.events.event import Event, EventError, as_stored, clean_event, compile_globs, fit_to_size, new_event, parse_event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.settings import BusSettings, is_local_endpoint
-from hookbus.bus.store.base import Accepted, DeadLetter, Delivery, JournalError, LeaseHeld, Store, StoredEvent
+from hookbus.bus.store.base import Accepted, DeadLetter, DeliveredRun, Delivery, JournalError, LeaseHeld, Store, StoredEvent
 from hookbus.bus.transport import commands, protocol
 from hookbus.bus.transport.commands import BadRequest
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
@@ -450,8 +450,9 @@ class Broker:
         head = self.journal.last_seq
         records = [Delivery(seq, name, attempt, float(at), outcome, status, reason)
                    for seq, attempt, at, outcome, status, reason in req.records if seq <= head]
-        await self.journal.record_deliveries(records)
-        return {"recorded": len(records)}, []
+        runs = [DeliveredRun(name, first, last, float(at), status) for first, last, at, status in req.delivered if last <= head]
+        await self.journal.record_deliveries(records, runs)
+        return {"recorded": len(records) + sum(r.last_seq - r.first_seq + 1 for r in runs)}, []
 
     async def _on_status(self, _: commands.Empty, __: list[bytes]) -> tuple[Any, list[bytes]]:
         return await asyncio.to_thread(self.status), []

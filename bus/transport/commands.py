@@ -115,13 +115,23 @@ TrailRecord = Annotated[tuple[
 
 Record = tuple[int, int, float, str, int | None, str]
 
+# [first_seq, last_seq, at, status]: every seq of the run delivered at its first attempt.
+TrailRun = Annotated[tuple[
+    Annotated[StrictInt, Field(ge=1, le=MAX_SEQ)],
+    Annotated[StrictInt, Field(ge=1, le=MAX_SEQ)],
+    Annotated[StrictFloat | StrictInt, Field(ge=0, allow_inf_nan=False)],
+    Annotated[StrictInt, Field(ge=-65536, le=65536)] | None,
+], Strict(False)]
+Run = tuple[int, int, float, int | None]
+
 
 class Trail(Request):
     """What became of deliveries, for the delivery trail; `runner` must hold the name's lease."""
 
     name: Name
     runner: Runner
-    records: list[TrailRecord] = Field(max_length=MAX_TRAIL)
+    records: list[TrailRecord] = Field(default_factory=list, max_length=MAX_TRAIL)
+    delivered: list[TrailRun] = Field(default_factory=list, max_length=MAX_TRAIL)
 
     @field_validator("records")
     @classmethod
@@ -131,6 +141,15 @@ class Trail(Request):
             if record[2] > latest:
                 raise ValueError(f"record {index}: its time is more than a day ahead")
         return records
+
+    @field_validator("delivered")
+    @classmethod
+    def _runs(cls, runs: list[Run]) -> list[Run]:
+        latest = time.time() + MAX_TRAIL_AHEAD
+        for index, (first, last, at, _) in enumerate(runs):
+            if not first <= last or at > latest:
+                raise ValueError(f"run {index}: must be [first_seq <= last_seq, a time not ahead by more than a day, status]")
+        return runs
 
 
 class Ping(Request):

@@ -18,7 +18,8 @@ REPLAYS = b"REPLAYS"  # {"name"} → {"items": [{"id", "seq", "attempts"}]}, bod
 REPLAYED = b"REPLAYED"  # {"id", "ok", "error"}
 STATUS = b"STATUS"  # {} → status
 REPLAY = b"REPLAY"  # {"dead_letters", "subscriber", "ids", "from_seq"} → {"queued"}
-TRAIL = b"TRAIL"  # {"name", "runner", "records": [[seq, attempt, at, outcome, status, reason]…]} → {"recorded"}
+TRAIL = b"TRAIL"  # {"name", "runner", "records": [[seq, attempt, at, outcome, status, reason]…],
+#                   "delivered": [[first_seq, last_seq, at, status]…]} → {"recorded"}
 
 OK = b"OK"
 ERR = b"ERR"
