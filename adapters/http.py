@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from hookbus import __version__
-from hookbus.bus.delivery.subscriber import DeliveryError
+from hookbus.bus.delivery.subscriber import DeliveryError, note_answer
 
 USER_AGENT = f"hookbus/{__version__}"
 RETRYABLE_STATUS = frozenset({408, 425, 429})  # and every 5xx
@@ -78,10 +78,12 @@ class HttpClient:
         try:
             async with self.session().request(method, url, data=data, json=json, headers=headers, allow_redirects=True) as resp:
                 text = await resp.text(errors="replace")
+                note_answer(resp.status)  # for the delivery trail
                 if 200 <= resp.status < 300:
                     return resp.status, text, resp.headers
                 raise classify(resp.status, text, url, resp.headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            note_answer(None)  # no answer (a redirect's, at most, before the failure)
             if isinstance(exc, aiohttp.InvalidURL):
                 raise DeliveryError(f"invalid URL {redact_url(url)}", permanent=True) from None
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__

@@ -88,6 +88,7 @@ class _Known:
             needles.update(base64_forms(value))
             if "://" in value or value.startswith("/"):  # URLs share their first characters: whole only
                 needles.add(value)
+                needles.update(_url_tails(value))
                 continue
             needles.add(value[:PREFIX_MIN])
             self.heads.setdefault(value[:PREFIX_MIN], []).append(value)
@@ -117,6 +118,19 @@ class _Known:
 
 
 _known = _Known()
+
+
+TOKEN_SEGMENT_MIN = 16  # a URL's path segment this long is taken for a token of its own
+
+
+def _url_tails(url: str) -> set[str]:
+    """The parts of a secret URL a receiver may echo without the rest (a 404 naming its
+    path): the path with its query, and each path or query segment long enough to be a token."""
+    _, _, rest = url.partition("://")
+    tail = rest[rest.find("/"):] if "/" in rest else ""
+    parts = {tail} if len(tail) >= PREFIX_MIN else set()
+    parts.update(seg for seg in re.split(r"[/?&=#]", tail) if len(seg) >= TOKEN_SEGMENT_MIN)
+    return parts
 
 
 def _common_prefix(text: str, start: int, secret: str) -> int:

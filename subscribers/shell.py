@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hookbus.adapters.backrest import KINDS  # Backrest's operation words → task kinds
-from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, wants
+from hookbus.bus.delivery.subscriber import DeliveryError, Subscriber, SubscriberConfig, note_answer, wants
 from hookbus.bus.events.event import Event, compile_globs
 from hookbus.bus.events.vocabulary import Outcome, TaskKind, TaskStatus
 from hookbus.bus.jobs.command import HookResult, hook_env, run_command
@@ -260,6 +260,7 @@ class ShellSubscriber(Subscriber):
         if self.predicates and not any(p(event) for p in self.predicates):
             return
         result = await self.execute(event)
+        note_answer(result.exit_code)  # the delivery trail shows the exit status
         if result.ok:
             log.debug("shell %s: seq %s: exit status 0", self.name, event.seq)
             return

@@ -1,7 +1,8 @@
 """The subscriber's cursor at the broker: every seq up to it is done. It moves
 only past events whose side effect succeeded (or was dead-lettered): it stays
 below every event still being delivered, and below every event the subscriber
-holds (a digest not yet sent), so a crash delivers those again.
+holds (a digest not yet sent), so a crash delivers those again. The delivery
+trail (trail.py) goes with it, one message per commit interval.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 from hookbus.bus.delivery.gaps import Position
 from hookbus.bus.delivery.lanes import Lanes
 from hookbus.bus.delivery.subscriber import Subscriber
+from hookbus.bus.delivery.trail import Trail
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.client import BrokerUnavailable, ControlClient
 
@@ -21,12 +23,14 @@ COMMIT_INTERVAL = 0.2
 
 
 class Cursor:
-    def __init__(self, name: str, client: ControlClient, sub: Subscriber, position: Position, lanes: Lanes) -> None:
+    def __init__(self, name: str, client: ControlClient, sub: Subscriber, position: Position, lanes: Lanes,
+                 trail: Trail) -> None:
         self.name = name
         self.client = client
         self.sub = sub
         self.position = position
         self.lanes = lanes
+        self.trail = trail
         self.committed = -1  # as the broker last confirmed it
         self.epoch = 0  # the broker's count of moves by `hookbus replay --from`: an ACK of an older one is refused
 
@@ -36,7 +40,10 @@ class Cursor:
         return low - 1
 
     async def commit(self, timeout: float = 5.0) -> None:
-        cursor = self.value()
+        """Send the delivery trail, then the cursor: a crash between them redelivers, never
+        leaves a delivered event without its record."""
+        cursor = self.value()  # every event up to it has its record waiting in the trail
+        await self.trail.flush(timeout)
         if cursor <= self.committed:
             return
         payload = {"name": self.name, "cursor": cursor, "epoch": self.epoch}

@@ -30,9 +30,11 @@ from hookbus.bus.delivery.lanes import Lanes
 from hookbus.bus.delivery.live import LiveFeed, SocketFollower, follow_feed
 from hookbus.bus.delivery.replays import Replays
 from hookbus.bus.delivery.subscriber import DeliveryContext, Subscriber, SubscriberConfig, wants
+from hookbus.bus.delivery.trail import Trail
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.silences import Silence, silencing
 from hookbus.bus.settings import BusSettings
+from hookbus.bus.store.base import SILENCED
 from hookbus.bus.store.journal import runner_name
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.broker import DELIVERY_FAILED
@@ -59,13 +61,14 @@ class SubscriberRunner:
         self.silences: list[Silence] = []  # the broker's, as of its last answer
         self._tasks: set[asyncio.Task[Any]] = set()
         self.deadlines = Deadlines(subscriber.handler_timeout)
-        self.attempts = Attempts(config, subscriber, self.client, self.deadlines, self.stats)
+        self.trail = Trail(self.name, self.runner, self.client, self.stats)
+        self.attempts = Attempts(config, subscriber, self.client, self.deadlines, self.stats, self.trail)
         self.lanes = Lanes(subscriber, self.attempts, self.spawn)
         events = config.events if config.events is not None else subscriber.default_events
         self.position = Position(self.name, events, self.client, self._take, self.lanes.has_room)
         self.ready = self.position.ready  # set once caught up with the head seen at start
-        self.cursor = Cursor(self.name, self.client, subscriber, self.position, self.lanes)
-        self.replays = Replays(self.name, self.client, subscriber, self.deadlines, self.spawn)
+        self.cursor = Cursor(self.name, self.client, subscriber, self.position, self.lanes, self.trail)
+        self.replays = Replays(self.name, self.client, subscriber, self.deadlines, self.spawn, self.trail)
         self.heartbeat = Heartbeat(self.name, self.runner, bus, self.client, self.stats, self.position, self.lanes,
                                    self.cursor, self.replays, self.hold)
         subscriber.bind(DeliveryContext(self.name, publish=self.publish, give_up=self.attempts.give_up))
@@ -141,8 +144,10 @@ class SubscriberRunner:
             return
         if self.sub.silenceable and (silence := silencing(self.silences, event.type, event.data, time.time())):
             self.stats["silenced"] += 1
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(silence.ends_at))
             log.info("subscriber %s: seq %s (%s) not sent: silence %d holds it until %s", self.name, event.seq,
-                     event.type, silence.id, time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(silence.ends_at)))
+                     event.type, silence.id, until)
+            self.trail.add(event.seq or 0, 0, SILENCED, None, f"silence {silence.id} until {until}")
             return
         self.lanes.add(event)
 

@@ -23,6 +23,7 @@ are None.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -55,6 +56,40 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class Answer:
+    """What the receiver answered to the attempt in progress, for the delivery trail:
+    an HTTP status, a command's exit status; None when nothing was said."""
+
+    __slots__ = ("status",)
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+
+
+# The runner sets one before each attempt; `note_answer` fills it in. A holder, not the
+# value itself: whatever a handler runs in a task of its own (with a copy of the context) still reaches it.
+_ANSWER: contextvars.ContextVar[Answer | None] = contextvars.ContextVar("hookbus_answer", default=None)
+
+
+def note_answer(status: int | None) -> None:
+    """Say what the receiver answered to this attempt (an HTTP status, an exit status):
+    the delivery trail shows it. For kinds and outbound clients; a kind that says
+    nothing shows no status. Outside a runner's attempt it does nothing."""
+    answer = _ANSWER.get()
+    if answer is not None:
+        answer.status = status
+
+
+def listen_for_answer() -> tuple[Answer, contextvars.Token[Answer | None]]:
+    """For the runner: a fresh Answer for the attempt about to start (give the token back with `_ANSWER.reset`)."""
+    answer = Answer()
+    return answer, _ANSWER.set(answer)
+
+
+def stop_listening(token: contextvars.Token[Answer | None]) -> None:
+    _ANSWER.reset(token)
 
 
 Publish = Callable[[list[Event]], Awaitable[list[dict[str, Any]]]]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from aiohttp import web
 
 from hookbus.bus.checks.engine import CheckEngine
-from hookbus.bus.http import api, checks, connections, fdlimit, history, ingest
+from hookbus.bus.http import api, checks, connections, fdlimit, history, ingest, trail
 from hookbus.bus.http.guard import guard
 from hookbus.bus.http.keys import BROKER, CHECKS, INBOUND, REPLAYS, SETTINGS, Adapter
 from hookbus.bus.http.replay import ReplayCache
@@ -39,6 +39,7 @@ def create_app(settings: HttpSettings, broker: Broker, inbound: Mapping[str, Ada
     app.router.add_get("/api/events", api.get_events)
     app.router.add_get("/api/subscribers", api.get_subscribers)
     history.add_routes(app, broker.journal)  # GET /api/jobs, /api/jobs/{job_id}
+    app.router.add_get("/api/events/{seq}/deliveries", trail.get_deliveries)
     app.router.add_get("/api/dead-letters", api.get_dead_letters)
     app.router.add_post("/api/dead-letters/{id}/retry", api.retry_dead_letter)
     app.router.add_get("/healthz", api.healthz)

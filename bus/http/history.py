@@ -1,4 +1,5 @@
-"""Job history for `GET /api/jobs` and `GET /api/jobs/{job_id}`, built from the journal.
+"""Job history for `GET /api/jobs` and `GET /api/jobs/{job_id}` (with each of the
+job's events and its delivery trail), built from the journal.
 
 Every `backup.job.*` and `backup.task.*` event, from any source (`hookbus
 run`, a Borgitory or borgmatic adapter, `hookbus emit`), updates the job it
@@ -9,6 +10,7 @@ request, so it stays cheap however long the journal is.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -18,9 +20,11 @@ from aiohttp import web
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.events.vocabulary import Outcome, TaskStatus
 from hookbus.bus.http.answers import BadRequest, int_param, ok
+from hookbus.bus.http.trail import trail_for
 from hookbus.bus.store.base import Store
 
 MAX_JOBS = 5000  # the newest jobs kept in memory
+MAX_JOB_EVENTS = 500  # a job's events whose seqs are kept (for its delivery trail); later ones are counted
 _TYPES = compile_globs(["backup.job.*", "backup.task.*"]).match
 
 
@@ -53,7 +57,8 @@ class JobHistory:
             job = {"job_id": job_id, "job": None, "repository": event.get("subject"), "source": event.get("source"),
                    "job_type": None, "host": None, "status": TaskStatus.RUNNING, "outcome": None, "reason": None,
                    "failed_hook": None, "failed_tasks": [], "counts": None, "error": None, "started_at": None,
-                   "finished_at": None, "duration_s": None, "tasks": [], "first_seq": None, "last_seq": None}
+                   "finished_at": None, "duration_s": None, "tasks": [], "first_seq": None, "last_seq": None,
+                   "events": [], "events_total": 0}
             self.jobs[job_id] = job
             while len(self.jobs) > self.max_jobs:
                 self.jobs.popitem(last=False)
@@ -67,6 +72,9 @@ class JobHistory:
         job = self._job(str(data["job_id"]), event)
         job["first_seq"] = job["first_seq"] or seq
         job["last_seq"] = seq
+        job["events_total"] += 1
+        if len(job["events"]) < MAX_JOB_EVENTS:
+            job["events"].append((seq, sys.intern(str(event.get("type")))))
         for key in ("job", "repository", "job_type", "host"):
             if data.get(key) is not None:
                 job[key] = data[key]
@@ -100,7 +108,7 @@ class JobHistory:
         tasks.sort(key=lambda t: (t.get("index") is None, t.get("index") or 0))
 
     def view(self, job: dict[str, Any], with_tasks: bool) -> dict[str, Any]:
-        out = {k: v for k, v in job.items() if k != "tasks"}
+        out = {k: v for k, v in job.items() if k not in ("tasks", "events")}
         if with_tasks:
             # `task_type` as Borgitory names it, so `jq '.tasks[] | select(.task_type=="hook")'` works here too
             out["tasks"] = [{**t, "task_type": t.get("kind")} for t in job["tasks"]]
@@ -131,7 +139,14 @@ async def get_job(request: web.Request) -> web.Response:
     job = history.jobs.get(job_id)
     if job is None:
         raise BadRequest(404, f"no job {job_id!r} in the journal", "job_id")
-    return ok(history.view(job, True))
+    return ok({**history.view(job, True), "events": await job_events(history.journal, job)})
+
+
+async def job_events(journal: Store, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's events (the first MAX_JOB_EVENTS), each with its delivery trail (trail.trail_for)."""
+    events: list[tuple[int, str]] = list(job["events"])
+    trail = await trail_for(journal, [seq for seq, _ in events])
+    return [{"seq": seq, "type": type_, "deliveries": trail.get(seq, [])} for seq, type_ in events]
 
 
 def add_routes(app: web.Application, journal: Store) -> None:

@@ -71,6 +71,22 @@ OPENAPI: dict[str, Any] = {
                     "data": {},
                 },
             },
+            "Deliveries": {
+                "description": "per subscriber: the last attempt's outcome and the attempts kept (the first and the last ten)",
+                "type": "array", "items": {
+                    "type": "object", "required": ["subscriber", "outcome", "attempts"],
+                    "properties": {
+                        "subscriber": {"type": "string"},
+                        "outcome": {"type": "string", "enum": ["delivered", "failed", "dead", "silenced"]},
+                        "attempts": {"type": "array", "items": {
+                            "type": "object", "required": ["attempt", "at", "outcome", "status", "reason"],
+                            "properties": {
+                                "attempt": {"type": "integer", "minimum": 0, "description": "0: not sent (silenced)"},
+                                "at": {"type": "number", "description": "epoch seconds"},
+                                "outcome": {"type": "string", "enum": ["delivered", "failed", "dead", "silenced"]},
+                                "status": {"type": ["integer", "null"],
+                                           "description": "the receiver's answer: an HTTP status, an exit status"},
+                                "reason": {"type": "string", "maxLength": 300, "description": "why it failed (scrubbed)"}}}}}}},
             "Accepted": {
                 "type": "object", "required": ["accepted"],
                 "properties": {"accepted": {"type": "array", "items": {
@@ -109,6 +125,17 @@ OPENAPI: dict[str, Any] = {
             ],
             "responses": {"200": {"description": "events with their seq", "content": _JSON}, "400": _ERROR, "401": _ERROR},
         }},
+        "/api/events/{seq}/deliveries": {"get": {
+            "summary": "The delivery trail of one event: per subscriber, each attempt with its time, outcome, "
+                       "the receiver's status and a short reason",
+            "parameters": [{"name": "seq", "in": "path", "required": True,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 2**62}},
+                           {"name": "subscriber", "in": "query", "schema": {"type": "string"}, "description": "one subscriber's"}],
+            "responses": {"200": {"description": "the trail", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["seq", "type", "deliveries"],
+                "properties": {"seq": {"type": "integer"}, "type": {"type": "string"},
+                               "deliveries": {"$ref": "#/components/schemas/Deliveries"}}}}}},
+                          "400": _ERROR, "401": _ERROR, "404": _ERROR}}},
         "/api/jobs": {"get": {
             "summary": "Job history, newest first: every job seen in backup.job.* / backup.task.* events",
             "parameters": [{"name": "job", "in": "query", "schema": {"type": "string"}, "description": "job name"},
@@ -116,9 +143,15 @@ OPENAPI: dict[str, Any] = {
                            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
             "responses": {"200": {"description": "jobs without their tasks", "content": _JSON}, "400": _ERROR, "401": _ERROR}}},
         "/api/jobs/{job_id}": {"get": {
-            "summary": "One job with every task and its status",
+            "summary": "One job with every task and its status, and its events with their delivery trail",
             "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "the job", "content": _JSON}, "401": _ERROR, "404": _ERROR}}},
+            "responses": {"200": {"description": "the job", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["job_id", "events"],
+                "properties": {"job_id": {"type": "string"}, "events": {"type": "array", "items": {
+                    "type": "object", "required": ["seq", "type", "deliveries"],
+                    "properties": {"seq": {"type": "integer"}, "type": {"type": "string"},
+                                   "deliveries": {"$ref": "#/components/schemas/Deliveries"}}}}}}}}},
+                          "401": _ERROR, "404": _ERROR}}},
         "/api/subscribers": {"get": {"summary": "Subscribers, cursors, lag", "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}}},
         "/api/dead-letters": {"get": {
             "summary": "Dead letters",

@@ -56,6 +56,38 @@ class DeadLetter:
     state: str
 
 
+# What became of one attempt at handing an event to a subscriber (the delivery trail, trail.py).
+DELIVERED, FAILED, DEAD, SILENCED = "delivered", "failed", "dead", "silenced"
+OUTCOMES = (DELIVERED, FAILED, DEAD, SILENCED)
+
+
+@dataclass(slots=True, frozen=True)
+class Delivery:
+    """One attempt of the delivery trail: `attempt` counts from 1 (0: not sent, silenced);
+    `status` is what the receiver answered (an HTTP status, an exit status), when known;
+    `reason` a short, scrubbed text (a failure's error, the silence)."""
+
+    seq: int
+    subscriber: str
+    attempt: int
+    at: float
+    outcome: str
+    status: int | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveredRun:
+    """The trail's bulk, compactly: every seq from first_seq to last_seq was delivered to
+    subscriber at its first attempt, the receiver answering `status`, the last at `at`."""
+
+    subscriber: str
+    first_seq: int
+    last_seq: int
+    at: float
+    status: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class OpenJob:
     """A job a tool reported as started, kept until its finish (adapters/common.py)."""
@@ -83,8 +115,8 @@ class JobAppend(NamedTuple):
 
 
 class Store(Protocol):
-    """The durable event log with subscriber cursors, retries, dead letters,
-    runner leases and the adapters' open jobs."""
+    """The durable event log with subscriber cursors, retries, dead letters, the
+    delivery trail, runner leases and the adapters' open jobs."""
 
     @property
     def last_seq(self) -> int:
@@ -132,6 +164,11 @@ class Store(Protocol):
     async def prune(self, older_than_s: float) -> int:
         """Delete events older than that which every subscriber has passed; return how many."""
 
+    async def record_deliveries(self, records: list[Delivery], runs: list[DeliveredRun] | None = None) -> None:
+        """Add to the delivery trail, in one commit: attempts one by one, and first-attempt
+        deliveries as runs of seqs; each (seq, subscriber) keeps its first attempt and its
+        last ten. Pruned with the events. `deliveries()` answers both as Delivery records."""
+
     async def open_job(self, key: str, job: OpenJob) -> None:
         """Keep `job` under `key` (a credential: stored hashed); forget those older than FORGET_AFTER_S."""
 
@@ -178,6 +215,16 @@ class Store(Protocol):
 
     def silences(self, since: float) -> list[Silence]:
         """The silences that end after `since`, oldest first."""
+
+    def deliveries(self, seqs: list[int], subscriber: str | None = None) -> list[Delivery]:
+        """The delivery trail of those events (of one subscriber, if given), by seq,
+        subscriber, then in the order the attempts were made."""
+
+    def recent_deliveries(self, subscriber: str | None = None, limit: int = 100) -> list[Delivery]:
+        """The newest records of the trail (of one subscriber, if given), newest first."""
+
+    def lease_holder(self, subscriber: str) -> str | None:
+        """Who holds the subscriber's name (take_lease), if anyone."""
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         """Subscriber → (cursor, epoch)."""

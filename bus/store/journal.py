@@ -26,8 +26,18 @@ import orjson
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.silences import Silence
-from hookbus.bus.store import checkstate, openjobs
-from hookbus.bus.store.base import Accepted, CheckSnapshot, DeadLetter, JobAppend, LeaseHeld, OpenJob, StoredEvent
+from hookbus.bus.store import checkstate, openjobs, trail
+from hookbus.bus.store.base import (
+    Accepted,
+    CheckSnapshot,
+    DeadLetter,
+    DeliveredRun,
+    Delivery,
+    JobAppend,
+    LeaseHeld,
+    OpenJob,
+    StoredEvent,
+)
 from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
 
 log = logging.getLogger("hookbus.journal")
@@ -196,7 +206,7 @@ class Journal:
         self._readers_lock = threading.Lock()
         try:
             self._conn = self._connect()
-            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA)
+            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA + trail.SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self.identity: int = self._identity()
@@ -537,14 +547,23 @@ class Journal:
 
         def op(conn: sqlite3.Connection) -> int:
             (floor,) = conn.execute("SELECT COALESCE(MIN(seq), ?) FROM cursors", (self.last_seq,)).fetchone()
-            return conn.execute(
+            gone = [seq for (seq,) in conn.execute(
                 "DELETE FROM events WHERE at < ? AND seq <= ? "
                 "AND seq NOT IN (SELECT seq FROM dead_letters WHERE state != 'delivered') "
-                "AND seq NOT IN (SELECT seq FROM retries)",
+                "AND seq NOT IN (SELECT seq FROM retries) RETURNING seq",
                 (cutoff, floor),
-            ).rowcount
+            ).fetchall()]
+            (oldest,) = conn.execute("SELECT COALESCE(MIN(seq), ?) FROM events", (self.last_seq + 1,)).fetchone()
+            trail.forget(conn, gone, oldest)  # the trail goes with its events
+            return len(gone)
 
         return await self.write(op)
+
+    # -- the delivery trail (trail.py) -----------------------------------
+
+    async def record_deliveries(self, records: list[Delivery], runs: list[DeliveredRun] | None = None) -> None:
+        if records or runs:
+            await self.write(lambda conn: trail.add(conn, records, runs))
 
     # -- checks: their evaluation and the silences (checkstate.py) -----
 
@@ -658,6 +677,16 @@ class Journal:
 
     def silences(self, since: float) -> list[Silence]:
         return checkstate.silences(self._reader(), since)
+
+    def deliveries(self, seqs: list[int], subscriber: str | None = None) -> list[Delivery]:
+        return trail.read(self._reader(), seqs, subscriber)
+
+    def recent_deliveries(self, subscriber: str | None = None, limit: int = 100) -> list[Delivery]:
+        return trail.recent(self._reader(), subscriber, limit)
+
+    def lease_holder(self, subscriber: str) -> str | None:
+        row = self._reader().execute("SELECT holder FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
+        return str(row[0]) if row else None
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         rows = self._reader().execute("SELECT subscriber, seq, epoch FROM cursors").fetchall()

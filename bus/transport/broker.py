@@ -22,7 +22,18 @@ import zmq.asyncio
 from hookbus.bus.events.event import Event, EventError, as_stored, clean_event, compile_globs, fit_to_size, new_event, parse_event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.settings import BusSettings, is_local_endpoint
-from hookbus.bus.store.base import Accepted, DeadLetter, JobAppend, JournalError, LeaseHeld, OpenJob, Store, StoredEvent
+from hookbus.bus.store.base import (
+    Accepted,
+    DeadLetter,
+    DeliveredRun,
+    Delivery,
+    JobAppend,
+    JournalError,
+    LeaseHeld,
+    OpenJob,
+    Store,
+    StoredEvent,
+)
 from hookbus.bus.transport import commands, protocol
 from hookbus.bus.transport.commands import BadRequest
 from hookbus.bus.transport.credentials import authorized, ensure_keys, key_folders
@@ -92,6 +103,7 @@ class Broker:
         # The silences runners hold notifications for (bus/checks keeps them; told with HELLO and PING).
         self.silences: Callable[[], list[dict[str, Any]]] = list
         self.seen: dict[str, tuple[float, dict[str, Any]]] = {}  # subscriber → (last ping, stats)
+        self.runners: dict[str, str] = {}  # subscriber → the runner that holds its lease, as last confirmed
         # The last seq sent on XPUB: what subscribers are told is the head. The journal's
         # own last_seq runs ahead of it between a commit and its publication, and a
         # subscriber told of that would read from the journal what is about to come live.
@@ -109,6 +121,7 @@ class Broker:
             protocol.REPLAYED: self._on_replayed,
             protocol.STATUS: self._on_status,
             protocol.REPLAY: self._on_replay,
+            protocol.TRAIL: self._on_trail,
         }
 
     # -- life cycle --------------------------------------------------------
@@ -351,6 +364,7 @@ class Broker:
         name = req.name
         if req.runner:  # one live runner per name: a second would deliver everything twice
             await self.journal.take_lease(name, req.runner, self._lease_ttl())
+            self.runners[name] = req.runner
         cursor, epoch = (await asyncio.to_thread(self.journal.cursors)).get(name, (None, 0))
         if cursor is None:
             cursor = self.journal.last_seq if req.start == "now" else 0
@@ -426,7 +440,7 @@ class Broker:
             if stored is None:
                 await self.journal.finish_replay(dead.id, False, "event no longer in the journal")
                 continue
-            items.append({"id": dead.id, "seq": dead.seq})
+            items.append({"id": dead.id, "seq": dead.seq, "attempts": dead.attempts})
             bodies.append(stored.body)
         return {"items": items}, bodies
 
@@ -447,6 +461,20 @@ class Broker:
             return {"subscriber": subscriber, "from_seq": req.from_seq, "epoch": epoch}, []
         queued = await self.journal.mark_replay(list(req.ids) if req.ids else None, subscriber)
         return {"queued": queued}, []
+
+    async def _on_trail(self, req: commands.Trail, _: list[bytes]) -> tuple[Any, list[bytes]]:
+        """Records of the delivery trail, from the runner that holds the subscriber's name: one store write."""
+        name = req.name
+        if self.runners.get(name) != req.runner:  # not the one that said HELLO here (or this broker restarted since)
+            if await asyncio.to_thread(self.journal.lease_holder, name) != req.runner:
+                raise BadRequest(f"runner: {name} is not held by this runner", "runner")
+            self.runners[name] = req.runner
+        head = self.journal.last_seq
+        records = [Delivery(seq, name, attempt, float(at), outcome, status, reason)
+                   for seq, attempt, at, outcome, status, reason in req.records if seq <= head]
+        runs = [DeliveredRun(name, first, last, float(at), status) for first, last, at, status in req.delivered if last <= head]
+        await self.journal.record_deliveries(records, runs)
+        return {"recorded": len(records) + sum(r.last_seq - r.first_seq + 1 for r in runs)}, []
 
     async def _on_status(self, _: commands.Empty, __: list[bytes]) -> tuple[Any, list[bytes]]:
         return await asyncio.to_thread(self.status), []

@@ -11,9 +11,21 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from hookbus.bus.secrets import redact_text
+from hookbus.bus.store.base import DEAD, DELIVERED, FAILED, SILENCED
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.credentials import OPERATE, PUBLISH
 
@@ -79,6 +91,67 @@ class Dead(Request):
     error: ErrorText
 
 
+MAX_TRAIL = 2000  # records in one TRAIL: 2000 × (300 characters of reason + the rest) stays well under a frame
+REASON_CHARS = 300
+MAX_TRAIL_AHEAD = 86400.0  # a record's time later than now by more than this is not a clock's drift
+
+
+def _reason(text: str) -> str:
+    """Redacted before it is cut, so a cut cannot hide a credential's end."""
+    return redact_text(text[:4 * REASON_CHARS])[:REASON_CHARS] if text else text
+
+
+# [seq, attempt, at, outcome, status, reason]: arrays, not objects (a TRAIL carries thousands);
+# the array itself is taken from JSON as a tuple, its items strictly.
+TrailRecord = Annotated[tuple[
+    Annotated[StrictInt, Field(ge=1, le=MAX_SEQ)],
+    Annotated[StrictInt, Field(ge=0, le=1_000_000)],
+    Annotated[StrictFloat | StrictInt, Field(ge=0, allow_inf_nan=False)],
+    Literal[DELIVERED, FAILED, DEAD, SILENCED],  # type: ignore[valid-type]
+    Annotated[StrictInt, Field(ge=-65536, le=65536)] | None,
+    Annotated[StrictStr, Field(max_length=16000), AfterValidator(_reason)],
+], Strict(False)]
+
+
+Record = tuple[int, int, float, str, int | None, str]
+
+# [first_seq, last_seq, at, status]: every seq of the run delivered at its first attempt.
+TrailRun = Annotated[tuple[
+    Annotated[StrictInt, Field(ge=1, le=MAX_SEQ)],
+    Annotated[StrictInt, Field(ge=1, le=MAX_SEQ)],
+    Annotated[StrictFloat | StrictInt, Field(ge=0, allow_inf_nan=False)],
+    Annotated[StrictInt, Field(ge=-65536, le=65536)] | None,
+], Strict(False)]
+Run = tuple[int, int, float, int | None]
+
+
+class Trail(Request):
+    """What became of deliveries, for the delivery trail; `runner` must hold the name's lease."""
+
+    name: Name
+    runner: Runner
+    records: list[TrailRecord] = Field(default_factory=list, max_length=MAX_TRAIL)
+    delivered: list[TrailRun] = Field(default_factory=list, max_length=MAX_TRAIL)
+
+    @field_validator("records")
+    @classmethod
+    def _sane(cls, records: list[Record]) -> list[Record]:
+        latest = time.time() + MAX_TRAIL_AHEAD
+        for index, record in enumerate(records):
+            if record[2] > latest:
+                raise ValueError(f"record {index}: its time is more than a day ahead")
+        return records
+
+    @field_validator("delivered")
+    @classmethod
+    def _runs(cls, runs: list[Run]) -> list[Run]:
+        latest = time.time() + MAX_TRAIL_AHEAD
+        for index, (first, last, at, _) in enumerate(runs):
+            if not first <= last or at > latest:
+                raise ValueError(f"run {index}: must be [first_seq <= last_seq, a time not ahead by more than a day, status]")
+        return runs
+
+
 class Ping(Request):
     name: Name
     runner: Runner | None = None
@@ -106,7 +179,7 @@ class Replay(Request):
 MODELS: dict[bytes, type[Request]] = {
     protocol.PUB: Empty, protocol.FETCH: Fetch, protocol.HELLO: Hello, protocol.ACK: Ack, protocol.RETRY: Retry,
     protocol.DEAD: Dead, protocol.PING: Ping, protocol.REPLAYS: Replays, protocol.REPLAYED: Replayed,
-    protocol.STATUS: Empty, protocol.REPLAY: Replay,
+    protocol.STATUS: Empty, protocol.REPLAY: Replay, protocol.TRAIL: Trail,
 }
 RIGHT: dict[bytes, str] = {protocol.PUB: PUBLISH}  # every other command needs OPERATE
 

@@ -14,10 +14,12 @@ ACK = b"ACK"  # {"name", "cursor", "epoch"} → {"ok"}
 RETRY = b"RETRY"  # {"name", "seq", "attempts", "next_at", "error"} (attempts 0 clears)
 DEAD = b"DEAD"  # {"name", "seq", "attempts", "error"} → {"dead_letter"}
 PING = b"PING"  # {"name", "stats"} → {"head", "epoch", "cursor", "replays"}
-REPLAYS = b"REPLAYS"  # {"name"} → {"items": [{"id", "seq"}]}, bodies…
+REPLAYS = b"REPLAYS"  # {"name"} → {"items": [{"id", "seq", "attempts"}]}, bodies…
 REPLAYED = b"REPLAYED"  # {"id", "ok", "error"}
 STATUS = b"STATUS"  # {} → status
 REPLAY = b"REPLAY"  # {"dead_letters", "subscriber", "ids", "from_seq"} → {"queued"}
+TRAIL = b"TRAIL"  # {"name", "runner", "records": [[seq, attempt, at, outcome, status, reason]…],
+#                   "delivered": [[first_seq, last_seq, at, status]…]} → {"recorded"}
 
 OK = b"OK"
 ERR = b"ERR"
