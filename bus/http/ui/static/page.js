@@ -18,4 +18,7 @@
   document.addEventListener("DOMContentLoaded", function () { localise(document); });
   // htmx swaps (boosted navigation, live rows): localise what arrived.
   document.addEventListener("htmx:load", function (e) { localise(e.target.parentNode || document); });
+  // The live list says whether it is connected (and tests wait on this, not on time).
+  document.addEventListener("htmx:sseOpen", function (e) { e.target.setAttribute("data-live", "open"); });
+  document.addEventListener("htmx:sseError", function (e) { e.target.setAttribute("data-live", "reconnecting"); });
 })();
