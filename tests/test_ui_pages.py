@@ -90,3 +90,18 @@ async def test_login_gives_a_session_not_the_token(make_bus: Any) -> None:
     out = await bus.client.post("/logout", data={"csrf": session_csrf[1]}, allow_redirects=False)
     assert out.status == 303
     assert (await bus.client.get("/api/jobs")).status == 401
+
+
+async def test_a_job_with_odd_event_data_is_shown_not_a_500(make_bus: Any) -> None:
+    """Event data is untrusted (§13): tasks without most fields, odd types, markup in names."""
+    bus: Bus = await make_bus()
+    odd = {"specversion": "1.0", "id": "odd-1", "source": "test://odd", "type": "backup.job.finished",
+           "data": {"job_id": "odd", "job": "<script>x</script>", "outcome": 7, "started_at": "not a time",
+                    "duration_s": "long", "counts": {"a": 1},
+                    "tasks": [{"name": "only a name"}, {"status": ["x"], "exit_code": {}, "output_tail": 5}]}}
+    assert (await bus.client.post("/events", json=odd)).status == 202
+    for path in ("/", "/jobs", "/jobs/odd", "/events"):
+        resp = await bus.client.get(path)
+        text = await resp.text()
+        assert resp.status == 200, (path, text)
+        assert "<script>x</script>" not in text

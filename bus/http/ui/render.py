@@ -31,7 +31,8 @@ def time_html(value: Any) -> Markup:
     return Markup('<time datetime="{}">{}</time>').format(iso, moment.strftime("%Y-%m-%d %H:%M:%S UTC"))
 
 
-ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined,
+# Event data is untrusted and may lack any field (§13): a missing one renders as nothing, never a 500.
+ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.ChainableUndefined,
                          trim_blocks=True, lstrip_blocks=True)
 ENV.filters.update(status=status_html, time=time_html, duration=views.duration, tail_lines=views.tail_lines)
 

@@ -41,17 +41,13 @@ _WORST = {Outcome.FAILED.value: 4, Outcome.CANCELLED.value: 3, Outcome.WARNING.v
 
 def status(value: Any) -> tuple[str, str, str]:
     """A status as (symbol, word, css class); an unknown one is said as it is."""
-    text = str(value) if value is not None else "unknown"
+    text = value if isinstance(value, str) and value else "unknown"
     return STATUS.get(text, ("•", text.replace("_", " ").capitalize(), "muted"))
 
 
 def utc(value: Any) -> datetime | None:
     """An RFC 3339 string or epoch seconds as an aware UTC datetime (None when neither)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    moment = parse_time(value)
+    moment = parse_time(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
     return moment.astimezone(UTC) if moment is not None else None
 
 
