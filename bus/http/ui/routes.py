@@ -3,10 +3,14 @@ the security headers every answer carries (a CSP forbids inline script)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from hookbus.bus.http.history import HISTORY
 from hookbus.bus.http.ui import actions, auth, live, pages, sessions
 from hookbus.bus.http.ui.render import STATIC
 
@@ -23,6 +27,15 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         response.headers.setdefault(name, value)
 
 
+async def warm_history(app: web.Application) -> AsyncIterator[None]:
+    """Read the job history from the journal at start, not at the first visit of a page."""
+    task = asyncio.create_task(app[HISTORY].refresh(), name="ui-history")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def add_routes(app: web.Application) -> None:
     """GET /, /jobs, /jobs/{job_id}, /checks, /events, /events/stream, /subscribers, /silences, /login;
     POST the actions (sessions.ACTIONS) and /login; /static/ the vendored htmx, CSS and JS."""
@@ -30,6 +43,7 @@ def add_routes(app: web.Application) -> None:
     app[live.STREAMS] = weakref.WeakSet()
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(live.close_streams)
+    app.cleanup_ctx.append(warm_history)
     app.router.add_get("/", pages.overview)
     app.router.add_get("/jobs", pages.jobs)
     app.router.add_get("/jobs/{job_id}", pages.job)
