@@ -198,6 +198,7 @@ class HttpSettings(Strict):
     hmac_tolerance: Duration = Field(300.0, gt=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     body_timeout: Duration = Field(30.0, gt=0, le=3600)
+    ui: bool = True  # the operator's page at / (DESIGN §11)
 
     @field_validator("listen")
     @classmethod

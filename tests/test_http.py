@@ -297,8 +297,9 @@ async def test_unknown_adapter_is_404(bus: Bus) -> None:
 async def test_unknown_route_and_method_answer_json(bus: Bus) -> None:
     status, answer = await bus.get("/nope")
     assert status == 404 and "error" in answer
-    resp = await bus.client.get("/events")
+    resp = await bus.client.put("/events")  # GET /events is the operator's page of the journal (bus/http/ui)
     assert resp.status == 405 and "error" in await resp.json()
+    assert set(resp.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
 
 
 # -- reading the journal --------------------------------------------------------------------------

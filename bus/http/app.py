@@ -19,6 +19,7 @@ from hookbus.bus.http import api, checks, connections, fdlimit, history, ingest,
 from hookbus.bus.http.guard import guard
 from hookbus.bus.http.keys import BROKER, CHECKS, INBOUND, REPLAYS, SETTINGS, Adapter
 from hookbus.bus.http.replay import ReplayCache
+from hookbus.bus.http.ui import routes as ui
 from hookbus.bus.settings import HttpSettings
 from hookbus.bus.transport.broker import Broker
 
@@ -50,6 +51,8 @@ def create_app(settings: HttpSettings, broker: Broker, inbound: Mapping[str, Ada
         checks.add_routes(app)  # /api/checks, /api/silences, /badge/{key}.svg
     for add_routes in extra_routes:
         add_routes(app)
+    if settings.ui:
+        ui.add_routes(app)  # the operator's page: /, /jobs, /checks, /events, /subscribers, /silences (DESIGN §11)
     return app
 
 

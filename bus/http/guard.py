@@ -15,6 +15,7 @@ from hookbus.bus import signing
 from hookbus.bus.events.event import EventError, EventTooLarge
 from hookbus.bus.http.answers import BadRequest, problem
 from hookbus.bus.http.keys import REPLAYS, SETTINGS
+from hookbus.bus.http.ui import sessions
 from hookbus.bus.settings import HttpSettings
 from hookbus.bus.store.base import JournalError
 
@@ -37,7 +38,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     logged and answered without internals."""
     try:
         body = await read_body_in_time(request)
-        verdict = authenticate(request, body)
+        refused = await check_session(request)
+        if refused is not None:
+            return refused
+        verdict = None if by_session(request) else authenticate(request, body)
+        if isinstance(verdict, web.Response) and verdict.status == 401 and wants_page(request):
+            raise web.HTTPSeeOther("/login")
         if isinstance(verdict, signing.Signed):  # a signed message is handled once (replay.py)
             return await request.app[REPLAYS].once(verdict.msg_id, body, verdict.timestamp, lambda: handler(request))
         if verdict is not None:
@@ -86,6 +92,42 @@ async def read_body_in_time(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise BadRequest(408, f"request body not received within {limit:g}s (http.body_timeout)", "body") from None
+
+
+async def check_session(request: web.Request) -> web.Response | None:
+    """The page's rule (DESIGN §11): an action of the page, or any unsafe request
+    that a session cookie authenticates, carries that session's CSRF token; else 403."""
+    if "Authorization" in request.headers or request.method in sessions.SAFE_METHODS:
+        return None
+    session = sessions.session_of(request)
+    route = request.match_info.route.resource
+    is_action = route is not None and route.canonical in sessions.ACTIONS
+    if session is None:
+        if is_action:
+            return problem(403, "this action of the page needs its session and CSRF token: open the page and try again",
+                           "csrf")
+        return None
+    if not sessions.csrf_ok(session, await sessions.sent_csrf(request)):
+        return problem(403, "CSRF token missing or not this session's: reload the page and try again", "csrf")
+    return None
+
+
+def by_session(request: web.Request) -> bool:
+    """Whether the request is authenticated by the page's session cookie (a login, or
+    an open page's session when no tokens are configured); a bearer token goes first."""
+    if "Authorization" in request.headers:
+        return False
+    if request.path in sessions.OPEN_PATHS or request.path.startswith(sessions.OPEN_PREFIXES):
+        return True
+    session = sessions.session_of(request)
+    settings = request.app[SETTINGS]
+    return session is not None and (not session.anonymous or not (settings.tokens or settings.hmac_secrets))
+
+
+def wants_page(request: web.Request) -> bool:
+    """A browser asking for a page (not the API): sent to the login form instead of a JSON 401."""
+    return (sessions.SESSIONS in request.app and request.method == "GET" and not request.path.startswith("/api/")
+            and "text/html" in request.headers.get("Accept", ""))
 
 
 def authenticate(request: web.Request, body: bytes) -> web.Response | signing.Signed | None:

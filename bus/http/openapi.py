@@ -106,6 +106,16 @@ OPENAPI: dict[str, Any] = {
             }},
             "responses": {"202": {"description": "durably accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
                           "400": _ERROR, "401": _ERROR, "413": _ERROR, "415": _ERROR, "503": _ERROR},
+        }, "get": {
+            "summary": "The operator's page of the journal (HTML, DESIGN §11; `[http] ui = false` removes it): newest first, live",
+            "parameters": [
+                {"name": "type", "in": "query", "schema": {"type": "string"}, "description": "glob over event types"},
+                {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+                 "description": "show the events before this seq"},
+            ],
+            "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                          "303": {"description": "to /login, for a browser without a session when tokens are set"},
+                          "400": _ERROR, "401": _ERROR},
         }},
         "/ingest/{adapter}": {"post": {
             "summary": "A tool's native payload, translated to canonical events",
