@@ -108,6 +108,11 @@ async def test_retries_dead_letter_silence_and_restart(site: Site, procs: Any) -
         # The job's page data: each of its events with its trail.
         job = await asyncio.to_thread(get, site, "/api/jobs/j-1")
         assert [(e["seq"], e["deliveries"][0]["outcome"]) for e in job["events"]] == [(retried, DELIVERED), (refused, DEAD)]
+        # … and the job's page shows it: each attempt, with what the receiver answered.
+        status, html = await asyncio.to_thread(http_request, site.http_port, "GET", "/jobs/j-1", None, {"Accept": "text/html"})
+        trail_html = html.decode().split('id="delivery-trail"', 1)[1]
+        assert status == 200 and trail_html.count("<td>ops</td>") == 4, trail_html  # 503, 503, 200; then the 400
+        assert "<td>503</td>" in trail_html and "<td>400</td>" in trail_html and TOKEN not in trail_html
 
         everything = (await asyncio.to_thread(http_request, site.http_port, "GET", "/api/jobs/j-1"))[1]
         everything += b"".join([(await asyncio.to_thread(http_request, site.http_port, "GET", f"/api/events/{s}/deliveries"))[1]

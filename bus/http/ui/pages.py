@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +16,7 @@ from aiohttp import web
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.events.vocabulary import Outcome, TaskStatus
 from hookbus.bus.http.answers import BadRequest, int_param
-from hookbus.bus.http.history import HISTORY
+from hookbus.bus.http.history import HISTORY, job_events
 from hookbus.bus.http.keys import BROKER, CHECKS
 from hookbus.bus.http.ui import views
 from hookbus.bus.http.ui.render import page
@@ -25,9 +24,6 @@ from hookbus.bus.http.ui.render import page
 PAGE_SIZE = 50
 EVENT_WINDOW = 2000  # rows scanned per page of a filtered event list
 OUTCOMES = [TaskStatus.RUNNING.value, *(o.value for o in Outcome)]
-# The delivery trail of one job (who was told what, what the receiver answered), when something provides it.
-Trail = Callable[[web.Request, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
-TRAIL: web.AppKey[Trail] = web.AppKey("ui_trail")
 # What an action did, said on the page it redirects to (`?done=…`: a code, never text from the URL).
 DONE = {"paused": "Check paused.", "resumed": "Check resumed.", "unchanged": "Nothing to change.",
         "retried": "Dead letter queued for redelivery.", "added": "Silence added.", "expired": "Silence expired."}
@@ -77,9 +73,14 @@ async def job(request: web.Request) -> web.Response:
     if found is None:
         raise web.HTTPNotFound(reason=f"no job {job_id!r} in the journal")
     shown = history.view(found, True)
-    trail_of = request.app.get(TRAIL)
-    trail = await trail_of(request, shown) if trail_of is not None else []
+    trail = flat_trail(await job_events(request.app[BROKER].journal, found))
     return page(request, "job.html", job=shown, trail=trail)
+
+
+def flat_trail(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The job's delivery trail as rows: each attempt of each subscriber at each event, in event order."""
+    return [{"type": e["type"], "seq": e["seq"], "subscriber": d["subscriber"], **attempt}
+            for e in events for d in e["deliveries"] for attempt in d["attempts"]]
 
 
 async def checks(request: web.Request) -> web.Response:
