@@ -1,0 +1,95 @@
+"""Issue 17's rough edges, each through the real CLI: global options before the
+command, `hookbus run` without the notifiers' secrets, and the small ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from .conftest import Site
+from .test_jobs import add_jobs, mark
+from .test_process import CliResult, jsonl_sub, run_cli
+
+# -- 1. global options: before or after the command, the later one winning ----------------------
+
+
+async def test_config_before_the_command_is_the_one_checked(site: Site, tmp_path: Path) -> None:
+    site.configure([jsonl_sub(site, "elsewhere")])
+    other = tmp_path / "other.toml"
+    site.config.rename(other)
+    away = tmp_path / "away"
+    away.mkdir()
+    (away / "hookbus.toml").write_text('[[subscribers]]\nname = "local"\nkind = "jsonl"\npath = "x.jsonl"\n')
+    before = await run_cli("--config", str(other), "check-config", cwd=away)
+    assert before.returncode == 0, before.stderr
+    assert f"{other}: OK" in before.stdout and "elsewhere (jsonl)" in before.stdout
+    after = await run_cli("check-config", "--config", str(other), cwd=away)
+    assert f"{other}: OK" in after.stdout
+    # given twice, the later one wins
+    both = await run_cli("--config", str(other), "check-config", "--config", str(away / "hookbus.toml"), cwd=away)
+    assert "local (jsonl)" in both.stdout and "elsewhere" not in both.stdout
+    assert "local (jsonl)" in (await run_cli("check-config", cwd=away)).stdout
+
+
+async def test_log_level_before_the_command_is_used(site: Site) -> None:
+    site.configure([jsonl_sub(site)])
+    args = ("--config", str(site.config))
+    before = await run_cli("--log-level", "DEBUG", *args, "status", "--timeout", "0.5")
+    assert before.returncode == 3
+    assert " DEBUG " in before.stderr, before.stderr
+    after = await run_cli("status", "--log-level", "DEBUG", *args, "--timeout", "0.5")
+    assert " DEBUG " in after.stderr
+    later_wins = await run_cli("--log-level", "DEBUG", "status", "--log-level", "INFO", *args, "--timeout", "0.5")
+    assert " DEBUG " not in later_wins.stderr
+    from_env = await run_cli("status", *args, "--timeout", "0.5", env={"HOOKBUS_LOG_LEVEL": "DEBUG"})
+    assert " DEBUG " in from_env.stderr
+    plain = await run_cli("status", *args, "--timeout", "0.5", env={"HOOKBUS_LOG_LEVEL": ""})
+    assert " DEBUG " not in plain.stderr and plain.returncode == 3
+
+
+# -- 2. `hookbus run` backs up without the notifiers' secrets ------------------------------------
+
+SLACK_ON_ENV = {"name": "ops", "kind": "slack", "events": ["backup.job.finished"], "webhook_url": "env:SLACK_WEBHOOK_URL"}
+
+
+def without(*names: str, **extra: str) -> dict[str, str]:
+    """This process's environment without `names`, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if k not in names}, **extra}
+
+
+async def run_cli_in(env: dict[str, str], *args: str) -> CliResult:
+    """run_cli with exactly this environment (run_cli adds to os.environ and cannot take a variable away)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hookbus.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return CliResult(proc.returncode or 0, out.decode(), err.decode())
+
+
+async def test_run_backs_up_when_a_notifier_secret_is_missing(site: Site, tmp_path: Path) -> None:
+    site.configure([jsonl_sub(site), SLACK_ON_ENV])
+    add_jobs(site, [{"name": "nightly", "repository": "MyRepository", "backup": mark("backup"),
+                     "pre_hooks": [{"name": "Dump", "command": mark("pre")}]}])
+    env = without("SLACK_WEBHOOK_URL", MARKS=str(tmp_path))
+    ran = await run_cli_in(env, "run", "nightly", "--config", str(site.config), "--timeout", "0.5")
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "pre").exists() and (tmp_path / "backup").exists()
+    assert "SLACK_WEBHOOK_URL" not in ran.stderr
+    checked = await run_cli_in(env, "check-config", "--config", str(site.config))
+    assert checked.returncode == 2
+    assert "subscribers[1] (ops).webhook_url: environment variable SLACK_WEBHOOK_URL is not set" in checked.stderr
+
+
+async def test_run_still_stops_on_its_own_gates_errors(site: Site, tmp_path: Path) -> None:
+    """A shell subscriber that gates the job is the job's business: its missing secret stops it, named."""
+    gate = {"name": "net-check", "kind": "shell", "on": ["CONDITION_SNAPSHOT_START"], "error_behavior": "ON_ERROR_CANCEL",
+            "command": "true", "env": {"TOKEN": "env:NET_CHECK_TOKEN"}}
+    site.configure([jsonl_sub(site), SLACK_ON_ENV, gate])
+    add_jobs(site, [{"name": "nightly", "repository": "MyRepository", "backup": mark("backup")}])
+    env = without("SLACK_WEBHOOK_URL", "NET_CHECK_TOKEN", MARKS=str(tmp_path))
+    ran = await run_cli_in(env, "run", "nightly", "--config", str(site.config), "--timeout", "0.5")
+    assert ran.returncode == 2
+    assert "subscribers[2] (net-check).env.TOKEN: environment variable NET_CHECK_TOKEN is not set" in ran.stderr
+    assert "SLACK" not in ran.stderr and not (tmp_path / "backup").exists()
