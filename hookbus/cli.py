@@ -484,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_for(command: str, path: Path | None) -> Config:
+    """The configuration a command needs: `run`, only its job's and its gates' part (a notifier's
+    missing secret must not stop a backup); every other command, all of it."""
+    if command == "run":
+        from hookbus.app import run_needs
+
+        return load_config(path, subscribers=run_needs, http=False)
+    return load_config(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(log_level(args))
@@ -492,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in LONG_RUNNING:
         private_umask()  # every file it creates (journal, spool, jsonl, state) is its user's alone (§13)
     try:
-        config = load_config(find_config_path(args.config))
+        config = load_for(args.command, find_config_path(args.config))
         return int(args.func(args, config))
     except ConfigError as exc:
         fail(f"configuration error:\n{exc}", EXIT_USAGE)

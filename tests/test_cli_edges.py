@@ -70,14 +70,17 @@ async def run_cli_in(env: dict[str, str], *args: str) -> CliResult:
 
 async def test_run_backs_up_when_a_notifier_secret_is_missing(site: Site, tmp_path: Path) -> None:
     site.configure([jsonl_sub(site), SLACK_ON_ENV])
+    # nor the HTTP listener's token: `run` does not serve HTTP
+    site.config.write_text(site.config.read_text().replace("[http]\n", '[http]\ntokens = ["env:HOOKBUS_TOKEN"]\n'))
     add_jobs(site, [{"name": "nightly", "repository": "MyRepository", "backup": mark("backup"),
                      "pre_hooks": [{"name": "Dump", "command": mark("pre")}]}])
-    env = without("SLACK_WEBHOOK_URL", MARKS=str(tmp_path))
+    env = without("SLACK_WEBHOOK_URL", "HOOKBUS_TOKEN", MARKS=str(tmp_path))
     ran = await run_cli_in(env, "run", "nightly", "--config", str(site.config), "--timeout", "0.5")
     assert ran.returncode == 0, ran.stderr
     assert (tmp_path / "pre").exists() and (tmp_path / "backup").exists()
-    assert "SLACK_WEBHOOK_URL" not in ran.stderr
-    checked = await run_cli_in(env, "check-config", "--config", str(site.config))
+    assert "SLACK_WEBHOOK_URL" not in ran.stderr and "HOOKBUS_TOKEN" not in ran.stderr
+    assert "✅ completed" in ran.stdout
+    checked = await run_cli_in({**env, "HOOKBUS_TOKEN": "a-token"}, "check-config", "--config", str(site.config))
     assert checked.returncode == 2
     assert "subscribers[1] (ops).webhook_url: environment variable SLACK_WEBHOOK_URL is not set" in checked.stderr
 
