@@ -8,8 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from hookbus.bus.events.event import parse_event
+from hookbus.bus.notify.messages import render_default
+
 from .conftest import Site
-from .test_jobs import add_jobs, mark
+from .test_jobs import add_jobs, mark, spooled_events
 from .test_process import CliResult, jsonl_sub, run_cli
 
 # -- 1. global options: before or after the command, the later one winning ----------------------
@@ -96,3 +99,19 @@ async def test_run_still_stops_on_its_own_gates_errors(site: Site, tmp_path: Pat
     assert ran.returncode == 2
     assert "subscribers[2] (net-check).env.TOKEN: environment variable NET_CHECK_TOKEN is not set" in ran.stderr
     assert "SLACK" not in ran.stderr and not (tmp_path / "backup").exists()
+
+
+# -- 3. a failure message says why ------------------------------------------------------------------
+
+async def test_a_failed_backup_message_says_why(site: Site, tmp_path: Path) -> None:
+    site.configure([jsonl_sub(site)])
+    add_jobs(site, [{"name": "nightly", "repository": "MyRepository",
+                     "backup": "echo 'Creating archive'; echo 'Repository /srv/borg/main does not exist.' >&2; exit 2"}])
+    ran = await run_cli("run", "nightly", "--config", str(site.config), "--timeout", "0.5")
+    assert ran.returncode == 1
+    finished = next(e for e in spooled_events(site) if e["type"] == "backup.job.finished")
+    assert finished["data"]["error"] == "backup failed: exit status 2: Repository /srv/borg/main does not exist."
+    text = render_default(parse_event(finished))
+    assert text.split("\n")[:4] == [
+        "❌ Backup Job Failed - Backup Error", "", "Backup job for 'MyRepository' failed during backup process.",
+        "Error: backup failed: exit status 2: Repository /srv/borg/main does not exist."]

@@ -273,7 +273,10 @@ class JobRun:
             return
         hook = task.kind == TaskKind.HOOK
         what = f"hook {task.name!r}" if hook else task.kind
-        self.error = f"{'critical ' if hook else ''}{what} failed: {task.message}"
+        # Why, in the words of its output's last line (borg's "Repository … does not exist."): the messages'
+        # `Error:` line (DESIGN §6).
+        last = next((line.strip() for line in reversed(task.output_tail.splitlines()) if line.strip()), "")
+        self.error = f"{'critical ' if hook else ''}{what} failed: {task.message}" + (f": {last}" if last else "")
         if hook:
             self.reason, self.failed_hook, self.skip_message = Reason.CRITICAL_HOOK, task.name, SKIP_CRITICAL_HOOK
         else:
