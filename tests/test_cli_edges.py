@@ -115,3 +115,17 @@ async def test_a_failed_backup_message_says_why(site: Site, tmp_path: Path) -> N
     assert text.split("\n")[:4] == [
         "❌ Backup Job Failed - Backup Error", "", "Backup job for 'MyRepository' failed during backup process.",
         "Error: backup failed: exit status 2: Repository /srv/borg/main does not exist."]
+
+
+# -- 8. the small ones ---------------------------------------------------------------------------------
+
+async def test_a_boolean_in_a_command_is_true_or_false(site: Site) -> None:
+    site.configure([jsonl_sub(site)])
+    say = {"name": "Say", "command": 'echo "failed={{ job.failed }} critical={{ task.critical }}"', "run_on_job_failure": True}
+    add_jobs(site, [{"name": "good", "repository": "R", "backup": "true", "post_hooks": [say]},
+                    {"name": "bad", "repository": "R", "backup": "false", "post_hooks": [say]}])
+    for job, failed in (("good", "false"), ("bad", "true")):
+        await run_cli("run", job, "--config", str(site.config), "--timeout", "0.2")
+        finished = next(e for e in spooled_events(site) if e["type"] == "backup.job.finished" and e["data"]["job"] == job)
+        said = next(t for t in finished["data"]["tasks"] if t["name"] == "Say")
+        assert said["output_tail"] == f"failed={failed} critical=false\n"

@@ -16,9 +16,11 @@ import aiohttp
 import orjson
 import pytest
 
+from hookbus.bus.events.event import parse_event
 from hookbus.bus.jobs.command import run_command
 from hookbus.bus.jobs.process import group_alive
 from hookbus.bus.jobs.runner import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
+from hookbus.bus.notify.messages import render_default
 
 from .conftest import HOOKBUS, Site, http_ready, read_jsonl, toml_value, wait_for
 from .test_process import jsonl_sub, run_cli
@@ -317,6 +319,10 @@ async def test_sigterm_cancels_the_job_and_cleanup_hooks_still_run(site: Site, t
     assert statuses["backup"] == ("failed", "cancelled; its process group was stopped")
     assert statuses["prune"] == ("skipped", "Task skipped because the job was cancelled")
     assert statuses["Cleanup"] == ("completed", "exit status 0 (run on job failure)")
+    # the terminal and the notifiers say it in one text
+    assert "Result: 🚫 Job Cancelled" in out.decode()
+    event = parse_event(next(e for e in spooled_events(site) if e["type"] == "backup.job.finished"))
+    assert render_default(event).startswith("🚫 Backup Job Cancelled\n")
 
 
 async def test_templated_hook_commands_see_the_job_and_quote_values(site: Site) -> None:

@@ -55,13 +55,14 @@ _FAILED_LINES: dict[Reason | None, str] = {Reason.CRITICAL_HOOK: "❌ Job Failed
 
 
 def result_line(outcome: Outcome, reason: Reason | None) -> str:
-    """The seed's `Result:` words for an outcome."""
+    """The seed's `Result:` words for an outcome: the default message's title without "Backup"
+    (bus/notify/messages.py: `🚫 Backup Job Cancelled` is `🚫 Job Cancelled` here)."""
     if outcome == Outcome.SUCCESS:
         return "✅ Job Completed Successfully"
     if outcome == Outcome.WARNING:
         return "⚠️  Job Completed with Warnings"
     if outcome == Outcome.CANCELLED:
-        return "⏹️  Job Cancelled"
+        return "🚫 Job Cancelled"
     return _FAILED_LINES.get(reason, "❌ Job Failed - Task Error")
 
 

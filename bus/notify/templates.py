@@ -175,9 +175,12 @@ _VALUES = "_hookbus_shell_values"  # the render's list of values, in its context
 
 @pass_context
 def _shell_value(ctx: Context, value: Any) -> str:
-    """Keep a value aside and leave a marker where it goes (bus/shellvalues.py)."""
+    """Keep a value aside and leave a marker where it goes (bus/shellvalues.py). A command
+    gets a boolean as the shell and JSON write it, `true`/`false`, not Python's `True`."""
     if value is None:
         value = ""
+    elif isinstance(value, bool):
+        value = "true" if value else "false"
     elif isinstance(value, (dict, list)):
         value = _json(value)
     values: list[str] = ctx[_VALUES]
