@@ -21,8 +21,10 @@ log = logging.getLogger("hookbus.subscriber")
 
 
 class Replays:
-    def __init__(self, name: str, client: ControlClient, sub: Subscriber, deadlines: Deadlines, spawn: Spawn) -> None:
+    def __init__(self, name: str, client: ControlClient, sub: Subscriber, deadlines: Deadlines, spawn: Spawn,
+                 stats: dict[str, int]) -> None:
         self.name = name
+        self.stats = stats  # the runner's: a replay delivered counts as delivered in `hookbus status`
         self.client = client
         self.sub = sub
         self.deadlines = deadlines
@@ -53,6 +55,7 @@ class Replays:
             ok, error = True, ""
         except Exception as exc:  # a replay that fails goes back to the dead letters
             ok, error = False, describe(exc)
+        self.stats["delivered" if ok else "failed_attempts"] += 1
         log.info("subscriber %s: replay of dead letter %s (seq %s): %s", self.name, item["id"], item["seq"],
                  "delivered" if ok else error)
         await tell(self.client, self.name, protocol.REPLAYED, {"id": item["id"], "ok": ok, "error": error}, timeout=None)
