@@ -255,6 +255,10 @@ async def test_broker_down_the_job_runs_and_its_events_arrive_once_it_is_up(site
     spool = site.root / "var" / "spool" / "offline-1-nightly.jsonl"
     assert "could not be reached; 16 event(s)" in first.stderr and str(spool) in first.stderr
     assert len(read_jsonl(spool)) == 16
+    # the notification says it was spooled, not published
+    assert ("7. notification                   ✅ completed: backup.job.finished spooled, not yet published: "
+            "the broker could not be reached") in first.stdout
+    assert "published\n" not in first.stdout
 
     procs("serve", "--config", str(site.config))
     audit = site.root / "audit.jsonl"
@@ -267,6 +271,7 @@ async def test_broker_down_the_job_runs_and_its_events_arrive_once_it_is_up(site
     # with the broker up, the next run delivers live and leaves nothing in the spool
     second = await run_cli("run", "nightly", "--job-id", "online-2", "--config", str(site.config))
     assert second.returncode == 0 and "could not be reached" not in second.stderr
+    assert "7. notification                   ✅ completed: backup.job.finished published\nResult: " in second.stdout
     assert not list((site.root / "var" / "spool").glob("*.jsonl"))
     await wait_for(lambda: len(read_jsonl(audit)) >= 32, 10, "the second run's events")
 

@@ -313,9 +313,13 @@ class JobRun:
         finally:
             self._stop = None
 
-    async def _finished(self, task: Task) -> None:
+    def _say(self, task: Task, message: str) -> None:
         icon = ICONS.get(task.status, "")
-        self.out(f"{task.index + 1:>3}. {task.name:<30} {icon} {task.status}" + (f": {task.message}" if task.message else ""))
+        self.out(f"{task.index + 1:>3}. {task.name:<30} {icon} {task.status}" + (f": {message}" if message else ""))
+
+    async def _finished(self, task: Task, say: bool = True) -> None:
+        if say:
+            self._say(task, task.message)
         if task.status == TaskStatus.FAILED and task.output_tail.strip():
             for line in task.output_tail.rstrip().splitlines()[-10:]:
                 self.out(f"       | {line}")
@@ -352,7 +356,7 @@ class JobRun:
         task.status, task.message = TaskStatus.COMPLETED, "backup.job.finished published"
         task.finished_at = now_rfc3339()
         task.duration_s = 0.0
-        await self._finished(task)
+        await self._finished(task, say=False)  # what became of it is known only at the end: `report`
         outcome, reason = self._outcome()
         if outcome == Outcome.WARNING:
             self.error = "; ".join(
@@ -367,10 +371,17 @@ class JobRun:
             failed_tasks=self._failed_kinds(), counts=counts, tasks=[t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks],
             stats={})
         await self.publisher.publish(self.event("backup.job.finished", finished))
-        self.out(f"Result: {result_line(outcome, reason)}")
+        return finished
+
+    def report(self, finished: dict[str, Any], spooled: int) -> None:
+        """The run's last lines, once its events have gone to the broker or `spooled` of them
+        stay in the spool: the notification says which (it is not published until the broker has it)."""
+        outcome, reason, counts = Outcome(finished["outcome"]), finished["reason"], finished["counts"]
+        self._say(self.tasks[-1], "backup.job.finished published" if not spooled else
+                  "backup.job.finished spooled, not yet published: the broker could not be reached")
+        self.out(f"Result: {result_line(outcome, Reason(reason) if reason else None)}")
         self.out(f"Tasks Completed: {counts['completed']}, Failed: {counts['failed']}, Skipped: {counts['skipped']}, "
                  f"Total: {counts['total']}")
-        return finished
 
 
 # -- the command ------------------------------------------------------------------------
@@ -399,6 +410,7 @@ async def run_job(bus: BusSettings, job: JobConfig, *, job_type: str, job_id: st
     except TimeoutError:
         earlier.cancel()
     left = await publisher.close(publish_timeout)
+    run.report(result, left)
     return result, left, publisher
 
 
