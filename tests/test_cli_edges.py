@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 from hookbus.bus.events.event import parse_event
 from hookbus.bus.notify.messages import render_default
+from hookbus.cli import build_parser
 
 from .conftest import Site
 from .test_jobs import add_jobs, mark, spooled_events
@@ -129,3 +133,25 @@ async def test_a_boolean_in_a_command_is_true_or_false(site: Site) -> None:
         finished = next(e for e in spooled_events(site) if e["type"] == "backup.job.finished" and e["data"]["job"] == job)
         said = next(t for t in finished["data"]["tasks"] if t["name"] == "Say")
         assert said["output_tail"] == f"failed={failed} critical=false\n"
+
+
+def test_systemd_timer_runs_a_job_by_name(tmp_path: Path) -> None:
+    """The README's "from cron or a systemd timer": hookbus-run@NAME.timer starts hookbus-run@NAME.service."""
+    units = Path(__file__).resolve().parent.parent / "config" / "systemd"
+    service, timer = (units / "hookbus-run@.service").read_text(), (units / "hookbus-run@.timer").read_text()
+    exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start.removeprefix("ExecStart=").replace("%i", "nightly"))
+    assert argv[0].endswith("/hookbus")
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.job, args.job_type) == ("run", "nightly", "scheduled")
+    assert "Type=oneshot" in service and "HOOKBUS_CONFIG=" in service
+    assert "OnCalendar=" in timer and "Persistent=true" in timer and "WantedBy=timers.target" in timer
+    if shutil.which("systemd-analyze") is None:
+        return
+    for unit in ("service", "timer"):  # an instance of each, as systemctl would load it
+        (tmp_path / f"hookbus-run@nightly.{unit}").write_text((units / f"hookbus-run@.{unit}").read_text())
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", "hookbus-run@nightly.service",
+                             "hookbus-run@nightly.timer"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    problems = [line for line in (verify.stdout + verify.stderr).splitlines()
+                if line.strip() and "/usr/local/bin/hookbus is not executable" not in line]
+    assert not problems, problems
