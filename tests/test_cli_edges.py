@@ -155,3 +155,30 @@ def test_systemd_timer_runs_a_job_by_name(tmp_path: Path) -> None:
     problems = [line for line in (verify.stdout + verify.stderr).splitlines()
                 if line.strip() and "/usr/local/bin/hookbus is not executable" not in line]
     assert not problems, problems
+
+
+# -- 5. a Backrest (Go) template gets a hint ----------------------------------------------------------
+
+async def test_a_go_template_is_refused_with_the_jinja2_way_to_write_it(site: Site) -> None:
+    slack = {"name": "ops", "kind": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/x",
+             "template": "{{ if .Error -}}❌ {{ .Plan }} failed: {{ .Error }}{{ end }}"}
+    site.configure([jsonl_sub(site), slack])
+    checked = await run_cli("check-config", "--config", str(site.config))
+    assert checked.returncode == 2
+    assert ("subscribers[1] (ops).template: this looks like a Go template (Backrest's syntax); hookbus templates are "
+            "Jinja2: write {{ data.error }} instead of {{ .Error }}, {% if … %}…{% endif %} instead of "
+            "{{ if … }}…{{ end }}; see the README's table \"From Backrest's template words\"") in checked.stderr
+    assert "'if' is undefined" not in checked.stderr
+
+
+async def test_data_error_on_a_task_event_says_where_the_text_is(site: Site) -> None:
+    hook = {"name": "on-error", "kind": "shell", "on": ["CONDITION_SNAPSHOT_ERROR"],
+            "command": 'echo "failed: {{ data.error }}"'}
+    site.configure([jsonl_sub(site), hook])
+    checked = await run_cli("check-config", "--config", str(site.config))
+    assert checked.returncode == 2
+    assert "has no attribute 'error'; on a task event (backup.task.finished) the text is in data.task.message: " \
+           "did you mean data.task.message?" in checked.stderr, checked.stderr
+    hook["command"] = 'echo "failed: {{ data.task.message }}"'
+    site.configure([jsonl_sub(site), hook])
+    assert (await run_cli("check-config", "--config", str(site.config))).returncode == 0
