@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import cast
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -33,6 +33,7 @@ from hookbus.bus.transport import spool
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config
 from hookbus.subscribers import create
+from hookbus.subscribers.shell import is_gate_table
 
 log = logging.getLogger("hookbus")
 
@@ -166,6 +167,13 @@ async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[s
         failures = await run_subscribers(config, subscribers, stop)
     log.info("stopped")
     return failures
+
+
+def run_needs(table: dict[str, Any]) -> bool:
+    """Of the [[subscribers]] tables, those `hookbus run` loads: its gates (job_gates). The
+    notifiers are the serving process's business; their secrets (often not in cron's or a
+    timer's environment) must not stop a backup."""
+    return is_gate_table(table)
 
 
 def job_gates(config: Config) -> list[jobs.Gate]:

@@ -374,12 +374,32 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _global_options(default: Any) -> argparse.ArgumentParser:
+    """--config and --log-level, taken before the command or after it. The top-level parser
+    owns them (default None); each command's copy has `default` SUPPRESS, so a command that
+    is not given them leaves the value from before the command as it is, and one given after
+    the command replaces it: the later one wins."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--config", metavar="F", default=default,
+                         help="config file (else $HOOKBUS_CONFIG, else ./hookbus.toml, else defaults)")
+    options.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                         help="DEBUG, INFO, WARNING or ERROR (else $HOOKBUS_LOG_LEVEL, else INFO)")
+    return options
+
+
+def log_level(args: argparse.Namespace) -> str:
+    """--log-level, else $HOOKBUS_LOG_LEVEL when it names a level, else INFO."""
+    from_env = os.environ.get("HOOKBUS_LOG_LEVEL", "").upper()
+    return str(args.log_level or (from_env if from_env in LOG_LEVELS else "INFO"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="F", help="config file (else $HOOKBUS_CONFIG, else ./hookbus.toml, else defaults)")
-    common.add_argument("--log-level", default=os.environ.get("HOOKBUS_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    parser = argparse.ArgumentParser(prog="hookbus", description="The event bus that backup tools report to.", parents=[common])
+    common = _global_options(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="hookbus", description="The event bus that backup tools report to.",
+                                     parents=[_global_options(None)])
     parser.add_argument("--version", action="version", version=f"hookbus {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -464,15 +484,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_for(command: str, path: Path | None) -> Config:
+    """The configuration a command needs: `run`, only its job's and its gates' part (a notifier's
+    missing secret must not stop a backup); every other command, all of it."""
+    if command == "run":
+        from hookbus.app import run_needs
+
+        return load_config(path, subscribers=run_needs, http=False)
+    return load_config(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(log_level(args))
     if args.command == "emit" and not args.type and not args.adapter:
         fail("emit needs TYPE (or --from ADAPTER)", EXIT_USAGE)
     if args.command in LONG_RUNNING:
         private_umask()  # every file it creates (journal, spool, jsonl, state) is its user's alone (§13)
     try:
-        config = load_config(find_config_path(args.config))
+        config = load_for(args.command, find_config_path(args.config))
         return int(args.func(args, config))
     except ConfigError as exc:
         fail(f"configuration error:\n{exc}", EXIT_USAGE)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import CHECK_KEYS, JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
 from hookbus.bus.settings import BusSettings, Check, ConfigError, HttpSettings, Strict, describe_errors, is_local_endpoint
-from hookbus.subscribers import load_subscriber_config
+from hookbus.subscribers import load_subscriber_config, subscriber_label
 
 log = logging.getLogger("hookbus.config")
 
@@ -66,8 +67,17 @@ def find_config_path(explicit: str | None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_config(path: Path | None) -> Config:
-    """Read, resolve and validate a configuration file (or the embedded defaults)."""
+def load_config(path: Path | None, *, subscribers: Callable[[dict[str, Any]], bool] | None = None,
+                http: bool = True) -> Config:
+    """Read, resolve and validate a configuration file (or the embedded defaults).
+
+    A command that needs only part of it loads only that part, so a value it does
+    not use cannot stop it (`hookbus run` from cron, where a notifier's
+    `env:SLACK_WEBHOOK_URL` is not set, must still back up):
+    `subscribers`, given, chooses the [[subscribers]] tables (as written) to load;
+    the others are neither resolved nor validated and are not in the Config.
+    `http=False` leaves the [http] section out (its defaults stand).
+    `hookbus check-config` and `serve` load everything."""
     if path is None:
         raw: dict[str, Any] = dict(DEFAULTS)
         source = "<embedded defaults>"
@@ -79,14 +89,17 @@ def load_config(path: Path | None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         source = str(path)
-    return build_config(raw, source)
+    return build_config(raw, source, subscribers=subscribers, http=http)
 
 
-def build_config(raw: dict[str, Any], source: str) -> Config:
+def build_config(raw: dict[str, Any], source: str, *, subscribers: Callable[[dict[str, Any]], bool] | None = None,
+                 http: bool = True) -> Config:
     raw = _http_section(raw, source)
+    if not http:
+        raw = {key: value for key, value in raw.items() if key != "http"}
     _check_key_files(raw)
-    resolved = _resolve_tree(raw, "")
-    subs_raw = resolved.pop("subscribers", [])
+    subs_raw = raw.get("subscribers", [])
+    resolved = _resolve_tree({key: value for key, value in raw.items() if key != "subscribers"}, "")
     try:
         jobs = load_jobs(resolved.pop("jobs", []))
     except ValueError as exc:
@@ -98,14 +111,17 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
         base = Config.model_validate({**resolved, "source": source})
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, "")) from None
-    subscribers = []
+    loaded = []
     seen: set[str] = set()
     for index, table in enumerate(subs_raw):
-        sub = load_subscriber_config(table, index)
+        if subscribers is not None and not (isinstance(table, dict) and subscribers(table)):
+            continue  # not this command's: its values are not even read
+        # Resolved one table at a time, so an error names the subscriber: `subscribers[1] (ops).webhook_url: …`.
+        sub = load_subscriber_config(_resolve_tree(table, subscriber_label(table, index)), index)
         if sub.name in seen:
             raise ConfigError(f"subscribers[{index}].name: {sub.name!r} is used twice; names must be unique")
         seen.add(sub.name)
-        subscribers.append(sub)
+        loaded.append(sub)
     for token in (*base.http.tokens, *base.http.hmac_secrets):
         mark_secret(token)
     base = base.model_copy(update={"checks": checks + _job_checks(jobs, checks)})
@@ -118,7 +134,7 @@ def build_config(raw: dict[str, Any], source: str) -> Config:
             f"http.listen: {base.http.listen} is not a loopback address and no authentication is "
             "configured; set http.tokens or http.hmac_secrets"
         )
-    return base.model_copy(update={"subscribers": subscribers, "jobs": jobs})
+    return base.model_copy(update={"subscribers": loaded, "jobs": jobs})
 
 
 def _http_section(raw: dict[str, Any], source: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "create",
     "load_kind",
     "load_subscriber_config",
+    "subscriber_label",
 ]
 
 ENTRY_POINT_GROUP = "hookbus.subscribers"
@@ -47,13 +48,19 @@ def load_kind(kind: str) -> type[Subscriber]:
     return obj
 
 
+def subscriber_label(table: Any, index: int) -> str:
+    """`subscribers[1] (ops)`: how errors name a [[subscribers]] table (its name when it has one)."""
+    where = f"subscribers[{index}]"
+    if isinstance(table, dict) and isinstance(table.get("name"), str):
+        where += f" ({table['name']})"
+    return where
+
+
 def load_subscriber_config(table: Any, index: int) -> SubscriberConfig:
     """Validate one [[subscribers]] table with its kind's model."""
-    where = f"subscribers[{index}]"
+    where = subscriber_label(table, index)
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    if "name" in table and isinstance(table["name"], str):
-        where += f" ({table['name']})"
     kind = table.get("kind")
     if not isinstance(kind, str):
         raise ConfigError(f"{where}.kind: required, the subscriber kind (e.g. jsonl, webhook)")

@@ -21,6 +21,10 @@ that come from the event are marked `!unsafe`, so Ansible never evaluates a
 `{{ … }}` that an event carries, and `data` fields that could steer Ansible
 itself (`ansible_*`, reserved names such as `hostvars`, names that are not
 identifiers) stay out of the top level; they remain in `hookbus_event.data`.
+
+For a host list of this host only (`localhost,`), `ANSIBLE_PYTHON_INTERPRETER`
+is the Python running hookbus unless the user has set it: discovery would take
+the first python3 on PATH, which may be a pyenv shim that cannot run a module.
 """
 
 from __future__ import annotations
@@ -90,6 +94,17 @@ class AnsibleConfig(SubscriberConfig):
             if name == EVENT_VAR:
                 raise ValueError(f"{EVENT_VAR!r} is set by hookbus (the triggering event)")
         return value
+
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_local_host_list(inventory: str | None) -> bool:
+    """Whether an inventory is a host list of this host only (`localhost,`)."""
+    if inventory is None or "," not in inventory:
+        return False
+    hosts = [h.strip() for h in inventory.split(",") if h.strip()]
+    return bool(hosts) and all(h in LOCAL_HOSTS for h in hosts)
 
 
 def find_ansible_playbook() -> str | None:
@@ -223,6 +238,12 @@ class AnsibleSubscriber(Subscriber):
 
     def environment(self, stats_path: Path) -> dict[str, str]:
         env = dict(os.environ)
+        if is_local_host_list(self.config.inventory) and not env.get("ANSIBLE_PYTHON_INTERPRETER"):
+            # Interpreter discovery takes the first python3 on PATH; a pyenv shim there answers with its
+            # complaint ("Module result deserialization failed: No start of json char found"). On this
+            # host the Python running hookbus is known to work. A remote host's is the inventory's
+            # business (`ansible_python_interpreter`), and a value set here would be wrong there.
+            env["ANSIBLE_PYTHON_INTERPRETER"] = sys.executable
         env["ANSIBLE_CALLBACK_PLUGINS"] = os.pathsep.join(
             p for p in (str(CALLBACK_DIR), env.get("ANSIBLE_CALLBACK_PLUGINS", "")) if p)
         env["HOOKBUS_ANSIBLE_STATS"] = str(stats_path)

@@ -43,6 +43,8 @@ Behavior = Literal["ON_ERROR_IGNORE", "ON_ERROR_FATAL", "ON_ERROR_CANCEL", "ON_E
                    "ON_ERROR_RETRY_10MINUTES", "ON_ERROR_RETRY_EXPONENTIAL_BACKOFF"]
 
 START_TYPES = ("backup.job.started", "backup.task.started")
+# The behaviours that make a hook one of `hookbus run`'s gates: the job runs it itself.
+GATE_BEHAVIORS = ("ON_ERROR_CANCEL", "ON_ERROR_FATAL")
 # The fixed-pace retry behaviours: seconds between attempts.
 _PACE = {"ON_ERROR_RETRY_1MINUTE": 60.0, "ON_ERROR_RETRY_10MINUTES": 600.0}
 
@@ -173,6 +175,12 @@ class ShellConfig(SubscriberConfig):
         return value
 
 
+def is_gate_table(table: dict[str, Any]) -> bool:
+    """Whether a [[subscribers]] table, as written, is a shell hook `hookbus run` runs as a gate
+    (what ShellSubscriber.is_gate says once it is loaded)."""
+    return table.get("kind") == "shell" and table.get("error_behavior") in GATE_BEHAVIORS
+
+
 def event_env(event: Event) -> dict[str, str]:
     """The event as HOOKBUS_* variables (and Borgitory's names where they apply)."""
     data = event.fields
@@ -195,7 +203,7 @@ class ShellSubscriber(Subscriber):
         patterns = config.events if config.events is not None else self.default_events
         self.match_type = compile_globs(patterns).match
         self.behavior: str = config.error_behavior
-        self.is_gate = self.behavior in ("ON_ERROR_CANCEL", "ON_ERROR_FATAL")
+        self.is_gate = self.behavior in GATE_BEHAVIORS
 
     def handler_timeout(self) -> float:
         # `timeout` limits the command; stopping its process group takes up to GRACE more.

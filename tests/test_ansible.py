@@ -282,3 +282,26 @@ async def test_process_tree_reports_exit_status_and_output_tail() -> None:
     finished = await process.run([sys.executable, "-c", script], timeout=10, output_limit=100)
     assert finished.exit_code == 3 and not finished.timed_out
     assert finished.output.endswith("x" * 97 + "END") and finished.output.startswith("…[cut: 4903 bytes")
+
+
+async def test_local_runs_use_hookbus_python_not_a_shim_first_on_path(site: Site, procs: Any, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interpreter discovery picks the first python3 on PATH: a pyenv shim that prints its complaint
+    ("Module result deserialization failed: No start of json char found"). hookbus sets
+    ANSIBLE_PYTHON_INTERPRETER to its own Python for a local inventory when the user has not."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name in ["python", "python3", *(f"python3.{minor}" for minor in range(6, 16))]:
+        shim = shims / name
+        shim.write_text(f"#!/bin/sh\necho 'pyenv: {name}: command not found'\nexit 127\n")
+        shim.chmod(0o755)
+    monkeypatch.delenv("ANSIBLE_PYTHON_INTERPRETER")
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    book = playbook(tmp_path, "which.yml", """\
+        - name: Run a module (not raw), so the interpreter matters
+          ansible.builtin.command: echo ran
+        """)
+    await start(site, procs, subscribers(site, playbook=str(book)))
+    await post(site, report("shimmed"))
+    data = (await one_result(site))["data"]
+    assert data["outcome"] == "success", data["details"]["output_tail"]

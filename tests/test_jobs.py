@@ -16,9 +16,11 @@ import aiohttp
 import orjson
 import pytest
 
+from hookbus.bus.events.event import parse_event
 from hookbus.bus.jobs.command import run_command
 from hookbus.bus.jobs.process import group_alive
 from hookbus.bus.jobs.runner import SKIP_CRITICAL_EXCEPTION, SKIP_CRITICAL_HOOK, SKIP_CRITICAL_TASK
+from hookbus.bus.notify.messages import render_default
 
 from .conftest import HOOKBUS, Site, http_ready, read_jsonl, toml_value, wait_for
 from .test_process import jsonl_sub, run_cli
@@ -253,6 +255,10 @@ async def test_broker_down_the_job_runs_and_its_events_arrive_once_it_is_up(site
     spool = site.root / "var" / "spool" / "offline-1-nightly.jsonl"
     assert "could not be reached; 16 event(s)" in first.stderr and str(spool) in first.stderr
     assert len(read_jsonl(spool)) == 16
+    # the notification says it was spooled, not published
+    assert ("7. notification                   ✅ completed: backup.job.finished spooled, not yet published: "
+            "the broker could not be reached") in first.stdout
+    assert "published\n" not in first.stdout
 
     procs("serve", "--config", str(site.config))
     audit = site.root / "audit.jsonl"
@@ -265,6 +271,7 @@ async def test_broker_down_the_job_runs_and_its_events_arrive_once_it_is_up(site
     # with the broker up, the next run delivers live and leaves nothing in the spool
     second = await run_cli("run", "nightly", "--job-id", "online-2", "--config", str(site.config))
     assert second.returncode == 0 and "could not be reached" not in second.stderr
+    assert "7. notification                   ✅ completed: backup.job.finished published\nResult: " in second.stdout
     assert not list((site.root / "var" / "spool").glob("*.jsonl"))
     await wait_for(lambda: len(read_jsonl(audit)) >= 32, 10, "the second run's events")
 
@@ -317,6 +324,10 @@ async def test_sigterm_cancels_the_job_and_cleanup_hooks_still_run(site: Site, t
     assert statuses["backup"] == ("failed", "cancelled; its process group was stopped")
     assert statuses["prune"] == ("skipped", "Task skipped because the job was cancelled")
     assert statuses["Cleanup"] == ("completed", "exit status 0 (run on job failure)")
+    # the terminal and the notifiers say it in one text
+    assert "Result: 🚫 Job Cancelled" in out.decode()
+    event = parse_event(next(e for e in spooled_events(site) if e["type"] == "backup.job.finished"))
+    assert render_default(event).startswith("🚫 Backup Job Cancelled\n")
 
 
 async def test_templated_hook_commands_see_the_job_and_quote_values(site: Site) -> None:

@@ -503,3 +503,27 @@ def test_readme_notification_examples_are_valid_config(monkeypatch: pytest.Monke
         table = tomllib.loads(block)
         config = build_config(table, "README")
         assert [sub.name for sub in config.subscribers] == [sub["name"] for sub in table["subscribers"]]
+
+
+# -- DESIGN §6: the `Error:` line ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["critical_hook", "backup_error", "warning"])
+def test_failure_and_warning_texts_say_why_after_the_description_line(name: str) -> None:
+    data, expected = OUTCOMES[name]
+    error = "Repository /srv/borg/main does not exist."
+    text = render_default(job_event({**data, "error": error}))
+    lines = expected.split("\n")
+    assert text == "\n".join([*lines[:3], f"Error: {error}", *lines[3:]])
+    # without an error the text is the documented one, byte for byte
+    assert render_default(job_event({**data, "error": None})) == expected
+
+
+def test_the_error_line_is_one_line_of_at_most_300_characters() -> None:
+    data, _ = OUTCOMES["backup_error"]
+    text = render_default(job_event({**data, "error": "first\nsecond " + "x" * 400}))
+    line = next(line for line in text.splitlines() if line.startswith("Error: "))
+    assert line.startswith("Error: first second xxx") and len(line) == len("Error: ") + 300
+    generic = render_default(job_event(finished("failed", "task_failed", None, error="prune failed: exit status 1")))
+    assert generic.split("\n")[2:4] == ["Backup job for 'MyRepository' failed because a critical task failed.",
+                                        "Error: prune failed: exit status 1"]
+    assert "Error:" not in render_default(job_event(OUTCOMES["success"][0] | {"error": "ignored"}))

@@ -208,6 +208,15 @@ async def test_permanent_error_dead_letters_then_replay_delivers(site: Site, pro
     assert receiver.received[0]["body"]["id"] == "ev-1"
     after = orjson.loads((await run_cli("status", "--json", "--config", str(site.config))).stdout)
     assert next(s for s in after["subscribers"] if s["name"] == "hook")["dead_letters"] == 0
+    assert hook["stats"]["delivered"] == 0
+
+    async def delivered() -> int:
+        info = orjson.loads((await run_cli("status", "--json", "--config", str(site.config))).stdout)
+        return int(next(s for s in info["subscribers"] if s["name"] == "hook")["stats"]["delivered"])
+
+    # a replayed delivery is a delivery: `hookbus status` counts it (its next heartbeat says so)
+    await wait_for(lambda: delivered(), 10, "status to count the replayed delivery", interval=0.3)
+    assert await delivered() == 1
 
 
 class CliResult:

@@ -571,7 +571,7 @@ def test_config_missing_env_or_file_names_the_key(monkeypatch: pytest.MonkeyPatc
     message = config_error({"http": {"tokens": ["x-token", "env:HOOKBUS_UNIT_MISSING"]}})
     assert message == "http.tokens[1]: environment variable HOOKBUS_UNIT_MISSING is not set"
     message = config_error({"subscribers": [{"name": "ops", "kind": "webhook", "url": "env:HOOKBUS_UNIT_MISSING"}]})
-    assert message.startswith("subscribers[0].url: ") and "HOOKBUS_UNIT_MISSING" in message
+    assert message == "subscribers[0] (ops).url: environment variable HOOKBUS_UNIT_MISSING is not set"
     message = config_error({"bus": {"curve_secret_key": f"file:{tmp_path / 'absent.key'}"}})
     assert message.startswith("bus.curve_secret_key: cannot read")
 

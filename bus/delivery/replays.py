@@ -24,8 +24,9 @@ log = logging.getLogger("hookbus.subscriber")
 
 class Replays:
     def __init__(self, name: str, client: ControlClient, sub: Subscriber, deadlines: Deadlines, spawn: Spawn,
-                 trail: Trail) -> None:
+                 trail: Trail, stats: dict[str, int]) -> None:
         self.name = name
+        self.stats = stats  # the runner's: a replay delivered counts as delivered in `hookbus status`
         self.client = client
         self.sub = sub
         self.deadlines = deadlines
@@ -62,6 +63,7 @@ class Replays:
             stop_listening(token)
         # On the trail, the attempt after the dead letter's.
         self.trail.add(event.seq, int(item.get("attempts", 0)) + 1, DELIVERED if ok else DEAD, answer.status, error)
+        self.stats["delivered" if ok else "failed_attempts"] += 1
         log.info("subscriber %s: replay of dead letter %s (seq %s): %s", self.name, item["id"], item["seq"],
                  "delivered" if ok else error)
         await tell(self.client, self.name, protocol.REPLAYED, {"id": item["id"], "ok": ok, "error": error}, timeout=None)

@@ -68,7 +68,7 @@ class SubscriberRunner:
         self.position = Position(self.name, events, self.client, self._take, self.lanes.has_room)
         self.ready = self.position.ready  # set once caught up with the head seen at start
         self.cursor = Cursor(self.name, self.client, subscriber, self.position, self.lanes, self.trail)
-        self.replays = Replays(self.name, self.client, subscriber, self.deadlines, self.spawn, self.trail)
+        self.replays = Replays(self.name, self.client, subscriber, self.deadlines, self.spawn, self.trail, self.stats)
         self.heartbeat = Heartbeat(self.name, self.runner, bus, self.client, self.stats, self.position, self.lanes,
                                    self.cursor, self.replays, self.hold)
         subscriber.bind(DeliveryContext(self.name, publish=self.publish, give_up=self.attempts.give_up))

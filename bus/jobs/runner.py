@@ -55,13 +55,14 @@ _FAILED_LINES: dict[Reason | None, str] = {Reason.CRITICAL_HOOK: "❌ Job Failed
 
 
 def result_line(outcome: Outcome, reason: Reason | None) -> str:
-    """The seed's `Result:` words for an outcome."""
+    """The seed's `Result:` words for an outcome: the default message's title without "Backup"
+    (bus/notify/messages.py: `🚫 Backup Job Cancelled` is `🚫 Job Cancelled` here)."""
     if outcome == Outcome.SUCCESS:
         return "✅ Job Completed Successfully"
     if outcome == Outcome.WARNING:
         return "⚠️  Job Completed with Warnings"
     if outcome == Outcome.CANCELLED:
-        return "⏹️  Job Cancelled"
+        return "🚫 Job Cancelled"
     return _FAILED_LINES.get(reason, "❌ Job Failed - Task Error")
 
 
@@ -273,7 +274,10 @@ class JobRun:
             return
         hook = task.kind == TaskKind.HOOK
         what = f"hook {task.name!r}" if hook else task.kind
-        self.error = f"{'critical ' if hook else ''}{what} failed: {task.message}"
+        # Why, in the words of its output's last line (borg's "Repository … does not exist."): the messages'
+        # `Error:` line (DESIGN §6).
+        last = next((line.strip() for line in reversed(task.output_tail.splitlines()) if line.strip()), "")
+        self.error = f"{'critical ' if hook else ''}{what} failed: {task.message}" + (f": {last}" if last else "")
         if hook:
             self.reason, self.failed_hook, self.skip_message = Reason.CRITICAL_HOOK, task.name, SKIP_CRITICAL_HOOK
         else:
@@ -309,9 +313,13 @@ class JobRun:
         finally:
             self._stop = None
 
-    async def _finished(self, task: Task) -> None:
+    def _say(self, task: Task, message: str) -> None:
         icon = ICONS.get(task.status, "")
-        self.out(f"{task.index + 1:>3}. {task.name:<30} {icon} {task.status}" + (f": {task.message}" if task.message else ""))
+        self.out(f"{task.index + 1:>3}. {task.name:<30} {icon} {task.status}" + (f": {message}" if message else ""))
+
+    async def _finished(self, task: Task, say: bool = True) -> None:
+        if say:
+            self._say(task, task.message)
         if task.status == TaskStatus.FAILED and task.output_tail.strip():
             for line in task.output_tail.rstrip().splitlines()[-10:]:
                 self.out(f"       | {line}")
@@ -348,7 +356,7 @@ class JobRun:
         task.status, task.message = TaskStatus.COMPLETED, "backup.job.finished published"
         task.finished_at = now_rfc3339()
         task.duration_s = 0.0
-        await self._finished(task)
+        await self._finished(task, say=False)  # what became of it is known only at the end: `report`
         outcome, reason = self._outcome()
         if outcome == Outcome.WARNING:
             self.error = "; ".join(
@@ -363,10 +371,17 @@ class JobRun:
             failed_tasks=self._failed_kinds(), counts=counts, tasks=[t.as_dict(JOB_OUTPUT_LIMIT) for t in self.tasks],
             stats={})
         await self.publisher.publish(self.event("backup.job.finished", finished))
-        self.out(f"Result: {result_line(outcome, reason)}")
+        return finished
+
+    def report(self, finished: dict[str, Any], spooled: int) -> None:
+        """The run's last lines, once its events have gone to the broker or `spooled` of them
+        stay in the spool: the notification says which (it is not published until the broker has it)."""
+        outcome, reason, counts = Outcome(finished["outcome"]), finished["reason"], finished["counts"]
+        self._say(self.tasks[-1], "backup.job.finished published" if not spooled else
+                  "backup.job.finished spooled, not yet published: the broker could not be reached")
+        self.out(f"Result: {result_line(outcome, Reason(reason) if reason else None)}")
         self.out(f"Tasks Completed: {counts['completed']}, Failed: {counts['failed']}, Skipped: {counts['skipped']}, "
                  f"Total: {counts['total']}")
-        return finished
 
 
 # -- the command ------------------------------------------------------------------------
@@ -395,6 +410,7 @@ async def run_job(bus: BusSettings, job: JobConfig, *, job_type: str, job_id: st
     except TimeoutError:
         earlier.cancel()
     left = await publisher.close(publish_timeout)
+    run.report(result, left)
     return result, left, publisher
 
 

@@ -38,6 +38,10 @@ _JOB_PRELUDE = """\
 _COUNTS_ALL = ('{% if c %}Tasks Completed: {{ c.get("completed", 0) }}, Skipped: {{ c.get("skipped", 0) }}, '
                'Total: {{ c.get("total", 0) }}\n{% endif %}')
 _JOB_ID = '{% if d.get("job_id") is not none %}Job ID: {{ d.get("job_id") }}{% endif %}'
+# DESIGN §6: a failure or warning text says why when the job's data has an `error`: one line, at
+# most 300 characters, right after the description line. Without `error` the texts are exact.
+_JOB_ERROR = ('{% if d.get("error") %}\nError: {{ (d.get("error") | string | trim | replace("\\r", "") '
+              '| replace("\\n", " "))[:300] }}{% endif %}')
 
 JOB_FINISHED = _JOB_PRELUDE + """\
 {%- set outcome = d.get("outcome") -%}
@@ -52,7 +56,7 @@ Backup job for '{{ repo }}' completed successfully.
 {%- elif outcome == "warning" -%}
 ⚠️ Backup Job Completed with Warnings
 
-Backup job for '{{ repo }}' completed but some tasks failed.
+Backup job for '{{ repo }}' completed but some tasks failed.""" + _JOB_ERROR + """
 
 {% if failed_tasks %}Failed Tasks: {{ failed_tasks | join(", ") }}
 {% endif %}""" + _COUNTS_ALL + _JOB_ID + """
@@ -65,23 +69,23 @@ Backup job for '{{ repo }}' was cancelled.
 {%- elif reason == "critical_hook" -%}
 ❌ Backup Job Failed - Critical Hook Error
 
-Backup job for '{{ repo }}' failed due to critical hook failure.
+Backup job for '{{ repo }}' failed due to critical hook failure.""" + _JOB_ERROR + """
 
 {% if d.get("failed_hook") %}Failed Hook: {{ d.get("failed_hook") }}
 {% endif %}""" + _COUNTS_ALL + _JOB_ID + """
 {%- elif reason == "backup_error" -%}
 ❌ Backup Job Failed - Backup Error
 
-Backup job for '{{ repo }}' failed during backup process.
+Backup job for '{{ repo }}' failed during backup process.""" + _JOB_ERROR + """
 
 """ + _COUNTS_ALL + _JOB_ID + """
 {%- elif outcome == "failed" -%}
 ❌ Backup Job Failed
 
-Backup job for '{{ repo }}' failed{% if reason == "task_failed" %} because a critical task failed{% endif %}.
+Backup job for '{{ repo }}' failed{% if reason == "task_failed" %} because a critical task failed{% endif %}.\
+""" + _JOB_ERROR + """
 
 {% if failed_tasks %}Failed Tasks: {{ failed_tasks | join(", ") }}
-{% endif %}{% if d.get("error") %}Error: {{ d.get("error") }}
 {% endif %}""" + _COUNTS_ALL + _JOB_ID + """
 {%- else -%}
 ℹ️ Backup Job Finished

@@ -17,6 +17,7 @@ refused where no reference could be safe.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC
 from functools import lru_cache
@@ -32,7 +33,8 @@ from hookbus.bus.events.times import parse_time
 from hookbus.bus.events.vocabulary import FAILED_OUTCOMES, TaskStatus
 from hookbus.bus.notify.shellvalues import MARK, BoundCommand, UnsafeTemplate, bind
 
-__all__ = ["SAMPLES", "BoundCommand", "TemplateError", "check_template", "context", "render", "render_shell"]
+__all__ = ["SAMPLES", "BoundCommand", "TemplateError", "check_template", "context", "go_template_hint", "render",
+           "render_shell"]
 
 
 def _lenient(helper: Callable[..., str]) -> Callable[..., str]:
@@ -175,9 +177,12 @@ _VALUES = "_hookbus_shell_values"  # the render's list of values, in its context
 
 @pass_context
 def _shell_value(ctx: Context, value: Any) -> str:
-    """Keep a value aside and leave a marker where it goes (bus/shellvalues.py)."""
+    """Keep a value aside and leave a marker where it goes (bus/shellvalues.py). A command
+    gets a boolean as the shell and JSON write it, `true`/`false`, not Python's `True`."""
     if value is None:
         value = ""
+    elif isinstance(value, bool):
+        value = "true" if value else "false"
     elif isinstance(value, (dict, list)):
         value = _json(value)
     values: list[str] = ctx[_VALUES]
@@ -203,13 +208,56 @@ def context(event: Event) -> dict[str, Any]:
             "data": event.data if event.data is not None else {}, "seq": event.seq, "event": body}
 
 
+# Go's text/template, as Backrest writes it: `{{ .Error }}`, `{{ if .Error -}}`, `{{- .Plan.Id }}`,
+# `{{ range .Items }}`, `{{ end }}`, `{{ .FormatTime .CurTime }}`. No Jinja2 expression starts with
+# a dot, and Jinja2 has no `{{ end }}`.
+_GO_TEMPLATE = re.compile(r"\{\{-?\s*(?:\.[A-Za-z]|(?:if|range|with|else|end|define|template|block)\b\s*(?:\.|-?\}\})"
+                          r"|(?:not|and|or|eq|ne|len|index|printf)\s+\.[A-Za-z])")
+# Backrest's template words → hookbus's (the README's table "From Backrest's template words").
+_GO_WORDS = {".Error": "data.error", ".Plan": "data.plan", ".Repo": "data.repository", ".Event": "data.condition",
+             ".Task": "data.task.name", ".SnapshotId": "data.snapshot_id", ".SnapshotStats": "data.stats",
+             ".CurTime": "time", ".Duration": "data.duration_s", ".FormatTime": "format_time(time)",
+             ".Summary": "summary(event)", ".JsonMarshal": "json(data)"}
+_FIRST_GO_WORD = re.compile(r"\.(" + "|".join(w[1:] for w in _GO_WORDS) + r")\b")
+
+
+def go_template_hint(source: str) -> str | None:
+    """Given a template, say how to write it in Jinja2 when it is written as a Go template
+    (Backrest's syntax), else None."""
+    if not _GO_TEMPLATE.search(source):
+        return None
+    word = _FIRST_GO_WORD.search(source)
+    go, jinja = (f".{word.group(1)}", _GO_WORDS[f".{word.group(1)}"]) if word else (".Error", "data.error")
+    return (f"this looks like a Go template (Backrest's syntax); hookbus templates are Jinja2: write "
+            f"{{{{ {jinja} }}}} instead of {{{{ {go} }}}}, {{% if … %}}…{{% endif %}} instead of "
+            "{{ if … }}…{{ end }}; see the README's table \"From Backrest's template words\"")
+
+
+_NO_ATTRIBUTE = re.compile(r"has no attribute '(error|message)'")
+
+
+def _explain(source: str, names: dict[str, Any], exc: BaseException) -> str:
+    """A template's error, with a hint where the cause is a usual one: Go syntax, or a task
+    event's text looked for in `data.error` (it is in `data.task.message`)."""
+    hint = go_template_hint(source)
+    if hint is not None:
+        return hint
+    text = str(getattr(exc, "message", None) or exc) if isinstance(exc, TemplateError) else f"{type(exc).__name__}: {exc}"
+    missing = _NO_ATTRIBUTE.search(text)
+    if missing and str(names.get("type", "")).startswith("backup.task.") and f"data.{missing.group(1)}" in source:
+        text += (f"; on a task event ({names['type']}) the text is in data.task.message: did you mean "
+                 "data.task.message? (or data.get(\"error\") where the key may be absent)")
+    return text
+
+
 def _render(source: str, shell: bool, names: dict[str, Any]) -> str:
     try:
         return str(_compile(source, shell).render(names))
-    except TemplateError:
-        raise
     except (Exception, RecursionError) as exc:  # a helper or filter on odd data: the same every time
-        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        hint = _explain(source, names, exc)
+        if isinstance(exc, TemplateError) and hint == (getattr(exc, "message", None) or str(exc)):
+            raise
+        raise TemplateError(hint) from None
 
 
 def render(source: str, event: Event, **extra: Any) -> str:
