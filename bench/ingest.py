@@ -12,7 +12,17 @@ Lua script that POSTs a CloudEvent with a unique id per request), one after the
 other in each of --rounds rounds. Prints the 202s per second of each run, each
 round's ratio hookbus/baseline and their median.
 
-    python -m bench.ingest [--rounds 5] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none]
+--live-pages N (default 0) adds, for each hookbus variant, a second `hookbus
+serve` of the same config with N live pages open on it: N server-sent-event
+streams of `GET /events/stream` (what the /events page opens), held by a
+process of its own (`bench._sse`, so the pages' client CPU is not the
+server's; its CPU is printed as "sse"). Both are measured in the same rounds;
+prints each round's ratio with/without pages and their median against the
+issue's goal (pages cost ingest less than 10 %: ratio >= 0.9), and how many
+events each page received per measured run (a page that received nothing, or
+was dropped for falling behind and opened again, is reported).
+
+    python -m bench.ingest [--rounds 5] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none] [--live-pages N]
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ import argparse
 import json
 import os
 import re
+import select
+import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -110,18 +123,59 @@ def run_wrk(args: argparse.Namespace, script: Path, url: str, run_id: str, durat
     return result
 
 
-def measure(args: argparse.Namespace, name: str, script: Path, url: str, pid: int, run: str) -> dict[str, Any]:
+def read_line(proc: subprocess.Popen[bytes], prefix: bytes, timeout: float) -> bytes:
+    """The next line of a child's stdout that starts with prefix (within timeout seconds)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"live pages process ended (status {proc.poll()})")
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise RuntimeError(f"live pages process did not say {prefix!r} within {timeout:.0f} s")
+
+
+def page_counts(pages: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The live pages' totals so far: events received and re-opens per page, errors."""
+    pages.send_signal(signal.SIGUSR1)
+    counts: dict[str, Any] = json.loads(read_line(pages, b"SSE_COUNTS ", 10))
+    return counts
+
+
+def measure(args: argparse.Namespace, name: str, script: Path, url: str, pid: int, run: str,
+            pages: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
     """One measured run (with CPU accounting), repeated while other processes
-    load the machine; return the quietest."""
+    load the machine; return the quietest. With live pages, also what they received."""
     runs = []
     for attempt in until_quiet(args, runs):
-        window = CpuWindow({"server": pid})
+        window = CpuWindow({"server": pid} | ({"sse": pages.pid} if pages is not None else {}))
+        before = page_counts(pages) if pages is not None else None
         result = run_wrk(args, script, url, f"{name}-{run}-{attempt}", args.duration)
+        if pages is not None and before is not None:
+            time.sleep(0.2)  # the last events on their way to the pages
+            after = page_counts(pages)
+            got = [a - b for a, b in zip(after["events"], before["events"], strict=True)]
+            reopened = sum(after["reopened"]) - sum(before["reopened"])
+            result["pages"] = {"mean": statistics.fmean(got), "min": min(got), "max": max(got),
+                               "reopened": reopened, "errors": after["errors"] - before["errors"],
+                               "share": statistics.fmean(got) / max(1, result["requests"])}
         result["cpu"] = window.stop()
         print(f"{name:>13}: {result['rps']:10.0f} req/s (202)  latency p50 {result['p50_us'] / 1000:.2f} ms  "
               f"p99 {result['p99_us'] / 1000:.2f} ms  max {result['max_us'] / 1000:.1f} ms  "
               f"non-2xx {result['status']}  socket errors {result['socket_errors']}", flush=True)
         print(f"               {describe_cpu(result['cpu'])}  [bench = wrk]", flush=True)
+        if "pages" in result:
+            pg = result["pages"]
+            print(f"               live pages: each received {pg['mean']:.0f} events on average (min {pg['min']}, "
+                  f"max {pg['max']}; {pg['share']:.0%} of the requests), re-opened after a drop {pg['reopened']} "
+                  f"times, connection errors {pg['errors']}", flush=True)
+            if pg["min"] == 0:
+                print("               WARNING: a live page received no event: the run does not measure live pages",
+                      flush=True)
         if result["status"] or result["socket_errors"]:
             raise RuntimeError(f"{name}: {result['status']} non-2xx answers and {result['socket_errors']} socket "
                                "errors; the run is not valid")
@@ -189,6 +243,9 @@ def main() -> None:
     parser.add_argument("--subscriber", choices=["both", "none", "jsonl"], default="both",
                         help="hookbus serve with no subscriber, with the default config's jsonl subscriber, or both "
                              "(default both)")
+    parser.add_argument("--live-pages", type=int, default=0, metavar="N",
+                        help="also measure each hookbus variant with N live pages (SSE streams of /events/stream) "
+                             "open, in the same rounds, and print the ratio with/without (default 0: not measured)")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="[bus] synchronous (default FULL)")
     add_round_options(parser)
     add_quiet_options(parser)
@@ -198,6 +255,8 @@ def main() -> None:
         parser.error("--duration must be in (0, 600], --warmup in [0, 60], --rounds in [1, 50]")
     if args.threads < 1 or args.connections < args.threads:
         parser.error("need --threads >= 1 and --connections >= --threads")
+    if not 0 <= args.live_pages <= 200:
+        parser.error("--live-pages must be in [0, 200] (the server holds at most 200 live pages)")
     require("wrk")
     variants = {"none": ["none"], "jsonl": ["jsonl"], "both": ["none", "jsonl"]}[args.subscriber]
 
@@ -206,7 +265,8 @@ def main() -> None:
         script.write_text(lua_script(args.size, args.jobs))
         print(f"ingest: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s per run, {args.rounds} round(s), "
               f"event ~{args.size} B, hookbus subscribers: {' and '.join(variants)}, synchronous={args.synchronous}, "
-              f"{os.cpu_count()} CPUs", flush=True)
+              f"{os.cpu_count()} CPUs"
+              + (f", and each with {args.live_pages} live pages open" if args.live_pages else ""), flush=True)
         with Processes(tmp) as procs:
             # Every server runs throughout; only the one under load does any work.
             base_port, = free_ports(1)
@@ -214,9 +274,18 @@ def main() -> None:
             wait_port(base_port, base, procs, "baseline")
             servers: dict[str, tuple[Any, str]] = {"baseline": (base, f"http://{HOST}:{base_port}")}
             data_dirs: dict[str, Path] = {}
+            live: dict[str, subprocess.Popen[bytes]] = {}  # server name → its live pages' process
             for variant in variants:
                 serve, url, data_dirs[variant] = start_serve(procs, tmp, variant, variant == "jsonl", args.synchronous)
                 servers[f"hookbus-{variant}"] = (serve, url)
+                if args.live_pages:
+                    name = f"{variant}+pages"
+                    serve, url, data_dirs[name] = start_serve(procs, tmp, name, variant == "jsonl", args.synchronous)
+                    servers[f"hookbus-{name}"] = (serve, url)
+                    pages = procs.start(f"sse-{variant}", [sys.executable, "-m", "bench._sse", f"{url}/events/stream",
+                                                           str(args.live_pages)], stdout_pipe=True)
+                    read_line(pages, b"READY", 30)
+                    live[f"hookbus-{name}"] = pages
             banner("warm-up: " + ", ".join(servers))
             for name, (_, url) in servers.items():
                 if args.warmup > 0:
@@ -227,20 +296,42 @@ def main() -> None:
                 banner(f"round {round_} of {args.rounds}: baseline (aiohttp + orjson.loads → 202, no journal), then "
                        "hookbus serve (POST /events → journal commit, fsync → 202)")
                 for name, (proc, url) in servers.items():
-                    results[name].append(measure(args, name, script, f"{url}/events", proc.pid, f"r{round_}"))
+                    results[name].append(measure(args, name, script, f"{url}/events", proc.pid, f"r{round_}",
+                                                 live.get(name)))
             banner("checks")
-            for variant in variants:
+            for variant in [v for s in variants for v in (s, f"{s}+pages") if f"hookbus-{v}" in servers]:
                 proc, url = servers[f"hookbus-{variant}"]
                 accepted = sum(r["accepted_total"] for r in results[f"hookbus-{variant}"])
                 check_journal(f"hookbus-{variant}", url, accepted,
-                              data_dirs[variant] / "events.jsonl" if variant == "jsonl" else None)
+                              data_dirs[variant] / "events.jsonl" if variant.startswith("jsonl") else None)
                 procs.check_alive(proc, f"hookbus serve ({variant})")
+            for pages in live.values():
+                procs.check_alive(pages, "live pages (bench._sse)")
 
         base_rps = [r["rps"] for r in results["baseline"]]
         titles = {"none": "POST → durable → 202, no subscriber (the issue's measure)",
                   "jsonl": "the same with the default config's jsonl subscriber in the same process"}
         for variant in variants:
             print_rounds(list(zip(base_rps, (r["rps"] for r in results[f"hookbus-{variant}"]), strict=True)), "req/s", titles[variant])
+            if args.live_pages:
+                print_pages(args.live_pages, variant, results[f"hookbus-{variant}"], results[f"hookbus-{variant}+pages"])
+
+
+def print_pages(n: int, variant: str, without: list[dict[str, Any]], with_: list[dict[str, Any]]) -> None:
+    """Each round's hookbus with and without n live pages, their ratio, and the median against the goal."""
+    banner(f"result: {n} live pages beside ingest (hookbus, subscriber {variant}); goal: they cost ingest < 10 %")
+    ratios = []
+    for i, (a, b) in enumerate(zip(without, with_, strict=True), 1):
+        ratios.append(b["rps"] / a["rps"])
+        print(f"round {i}: without pages {a['rps']:.0f} req/s (server {a['cpu']['server_cores']:.2f} cores)   "
+              f"with {n} pages {b['rps']:.0f} req/s (server {b['cpu']['server_cores']:.2f} cores, "
+              f"sse client {b['cpu'].get('sse_cores', float('nan')):.2f})   ratio {ratios[-1]:.2f}   "
+              f"events per page {b['pages']['mean']:.0f} ({b['pages']['share']:.0%} of the requests), "
+              f"re-opened {b['pages']['reopened']}")
+    median = statistics.median(ratios)
+    print(f"median ratio with/without pages {median:.2f} over {len(ratios)} round(s) "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f})   goal >= 0.90: {'met' if median >= 0.9 else 'MISSED'}",
+          flush=True)
 
 
 if __name__ == "__main__":

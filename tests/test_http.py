@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -506,3 +507,21 @@ async def test_binary_header_that_is_not_utf8_is_400(bus: Bus) -> None:
     assert head.split(b" ")[1] == b"400", answer
     assert orjson.loads(payload)["field"] == "id"
     assert bus.stored() == []
+
+
+async def test_live_pages_get_a_burst_whole_and_in_order(bus: Bus) -> None:
+    """Events committed together reach every open /events page, in order (written
+    to each page in one go, rendered once for all of them)."""
+    pages = [await bus.client.get("/events/stream") for _ in range(2)]
+    for resp in pages:
+        assert resp.status == 200 and resp.content_type == "text/event-stream"
+        assert await resp.content.readline() == b"retry: 2000\n"  # written after the page attached
+    status, answer = await bus.post([event(i, data={"job_id": f"job-{i}"}) for i in range(1, 21)], BATCH)
+    assert status == 202, answer
+    for resp in pages:
+        text = b""
+        while text.count(b"event: event\n") < 20:
+            text += await asyncio.wait_for(resp.content.readany(), 5)
+        seen = [int(m) for m in re.findall(rb"job-(\d+)", text)]
+        assert sorted(set(seen), key=seen.index) == list(range(1, 21))
+        resp.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import weakref
 from collections.abc import Callable
@@ -61,6 +62,13 @@ def sse(event: str, html: str) -> bytes:
     return f"event: {event}\n{data}\n".encode()
 
 
+@functools.lru_cache(maxsize=QUEUE)
+def rendered(seq: int, body: bytes) -> bytes:
+    """One event's message, rendered once for all open pages: each page's
+    listener is handed the same seq and body, so the others find it here."""
+    return sse("event", fragment("event_row.html", e=event_row(seq, body)))
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
     streams = request.app[STREAMS]
     if len(streams) >= MAX_STREAMS:
@@ -78,13 +86,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 async with asyncio.timeout(KEEPALIVE_S):
-                    seq, body = await feed.queue.get()
+                    items = [await feed.queue.get()]
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if (seq, body) == CLOSE:
+            while not feed.queue.empty():  # what came meanwhile goes in the same write
+                items.append(feed.queue.get_nowait())
+            closing = CLOSE in items
+            if closing:
+                items = items[:items.index(CLOSE)]
+            if items:
+                await response.write(b"".join(rendered(seq, body) for seq, body in items))
+            if closing:
                 break
-            await response.write(sse("event", fragment("event_row.html", e=event_row(seq, body))))
     except ConnectionResetError:
         pass  # the browser went away
     finally:
