@@ -525,3 +525,18 @@ async def test_live_pages_get_a_burst_whole_and_in_order(bus: Bus) -> None:
         seen = [int(m) for m in re.findall(rb"job-(\d+)", text)]
         assert sorted(set(seen), key=seen.index) == list(range(1, 21))
         resp.close()
+
+
+async def test_a_live_page_gets_the_newest_rows_of_a_flood_and_how_many_more(bus: Bus) -> None:
+    """A burst larger than a page is shown at once: the newest rows, and one row counting the rest."""
+    resp = await bus.client.get("/events/stream")
+    assert await resp.content.readline() == b"retry: 2000\n"
+    status, answer = await bus.post([event(i, data={"job_id": f"job-{i}"}) for i in range(1, 101)], BATCH)
+    assert status == 202, answer
+    text = b""
+    while text.count(b"event: event\n") < 21:
+        text += await asyncio.wait_for(resp.content.readany(), 5)
+    assert b"80 more events came meanwhile" in text
+    seen = [int(m) for m in re.findall(rb"job-(\d+)", text)]
+    assert sorted(set(seen), key=seen.index) == list(range(81, 101))
+    resp.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -40,9 +39,8 @@ def add_routes(app: web.Application) -> None:
     """GET /, /jobs, /jobs/{job_id}, /checks, /events, /events/stream, /subscribers, /silences, /login;
     POST the actions (sessions.ACTIONS) and /login; /static/ the vendored htmx, CSS and JS."""
     app[sessions.SESSIONS] = sessions.Sessions()
-    app[live.STREAMS] = weakref.WeakSet()
+    live.attach(app)  # the newest events, for /events/stream
     app.on_response_prepare.append(security_headers)
-    app.on_shutdown.append(live.close_streams)
     app.cleanup_ctx.append(warm_history)
     app.router.add_get("/", pages.overview)
     app.router.add_get("/jobs", pages.jobs)
