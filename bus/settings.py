@@ -238,7 +238,35 @@ MAX_CHECK_SPAN = 366 * 86400.0  # a yearly job's period; spans beyond are mistak
 _BADGE_KEY = re.compile(r"[A-Za-z0-9_-]{16,200}")
 
 
-class Check(Strict):
+class Expectation(Strict):
+    """When a job should run and how it may fail before it is down (DESIGN §10): the keys a
+    `[[checks]]` table and a `[[jobs]]` table with a schedule share."""
+
+    schedule: CronSchedule | None = None
+    tz: TimeZoneName = "UTC"
+    period: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+    grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
+    max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+    down_after_failures: int = Field(1, ge=1, le=1000)
+    repeat: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
+
+    @property
+    def expected(self) -> bool:
+        """A schedule or a period: a run is due at times."""
+        return self.schedule is not None or self.period is not None
+
+    @model_validator(mode="after")
+    def _one_way_to_be_due(self) -> Expectation:
+        if self.schedule is not None and self.period is not None:
+            raise PydanticCustomError("schedule_and_period", "schedule and period: give one or the other; a job runs "
+                                      "on a cron schedule or every period, not both")
+        return self
+
+
+EXPECTATION_KEYS = tuple(Expectation.model_fields)
+
+
+class Check(Expectation):
     """An expectation about a job (DESIGN §10): when it should run, how late it may
     be, how long it may take; and its healthchecks-compatible ping key (`/ping/{key}`).
 
@@ -252,13 +280,6 @@ class Check(Strict):
     job: str = Field(min_length=1)
     repository: str | None = None
     key: str | None = None
-    schedule: CronSchedule | None = None
-    tz: TimeZoneName = "UTC"
-    period: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
-    grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
-    max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
-    down_after_failures: int = Field(1, ge=1, le=1000)
-    repeat: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
     badge_key: str | None = None
 
     @model_validator(mode="before")
@@ -295,10 +316,7 @@ class Check(Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_way_to_be_due(self) -> Check:
-        if self.schedule is not None and self.period is not None:
-            raise PydanticCustomError("schedule_and_period", "schedule and period: give one or the other; a check runs "
-                                      "on a cron schedule or every period, not both")
+    def _badge_not_ping_key(self) -> Check:
         if self.badge_key is not None and self.key is not None and self.badge_key.lower() == self.key.lower():
             raise PydanticCustomError("badge_key", "badge_key: must not be the ping key (the badge key is read-only "
                                       "and shown in pages; the ping key reports runs)")

@@ -25,9 +25,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from hookbus.bus.filemodes import refuse_readable_secret
-from hookbus.bus.jobs.config import CHECK_KEYS, JobConfig, load_jobs
+from hookbus.bus.jobs.config import JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
-from hookbus.bus.settings import BusSettings, Check, ConfigError, HttpSettings, Strict, describe_errors, is_local_endpoint
+from hookbus.bus.settings import (
+    EXPECTATION_KEYS,
+    BusSettings,
+    Check,
+    ConfigError,
+    HttpSettings,
+    Strict,
+    describe_errors,
+    is_local_endpoint,
+)
 from hookbus.subscribers import load_subscriber_config, subscriber_label
 
 log = logging.getLogger("hookbus.config")
@@ -213,7 +222,7 @@ def _job_checks(jobs: list[JobConfig], checks: list[Check]) -> list[Check]:
                 f"{'schedule' if job.schedule else 'period'} and so a check of this name already; give the "
                 "schedule in one of them only (or another name to this check)")
         derived.append(Check(name=job.name, job=job.name, repository=job.repository,
-                             **{key: getattr(job, key) for key in CHECK_KEYS}))
+                             **{key: getattr(job, key) for key in EXPECTATION_KEYS}))
     return derived
 
 

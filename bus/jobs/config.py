@@ -8,7 +8,7 @@ command that uses `{{ }}` or `{% %}` is a template over the job (see
 A job with a `schedule` (cron, in `tz`) or a `period` is expected to run: the
 configuration (`hookbus/config.py`) gives it a check of its own name with
 these keys and `grace`, `max_runtime`, `down_after_failures`, `repeat`, as a
-`[[checks]]` table would (`CHECK_KEYS`).
+`[[checks]]` table would (`bus.settings.Expectation`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from hookbus.bus.notify.templates import SAMPLES, TemplateError, check_template
-from hookbus.bus.settings import MAX_CHECK_SPAN, CronSchedule, Duration, Strict, TimeZoneName, describe_errors
+from hookbus.bus.settings import Duration, Expectation, Strict, describe_errors
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 DEFAULT_SHELL = "/bin/bash"  # what Borgitory runs hooks with, so its hook scripts run unchanged
 DEFAULT_TIMEOUT = 300.0
 # The keys of a [[jobs]] table that its check takes (see the module docstring).
-CHECK_KEYS = ("schedule", "tz", "period", "grace", "max_runtime", "down_after_failures", "repeat")
 
 
 def is_template(command: str) -> bool:
@@ -82,7 +80,7 @@ def _as_table(value: Any) -> Any:
     return {"command": value} if isinstance(value, str) else value
 
 
-class JobConfig(Strict):
+class JobConfig(Expectation):  # with `schedule` or `period`, a check of its name
     name: str = Field(min_length=1, pattern=NAME_PATTERN)
     repository: str = Field(min_length=1)
     backup: BackupTask
@@ -93,27 +91,6 @@ class JobConfig(Strict):
     shell: str = DEFAULT_SHELL
     cwd: Path | None = None
     env: dict[str, str] = {}
-    # Expectations: a job with `schedule` or `period` gets a check (bounds as in settings.Check).
-    schedule: CronSchedule | None = None
-    tz: TimeZoneName = "UTC"
-    period: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
-    grace: Duration = Field(3600.0, ge=0, le=MAX_CHECK_SPAN)
-    max_runtime: Duration | None = Field(None, gt=0, le=MAX_CHECK_SPAN)
-    down_after_failures: int = Field(1, ge=1, le=1000)
-    repeat: Duration | None = Field(None, ge=60, le=MAX_CHECK_SPAN)
-
-    @model_validator(mode="after")
-    def _one_way_to_be_due(self) -> JobConfig:
-        if self.schedule is not None and self.period is not None:
-            raise PydanticCustomError("schedule_and_period", "schedule and period: give one or the other; a job runs "
-                                      "on a cron schedule or every period, not both")
-        return self
-
-    @property
-    def expected(self) -> bool:
-        """The job has a schedule or a period, so a check of its name."""
-        return self.schedule is not None or self.period is not None
-
     @model_validator(mode="before")
     @classmethod
     def _commands_as_tables(cls, data: Any) -> Any:
