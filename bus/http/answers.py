@@ -49,3 +49,14 @@ def int_param(request: web.Request, name: str, default: int, low: int, high: int
     if not low <= value <= high:
         raise BadRequest(400, f"{name} must be between {low} and {high}", name)
     return value
+
+
+def id_param(request: web.Request, what: str) -> int:
+    """The path's `{id}`: 400 when it is not an integer, 404 when no row could have it."""
+    try:
+        value = int(request.match_info["id"])
+    except ValueError:
+        raise BadRequest(400, f"{what} id must be an integer", "id") from None
+    if not 0 < value < 2**63:
+        raise BadRequest(404, f"no {what} {value}", "id")
+    return value

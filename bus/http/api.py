@@ -10,7 +10,7 @@ from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
 from hookbus.bus.http import checks
-from hookbus.bus.http.answers import BadRequest, int_param, ok
+from hookbus.bus.http.answers import BadRequest, id_param, int_param, ok
 from hookbus.bus.http.keys import BROKER, CHECKS
 from hookbus.bus.http.openapi import OPENAPI
 
@@ -43,16 +43,16 @@ async def get_dead_letters(request: web.Request) -> web.Response:
 
 
 async def retry_dead_letter(request: web.Request) -> web.Response:
-    try:
-        dead_id = int(request.match_info["id"])
-    except ValueError:
-        raise BadRequest(400, "dead letter id must be an integer", "id") from None
-    if not 0 < dead_id < 2**63:
-        raise BadRequest(404, f"no dead letter {dead_id}", "id")
+    return ok({"queued": await queue_retry(request)}, 202)
+
+
+async def queue_retry(request: web.Request) -> int:
+    """Queue the dead letter `{id}` for redelivery (the API and the page's Retry)."""
+    dead_id = id_param(request, "dead letter")
     queued = await request.app[BROKER].journal.mark_replay([dead_id], None)
     if not queued:
         raise BadRequest(404, f"no dead letter {dead_id} waiting for a retry", "id")
-    return ok({"queued": queued}, 202)
+    return queued
 
 
 async def healthz(request: web.Request) -> web.Response:

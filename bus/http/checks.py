@@ -14,7 +14,7 @@ from aiohttp import web
 from hookbus.bus.checks.engine import CheckEngine
 from hookbus.bus.checks.state import Status
 from hookbus.bus.events.silences import Silence
-from hookbus.bus.http.answers import BadRequest, decode_json, ok
+from hookbus.bus.http.answers import BadRequest, decode_json, id_param, ok
 from hookbus.bus.http.keys import CHECKS
 from hookbus.bus.settings import parse_duration
 
@@ -25,7 +25,7 @@ def engine_of(request: web.Request) -> CheckEngine:
     return request.app[CHECKS]
 
 
-def _check_name(request: web.Request) -> str:
+def check_name(request: web.Request) -> str:
     name = request.match_info["name"]
     if name not in engine_of(request).checks:
         raise BadRequest(404, f"no check named {name!r}", "name")
@@ -37,13 +37,13 @@ async def get_checks(request: web.Request) -> web.Response:
 
 
 async def pause_check(request: web.Request) -> web.Response:
-    name = _check_name(request)
+    name = check_name(request)
     changed = await engine_of(request).pause(name)
     return ok({"check": engine_of(request).describe(name), "changed": changed})
 
 
 async def resume_check(request: web.Request) -> web.Response:
-    name = _check_name(request)
+    name = check_name(request)
     changed = await engine_of(request).resume(name)
     return ok({"check": engine_of(request).describe(name), "changed": changed})
 
@@ -85,22 +85,29 @@ def silence_from(body: Any, now: float) -> Silence:
 
 
 async def post_silence(request: web.Request) -> web.Response:
-    engine = engine_of(request)
-    silence = silence_from(decode_json(await request.read()), time.time())
-    if silence.check is not None and silence.check not in engine.checks:
-        raise BadRequest(404, f"check: no check named {silence.check!r}", "check")
-    kept = await engine.add_silence(silence)
+    kept = await add_silence(request, decode_json(await request.read()))
     return ok({"silence": kept.to_json()}, 201)
 
 
+async def add_silence(request: web.Request, body: Any) -> Silence:
+    """Keep the silence `body` asks for (the API and the page's form)."""
+    engine = engine_of(request)
+    silence = silence_from(body, time.time())
+    if silence.check is not None and silence.check not in engine.checks:
+        raise BadRequest(404, f"check: no check named {silence.check!r}", "check")
+    return await engine.add_silence(silence)
+
+
 async def delete_silence(request: web.Request) -> web.Response:
-    try:
-        silence_id = int(request.match_info["id"])
-    except ValueError:
-        raise BadRequest(400, "silence id must be an integer", "id") from None
-    if not 0 < silence_id < 2**63 or not await engine_of(request).end_silence(silence_id):
+    return ok({"ended": await end_silence(request)})
+
+
+async def end_silence(request: web.Request) -> int:
+    """End the running silence `{id}` (the API and the page's Expire)."""
+    silence_id = id_param(request, "silence")
+    if not await engine_of(request).end_silence(silence_id):
         raise BadRequest(404, f"no running silence {silence_id}", "id")
-    return ok({"ended": silence_id})
+    return silence_id
 
 
 def metric_lines(engine: CheckEngine, label: Any) -> list[str]:
