@@ -49,7 +49,7 @@ def checks_for(broker: Broker, config: Config) -> CheckEngine:
     """The checks, fed by what the broker commits; runners hear of the silences from the broker."""
     engine = CheckEngine(config.checks, broker.journal, broker.ingest)
     broker.attach(engine.on_published)
-    broker.silences = lambda: [s.to_json() for s in engine.silences.all() if s.ends_at > time.time()]
+    broker.silences = lambda: [s.to_json() for s in engine.silences.running(time.time())]
     return engine
 
 

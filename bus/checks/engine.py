@@ -72,7 +72,7 @@ class CheckEngine:
     # -- the broker tells us of new events (on the event loop, per event: keep it cheap) --
 
     def on_published(self, type_: str | None, seq: int, body: bytes) -> None:
-        if type_ is None or type_.startswith("backup.job."):
+        if type_ is None or type_ in RUN_TYPES:
             self._wake.set()
 
     def wake(self) -> None:
@@ -81,15 +81,22 @@ class CheckEngine:
     # -- running ------------------------------------------------------------------------------
 
     async def load(self) -> None:
-        snap = await asyncio.to_thread(self.store.load_checks)
-        self.seq = snap.seq
-        for name, body in snap.states.items():
-            if name in self.states:
-                self.states[name] = State.from_json(orjson.loads(body))
-        self.histories = {job: anomaly.History.from_json(orjson.loads(body)) for job, body in snap.runs.items()}
-        self.silences.replace(await asyncio.to_thread(self.store.silences, self.clock()))
-        for name in self.checks:
-            self._schedule(name)
+        """Start from what was saved (also after an error: nothing in memory is trusted)."""
+        async with self._lock:
+            snap = await asyncio.to_thread(self.store.load_checks)
+            self.seq = snap.seq
+            self.states = {name: State() for name in self.checks}
+            for name, body in snap.states.items():
+                if name in self.states:
+                    self.states[name] = State.from_json(orjson.loads(body))
+            self.histories = {job: anomaly.History.from_json(orjson.loads(body)) for job, body in snap.runs.items()}
+            self.silences = Silences()
+            self.silences.replace(await asyncio.to_thread(self.store.silences, self.clock()))
+            self._due, self._scheduled = [], {}
+            self._dirty_states, self._dirty_jobs = set(), set()
+            for name in self.checks:
+                self._schedule(name)
+        self.ready.set()  # pausing, resuming and silences may go on from here
 
     async def run(self) -> None:
         await self.load()
@@ -98,7 +105,6 @@ class CheckEngine:
             self._wake.clear()
             async with self._lock:
                 caught_up = await self.step()
-            self.ready.set()
             if not caught_up:
                 continue
             try:
@@ -120,11 +126,14 @@ class CheckEngine:
         for item in stored:
             events += self._take(item)
         events += self._advance(self.clock())
-        events += self._silences_ended(self.clock())
+        ended = self.silences.ended(self.clock())
+        events += self._silences_ended(ended)
         if events:
             await self.publish(events)
-        self.seq = max(self.seq, scanned)
-        await self._save()
+        self.silences.announced(ended)
+        if scanned > self.seq or self._dirty_states or self._dirty_jobs:
+            self.seq = max(self.seq, scanned)
+            await self._save()
         return len(stored) < BATCH and not (self._due and self._due[0][0] <= self.clock())
 
     async def _save(self) -> None:
@@ -211,13 +220,13 @@ class CheckEngine:
             self._changed(name)
         return out
 
-    def _silences_ended(self, now: float) -> list[Event]:
+    def _silences_ended(self, ended: list[Silence]) -> list[Event]:
         """A check still down when a silence over it ends is announced once more."""
         out = []
-        for silence in self.silences.ended(now):
+        for silence in ended:
             for name, check in self.checks.items():
                 state = self.states[name]
-                if state.status is Status.DOWN and silence.matches_check(check.name, check.job):
+                if state.status is Status.DOWN and silence.matches("backup.check.down", {"check": name, "job": check.job}):
                     alert = Alert(f"{state.down_key}/after-silence/{silence.id}", False, silence.ends_at,
                                   {"after_silence": True, "reminder": state.reminders})
                     out.append(self._announce(check, state, alert))
@@ -250,6 +259,7 @@ class CheckEngine:
     # -- operating -----------------------------------------------------------------------------------
 
     async def pause(self, name: str) -> bool:
+        await self.ready.wait()
         async with self._lock:
             changed = pause(self.states[name])
             if changed:
@@ -258,6 +268,7 @@ class CheckEngine:
         return changed
 
     async def resume(self, name: str) -> bool:
+        await self.ready.wait()
         async with self._lock:
             check = self.checks[name]
             changed = resume(self.states[name], self.clock(), self._due_after(check))
@@ -268,6 +279,7 @@ class CheckEngine:
         return changed
 
     async def add_silence(self, silence: Silence) -> Silence:
+        await self.ready.wait()
         kept = await self.store.add_silence(silence)
         self.silences.add(kept)
         self.wake()
@@ -290,7 +302,7 @@ class CheckEngine:
                 "last_seen": when(state.last_seen), "last_outcome": state.last_outcome,
                 "next_due": when(state.expected_at), "next_change": when(change[0]) if change else None,
                 "failures": state.failures, "down_since": when(state.down_since),
-                "silenced": self.silences.silencing_check(check, self.clock()) is not None}
+                "silenced": self.silences.holding(check, self.clock()) is not None}
 
     def overview(self) -> list[dict[str, Any]]:
         return [self.describe(name) for name in sorted(self.checks)]

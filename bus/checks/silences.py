@@ -3,7 +3,9 @@ ended since last asked (a check still down is then announced once more)."""
 
 from __future__ import annotations
 
-from hookbus.bus.events.silences import Silence
+import dataclasses
+
+from hookbus.bus.events.silences import Silence, silencing
 from hookbus.bus.settings import Check
 
 KEEP_ENDED_S = 7 * 86400  # ended silences are shown this long (GET /api/silences)
@@ -23,8 +25,7 @@ class Silences:
     def end(self, silence_id: int, now: float) -> None:
         old = self.by_id.get(silence_id)
         if old is not None:
-            self.by_id[silence_id] = Silence(old.id, old.check, old.job, old.type, old.starts_at, min(old.ends_at, now),
-                                             old.comment, old.created_at)
+            self.by_id[silence_id] = dataclasses.replace(old, ends_at=min(old.ends_at, now))
 
     def all(self) -> list[Silence]:
         return sorted(self.by_id.values(), key=lambda s: s.id)
@@ -37,13 +38,21 @@ class Silences:
         return min(ends) if ends else None
 
     def ended(self, now: float) -> list[Silence]:
-        """The silences that ended by `now` and were not yet asked for; forget the old ones."""
+        """The silences that ended by `now` whose end is not yet announced; forget the old ones."""
         out = [s for s in self.all() if s.ends_at <= now and s.id not in self._announced]
-        self._announced.update(s.id for s in out)
         for old in [s.id for s in self.by_id.values() if s.ends_at < now - KEEP_ENDED_S]:
             del self.by_id[old]
             self._announced.discard(old)
         return out
 
-    def silencing_check(self, check: Check, now: float) -> Silence | None:
-        return next((s for s in self.active(now) if s.matches_check(check.name, check.job)), None)
+    def announced(self, ended: list[Silence]) -> None:
+        """Their ends are announced (published): not again."""
+        self._announced.update(s.id for s in ended)
+
+    def running(self, now: float) -> list[Silence]:
+        """Not ended yet: what subscriber runners are told to hold for."""
+        return [s for s in self.all() if s.ends_at > now]
+
+    def holding(self, check: Check, now: float) -> Silence | None:
+        """The active silence that holds this check's announcements, if any."""
+        return silencing(self.active(now), "backup.check.down", {"check": check.name, "job": check.job}, now)

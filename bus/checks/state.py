@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from hookbus.bus.events.text import cut_end
 from hookbus.bus.events.vocabulary import Outcome
 
 
@@ -38,6 +39,7 @@ class Why(StrEnum):
 
 
 GOOD = (Outcome.SUCCESS, Outcome.WARNING)
+ERROR_CHARS = 1000  # of a failed run's error, kept and repeated in every announcement
 
 
 class Spec(Protocol):
@@ -135,7 +137,7 @@ def on_run(spec: Spec, state: State, run: Run, due: Due) -> list[Alert]:
         state.status, state.reason, state.down_since, state.down_key, state.reminders = Status.UP, None, None, None, 0
         return alerts
     state.failures += 1
-    state.last_error = run.error
+    state.last_error = cut_end(run.error, ERROR_CHARS) if run.error else None
     if state.status is not Status.DOWN and state.failures >= spec.down_after_failures:
         return [_down(state, Why.FAILED, f"down/failed/{run.seq}", run.at)]
     if state.status is not Status.DOWN:

@@ -32,12 +32,6 @@ class Silence:
             return False
         return self.check is None or fields.get("check") == self.check
 
-    def matches_check(self, check: str, job: str) -> bool:
-        """Whether this silence holds a check's announcements."""
-        if self.type is not None and not fnmatch.fnmatchcase("backup.check.down", self.type):
-            return False
-        return (self.check is None or self.check == check) and (self.job is None or self.job == job)
-
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

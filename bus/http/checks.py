@@ -111,13 +111,13 @@ async def end_silence(request: web.Request) -> int:
 
 
 def metric_lines(engine: CheckEngine, label: Any) -> list[str]:
+    names = sorted(engine.checks)
     lines = ["# HELP hookbus_check_up Whether the check is up (1), down (0); paused and new checks are 1.",
              "# TYPE hookbus_check_up gauge"]
-    checks = engine.overview()
-    lines += [f'hookbus_check_up{{check="{label(c["name"])}"}} {int(c["status"] != Status.DOWN)}' for c in checks]
+    lines += [f'hookbus_check_up{{check="{label(n)}"}} {int(engine.states[n].status is not Status.DOWN)}' for n in names]
     lines += ["# HELP hookbus_check_last_seen_timestamp_seconds When the check's job last reported a run.",
               "# TYPE hookbus_check_last_seen_timestamp_seconds gauge"]
-    for name in sorted(engine.checks):
+    for name in names:
         seen = engine.states[name].last_seen
         if seen is not None:
             lines.append(f'hookbus_check_last_seen_timestamp_seconds{{check="{label(name)}"}} {seen:.3f}')
