@@ -112,17 +112,20 @@ async def test_a_silence_holds_the_alert_and_its_end_announces_the_still_down_ch
 
 async def test_pause_and_resume_from_the_command_line(site: Site, procs: Any) -> None:
     configure(site)
+    # A control: the same job, the same period, not paused; its down shows the time has come.
+    site.config.write_text(site.config.read_text() + '\n[[checks]]\nname = "control"\njob = "nightly"\nperiod = 2\ngrace = 1\n')
     await serve(site, procs)
-    await ping(site)
     paused = await run_cli("checks", "pause", "nightly", "--config", str(site.config))
     assert paused.returncode == 0 and paused.stdout.strip() == "nightly: paused", paused.stdout + paused.stderr
-    await settle(4.0)  # past due and grace: a paused check stays quiet
-    assert announcements(site) == []
+    await ping(site)
+    await wait_for(lambda: [e for e in announcements(site) if e["data"]["check"] == "control"], 15, "the control's down")
+    assert [e for e in announcements(site) if e["data"]["check"] == "nightly"] == []  # paused: quiet
     resumed = await run_cli("checks", "resume", "nightly", "--config", str(site.config))
     assert resumed.stdout.strip() == "nightly: up", resumed.stdout + resumed.stderr
     listed = await run_cli("checks", "--config", str(site.config))
-    assert listed.stdout.startswith("nightly") and "every 2s" in listed.stdout, listed.stdout
-    (down,) = await wait_for(lambda: announcements(site), 15, "down again after resume, counted from then")
+    assert "\nnightly" in listed.stdout and "every 2s" in listed.stdout, listed.stdout
+    (down,) = await wait_for(lambda: [e for e in announcements(site) if e["data"]["check"] == "nightly"], 15,
+                             "down after resume, counted from then")
     assert down["data"]["reason"] == "missed"
 
 
@@ -175,7 +178,7 @@ async def test_plain_cloudevents_feed_a_check_by_job_and_repository(site: Site, 
     async def post(i: int, repository: str, outcome: str) -> None:
         event = {"specversion": "1.0", "id": f"run-{i}", "source": "test://cron", "type": "backup.job.finished",
                  "data": {"job_id": f"j-{i}", "job": "nightly", "repository": repository, "outcome": outcome,
-                          "error": "Repository /srv/repo does not exist."}}
+                          "error": f"Repository /srv/repo-{i} does not exist."}}
         status, body = await asyncio.to_thread(http_request, site.http_port, "POST", "/events", orjson.dumps(event),
                                                {"Content-Type": "application/cloudevents+json"})
         assert status == 202, body
@@ -185,4 +188,5 @@ async def test_plain_cloudevents_feed_a_check_by_job_and_repository(site: Site, 
     assert announcements(site) == []
     await post(2, "MyRepository", "failed")
     (down,) = await wait_for(lambda: announcements(site), 15, "down after a failed run")
-    assert down["data"]["reason"] == "failed" and down["data"]["error"] == "Repository /srv/repo does not exist."
+    assert down["data"]["reason"] == "failed" and down["data"]["error"] == "Repository /srv/repo-2 does not exist."
+    assert down["data"]["job_id"] == "j-2"  # the other repository's run fed nothing

@@ -49,7 +49,7 @@ async def test_log_level_before_the_command_is_used(site: Site) -> None:
     after = await run_cli("status", "--log-level", "DEBUG", *args, "--timeout", "0.5")
     assert " DEBUG " in after.stderr
     later_wins = await run_cli("--log-level", "DEBUG", "status", "--log-level", "INFO", *args, "--timeout", "0.5")
-    assert " DEBUG " not in later_wins.stderr
+    assert later_wins.returncode == 3 and " DEBUG " not in later_wins.stderr, later_wins.stderr
     from_env = await run_cli("status", *args, "--timeout", "0.5", env={"HOOKBUS_LOG_LEVEL": "DEBUG"})
     assert " DEBUG " in from_env.stderr
     plain = await run_cli("status", *args, "--timeout", "0.5", env={"HOOKBUS_LOG_LEVEL": ""})

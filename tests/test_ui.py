@@ -179,6 +179,8 @@ async def test_pause_button_pauses_the_check(site: Site, procs: Any, page: WebDr
     assert check["status"] == "paused"
     page.find_element(By.XPATH, "//button[normalize-space()='Resume']").click()
     until(page, lambda d: "Check resumed." in d.page_source, "the page to say the check is resumed")
+    (check,) = (await asyncio.to_thread(api, site, "GET", "/api/checks"))["checks"]
+    assert check["status"] != "paused"
     assert console_errors(page) == []
 
 

@@ -145,8 +145,8 @@ class SubscriberRunner:
         if self.sub.silenceable and (silence := silencing(self.silences, event.type, event.data, time.time())):
             self.stats["silenced"] += 1
             until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(silence.ends_at))
-            log.info("subscriber %s: seq %s (%s) not sent: silence %d holds it until %s", self.name, event.seq,
-                     event.type, silence.id, until)
+            log.debug("subscriber %s: seq %s (%s) not sent: silence %d holds it until %s", self.name, event.seq,
+                      event.type, silence.id, until)
             self.trail.add(event.seq or 0, 0, SILENCED, None, f"silence {silence.id} until {until}")
             return
         self.lanes.add(event)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 
-from hookbus.bus.secrets import scrub
 from hookbus.bus.store.base import DELIVERED
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.client import BrokerRefused, ControlClient
@@ -46,11 +45,11 @@ class Trail:
         self.waiting_runs: list[Run] = []  # made of them, not yet sent
 
     def add(self, seq: int, attempt: int, outcome: str, status: int | None = None, reason: str = "") -> None:
-        """Note an attempt's outcome, now. `reason` is scrubbed here (and again by the broker)."""
+        """Note an attempt's outcome, now. `reason` is redacted by the broker, where TRAIL arrives."""
         if len(self.pending) >= MAX_PENDING and (outcome == DELIVERED or len(self.pending) >= 2 * MAX_PENDING):
             self.stats["trail_dropped"] = self.stats.get("trail_dropped", 0) + 1
             return
-        self.pending.append((seq, attempt, time.time(), outcome, status, scrub(reason)[:REASON_CHARS] if reason else ""))
+        self.pending.append((seq, attempt, time.time(), outcome, status, reason[:REASON_CHARS] if reason else ""))
 
     def delivered(self, seq: int, attempt: int, status: int | None) -> None:
         """The common case: kept apart, to go as runs."""
