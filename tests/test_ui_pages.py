@@ -8,7 +8,7 @@ import re
 from datetime import date
 from typing import Any
 
-from hookbus.bus.http.ui import views
+from hookbus.bus.http.ui import sessions, views
 from hookbus.bus.settings import Check
 
 from .test_http import Bus, make_bus  # noqa: F401
@@ -105,3 +105,17 @@ async def test_a_job_with_odd_event_data_is_shown_not_a_500(make_bus: Any) -> No
         text = await resp.text()
         assert resp.status == 200, (path, text)
         assert "<script>x</script>" not in text
+
+
+async def test_every_post_of_the_page_needs_its_session(make_bus: Any) -> None:
+    """Each POST route the page adds, but the login form's, is an action the guard holds to
+    a session and its CSRF token: another site cannot make a browser post it."""
+    bus: Bus = await make_bus()
+    posts = {r.resource.canonical for r in bus.client.app.router.routes()
+             if r.method == "POST" and r.resource is not None and not r.resource.canonical.startswith(("/api/", "/ping/"))}
+    posts -= {"/events", "/ingest/{adapter}", "/login"}
+    assert posts == bus.client.app[sessions.ACTIONS]
+    for path in posts:
+        url = path.replace("{name}", "nightly").replace("{id}", "1")
+        resp = await bus.client.post(url, data={"x": "1"})
+        assert resp.status == 403, (url, resp.status)

@@ -101,7 +101,7 @@ async def check_session(request: web.Request) -> web.Response | None:
         return None
     session = sessions.session_of(request)
     route = request.match_info.route.resource
-    is_action = route is not None and route.canonical in sessions.ACTIONS
+    is_action = route is not None and route.canonical in request.app.get(sessions.ACTIONS, ())
     if session is None:
         if is_action:
             return problem(403, "this action of the page needs its session and CSRF token: open the page and try again",

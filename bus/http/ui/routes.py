@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -39,6 +39,13 @@ def add_routes(app: web.Application) -> None:
     """GET /, /jobs, /jobs/{job_id}, /checks, /events, /events/stream, /subscribers, /silences, /login;
     POST the actions (sessions.ACTIONS) and /login; /static/ the vendored htmx, CSS and JS."""
     app[sessions.SESSIONS] = sessions.Sessions()
+    app[sessions.ACTIONS] = set()
+
+    def action(path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        """A POST of the page: the guard asks it for a session and its CSRF token (sessions.ACTIONS)."""
+        app.router.add_post(path, handler)
+        app[sessions.ACTIONS].add(path)
+
     live.attach(app)  # the newest events, for /events/stream
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.append(warm_history)
@@ -46,16 +53,16 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/jobs", pages.jobs)
     app.router.add_get("/jobs/{job_id}", pages.job)
     app.router.add_get("/checks", pages.checks)
-    app.router.add_post("/checks/{name}/pause", actions.pause)
-    app.router.add_post("/checks/{name}/resume", actions.resume)
+    action("/checks/{name}/pause", actions.pause)
+    action("/checks/{name}/resume", actions.resume)
     app.router.add_get("/events", pages.events)
     app.router.add_get("/events/stream", live.stream)
     app.router.add_get("/subscribers", pages.subscribers)
-    app.router.add_post("/dead-letters/{id}/retry", actions.retry)
+    action("/dead-letters/{id}/retry", actions.retry)
     app.router.add_get("/silences", pages.silences)
-    app.router.add_post("/silences", actions.add_silence)
-    app.router.add_post("/silences/{id}/expire", actions.expire_silence)
+    action("/silences", actions.add_silence)
+    action("/silences/{id}/expire", actions.expire_silence)
     app.router.add_get("/login", auth.login_form)
     app.router.add_post("/login", auth.login)
-    app.router.add_post("/logout", auth.logout)
+    action("/logout", auth.logout)
     app.router.add_static("/static/", STATIC, append_version=False)

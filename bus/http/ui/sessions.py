@@ -63,10 +63,9 @@ class Sessions:
 
 
 SESSIONS = web.AppKey("ui_sessions", Sessions)
-# The page's actions (routes by their canonical path): each needs a session and its CSRF token,
-# tokens configured or not, so that no other site can make a browser post one.
-ACTIONS = frozenset({"/checks/{name}/pause", "/checks/{name}/resume", "/silences", "/silences/{id}/expire",
-                     "/dead-letters/{id}/retry", "/logout"})
+# The page's actions (routes by their canonical path, registered with them in routes.py): each needs
+# a session and its CSRF token, tokens configured or not, so that no other site can make a browser post one.
+ACTIONS = web.AppKey("ui_actions", set[str])
 OPEN_PATHS = frozenset({"/login"})
 OPEN_PREFIXES = ("/static/",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
