@@ -8,6 +8,8 @@ import re
 from datetime import date
 from typing import Any
 
+import pytest
+
 from hookbus.bus.http.ui import sessions, views
 from hookbus.bus.settings import Check
 
@@ -119,3 +121,12 @@ async def test_every_post_of_the_page_needs_its_session(make_bus: Any) -> None:
         url = path.replace("{name}", "nightly").replace("{id}", "1")
         resp = await bus.client.post(url, data={"x": "1"})
         assert resp.status == 403, (url, resp.status)
+
+
+def test_a_flood_of_anonymous_sessions_never_pushes_a_login_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sessions, "MAX_SESSIONS", 50)
+    store = sessions.Sessions()
+    login = store.new()
+    for _ in range(500):
+        store.new(anonymous=True)
+    assert store.get(login.id) is login and len(store.anonymous) == 50

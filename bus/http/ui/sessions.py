@@ -20,7 +20,7 @@ COOKIE = "hookbus_session"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 LIFETIME_S = 12 * 3600
-MAX_SESSIONS = 10_000  # memory stays bounded (§13): the oldest go first
+MAX_SESSIONS = 10_000  # per pool: memory stays bounded (§13), the oldest go first
 
 
 @dataclass(slots=True)
@@ -32,34 +32,36 @@ class Session:
 
 
 class Sessions:
+    """Logins and an open page's anonymous sessions, in two pools bounded alike: a flood
+    of page views (each may make an anonymous session) never pushes a login out."""
+
     def __init__(self, lifetime: float = LIFETIME_S) -> None:
         self.lifetime = lifetime
-        self.by_id: dict[str, Session] = {}
+        self.logins: dict[str, Session] = {}
+        self.anonymous: dict[str, Session] = {}
 
     def new(self, anonymous: bool = False) -> Session:
+        pool = self.anonymous if anonymous else self.logins
         now = time.time()
-        for sid in [sid for sid, s in self.by_id.items() if s.expires <= now]:
-            del self.by_id[sid]
-        while len(self.by_id) >= MAX_SESSIONS:
-            del self.by_id[next(iter(self.by_id))]
+        # Oldest first, and all live as long: the expired and the surplus are at the front.
+        while pool and (len(pool) >= MAX_SESSIONS or next(iter(pool.values())).expires <= now):
+            del pool[next(iter(pool))]
         session = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), now + self.lifetime, anonymous)
-        self.by_id[session.id] = session
+        pool[session.id] = session
         return session
 
     def get(self, sid: str | None) -> Session | None:
         if not sid:
             return None
-        session = self.by_id.get(sid)
-        if session is None:
-            return None
-        if session.expires <= time.time():
-            del self.by_id[sid]
+        session = self.logins.get(sid) or self.anonymous.get(sid)
+        if session is None or session.expires <= time.time():
             return None
         return session
 
     def end(self, sid: str | None) -> None:
         if sid:
-            self.by_id.pop(sid, None)
+            self.logins.pop(sid, None)
+            self.anonymous.pop(sid, None)
 
 
 SESSIONS = web.AppKey("ui_sessions", Sessions)
