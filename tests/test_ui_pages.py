@@ -130,3 +130,10 @@ def test_a_flood_of_anonymous_sessions_never_pushes_a_login_out(monkeypatch: pyt
     for _ in range(500):
         store.new(anonymous=True)
     assert store.get(login.id) is login and len(store.anonymous) == 50
+
+
+async def test_with_only_hmac_secrets_the_page_says_why_it_is_closed(make_bus: Any) -> None:
+    bus: Bus = await make_bus(hmac_secrets=["whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+    resp = await bus.client.get("/", headers={"Accept": "text/html"}, allow_redirects=True)
+    text = await resp.text()
+    assert resp.url.path == "/login" and "Add <code>[http] tokens</code>" in text and "the page is open" not in text

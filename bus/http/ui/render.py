@@ -46,8 +46,8 @@ def page(request: web.Request, template: str, **context: Any) -> web.Response:
         fresh = session = request.app[sessions.SESSIONS].new(anonymous=True)
     settings = request.app[SETTINGS]
     html = ENV.get_template(template).render(
-        csrf=session.csrf, logged_in=not session.anonymous, login_needed=bool(settings.tokens), path=request.path,
-        **context)
+        csrf=session.csrf, logged_in=not session.anonymous, login_needed=bool(settings.tokens),
+        signed_only=bool(settings.hmac_secrets and not settings.tokens), path=request.path, **context)
     response = web.Response(text=html, content_type="text/html", charset="utf-8")
     if fresh is not None:
         sessions.set_cookie(response, request, fresh)
