@@ -540,3 +540,15 @@ async def test_a_live_page_gets_the_newest_rows_of_a_flood_and_how_many_more(bus
     seen = [int(m) for m in re.findall(rb"job-(\d+)", text)]
     assert sorted(set(seen), key=seen.index) == list(range(81, 101))
     resp.close()
+
+
+async def test_a_live_page_gets_what_came_between_its_render_and_its_stream(bus: Bus) -> None:
+    head = bus.journal.last_seq
+    status, answer = await bus.post([event(i, data={"job_id": f"job-{i}"}) for i in (1, 2)], BATCH)
+    assert status == 202, answer
+    resp = await bus.client.get(f"/events/stream?after={head}")  # the page showed up to head
+    text = b""
+    while text.count(b"event: event\n") < 2:
+        text += await asyncio.wait_for(resp.content.readany(), 5)
+    assert b"job-1" in text and b"job-2" in text
+    resp.close()

@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
+from hookbus.bus.http.answers import int_param
 from hookbus.bus.http.keys import BROKER
 from hookbus.bus.http.ui.pages import event_row
 from hookbus.bus.http.ui.render import fragment
@@ -125,11 +126,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise web.HTTPServiceUnavailable(reason=f"at most {MAX_STREAMS} live pages at once")
     pattern = request.query.get("type") or None
     wants = compile_globs([pattern]).match if pattern else None
+    # From what the page showed (`after`, its head): what came before the stream opened is sent too.
+    seen = min(int_param(request, "after", recent.last, 0, 2**62), recent.last)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
     recent.pages += 1
-    seen = recent.last
     try:
         await response.write(b"retry: 2000\n\n")
         while True:

@@ -121,7 +121,7 @@ async def events(request: web.Request) -> web.Response:
         prev_url = _url("/events", type=pattern, before=newer if newer <= head else None)
     live = before > head
     return page(request, "events.html", events=rows, type=pattern, head=head, live=live,
-                stream_url=_url("/events/stream", type=pattern), prev_url=prev_url, next_url=next_url)
+                stream_url=_url("/events/stream", type=pattern, after=head), prev_url=prev_url, next_url=next_url)
 
 
 async def subscribers(request: web.Request) -> web.Response:
