@@ -70,8 +70,9 @@ def cap(conn: sqlite3.Connection, seq: int, subscriber: str) -> None:
 
 def forget(conn: sqlite3.Connection, seqs: list[int], below: int) -> None:
     """Drop the rows of pruned events: those of `seqs`, and any below seq `below` (the oldest kept)."""
-    conn.executemany("DELETE FROM deliveries WHERE seq=?", ((seq,) for seq in seqs))
     conn.execute("DELETE FROM deliveries WHERE seq < ?", (below,))
+    # Above `below`, only the events pruned beside a kept one (a dead letter's) go one by one.
+    conn.executemany("DELETE FROM deliveries WHERE seq=?", ((seq,) for seq in seqs if seq >= below))
     conn.execute("DELETE FROM delivered_runs WHERE last_seq < ?", (below,))
     # A run over pruned events beside one still kept (a dead letter's): gone once none of its events is left.
     if seqs:
