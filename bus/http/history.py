@@ -118,27 +118,39 @@ class JobHistory:
 
 
 HISTORY = web.AppKey("job_history", JobHistory)
+STATUSES = (TaskStatus.RUNNING.value, *(o.value for o in Outcome))  # what a job's `status` may be
 
 
-async def list_jobs(request: web.Request) -> web.Response:
+async def select(request: web.Request) -> list[dict[str, Any]]:
+    """The jobs the query's `job` and `outcome` ask for, newest first (the API and the page)."""
     history = request.app[HISTORY]
-    limit = int_param(request, "limit", 50, 1, 1000)
-    name, outcome = request.query.get("job"), request.query.get("outcome")
-    if outcome is not None and outcome not in (TaskStatus.RUNNING, *Outcome):
-        raise BadRequest(400, "outcome must be running, success, warning, failed or cancelled", "outcome")
+    name, outcome = request.query.get("job") or None, request.query.get("outcome") or None
+    if outcome is not None and outcome not in STATUSES:
+        raise BadRequest(400, f"outcome must be one of {', '.join(STATUSES)}", "outcome")
     await history.refresh()
-    jobs = [j for j in reversed(history.jobs.values())
+    return [j for j in reversed(history.jobs.values())
             if (name is None or j["job"] == name) and (outcome is None or j["status"] == outcome)]
-    return ok({"jobs": [history.view(j, False) for j in jobs[:limit]]})
 
 
-async def get_job(request: web.Request) -> web.Response:
+async def find(request: web.Request) -> dict[str, Any]:
+    """The job `{job_id}`, or 404."""
     history = request.app[HISTORY]
     job_id = request.match_info["job_id"]
     await history.refresh()
     job = history.jobs.get(job_id)
     if job is None:
         raise BadRequest(404, f"no job {job_id!r} in the journal", "job_id")
+    return job
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    limit = int_param(request, "limit", 50, 1, 1000)
+    jobs = await select(request)
+    return ok({"jobs": [request.app[HISTORY].view(j, False) for j in jobs[:limit]]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    history, job = request.app[HISTORY], await find(request)
     return ok({**history.view(job, True), "events": await job_events(history.journal, job)})
 
 

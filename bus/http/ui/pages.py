@@ -14,16 +14,14 @@ import orjson
 from aiohttp import web
 
 from hookbus.bus.events.event import compile_globs
-from hookbus.bus.events.vocabulary import Outcome, TaskStatus
-from hookbus.bus.http.answers import BadRequest, int_param
-from hookbus.bus.http.history import HISTORY, job_events
+from hookbus.bus.http.answers import int_param
+from hookbus.bus.http.history import HISTORY, STATUSES, find, job_events, select
 from hookbus.bus.http.keys import BROKER, CHECKS
 from hookbus.bus.http.ui import views
 from hookbus.bus.http.ui.render import page
 
 PAGE_SIZE = 50
 EVENT_WINDOW = 2000  # rows scanned per page of a filtered event list
-OUTCOMES = [TaskStatus.RUNNING.value, *(o.value for o in Outcome)]
 # What an action did, said on the page it redirects to (`?done=…`: a code, never text from the URL).
 DONE = {"paused": "Check paused.", "resumed": "Check resumed.", "unchanged": "Nothing to change.",
         "retried": "Dead letter queued for redelivery.", "added": "Silence added.", "expired": "Silence expired."}
@@ -51,28 +49,19 @@ async def jobs(request: web.Request) -> web.Response:
     history = request.app[HISTORY]
     page_no = int_param(request, "page", 1, 1, 10**6)
     name, outcome = request.query.get("job") or None, request.query.get("outcome") or None
-    if outcome is not None and outcome not in OUTCOMES:
-        raise BadRequest(400, f"outcome must be one of {', '.join(OUTCOMES)}", "outcome")
-    await history.refresh()
-    found = [j for j in reversed(history.jobs.values())
-             if (name is None or j["job"] == name) and (outcome is None or j["status"] == outcome)]
+    found = await select(request)
     start = (page_no - 1) * PAGE_SIZE
     shown = found[start:start + PAGE_SIZE]
     prev_url = _url("/jobs", job=name, outcome=outcome, page=page_no - 1) if page_no > 1 else None
     next_url = _url("/jobs", job=name, outcome=outcome, page=page_no + 1) if start + PAGE_SIZE < len(found) else None
     names = sorted({j["job"] for j in history.jobs.values() if isinstance(j["job"], str)})
-    return page(request, "jobs.html", jobs=shown, job=name, outcome=outcome, outcomes=OUTCOMES, names=names,
+    return page(request, "jobs.html", jobs=shown, job=name, outcome=outcome, outcomes=STATUSES, names=names,
                 page_no=page_no, total=len(found), prev_url=prev_url, next_url=next_url)
 
 
 async def job(request: web.Request) -> web.Response:
-    history = request.app[HISTORY]
-    job_id = request.match_info["job_id"]
-    await history.refresh()
-    found = history.jobs.get(job_id)
-    if found is None:
-        raise web.HTTPNotFound(reason=f"no job {job_id!r} in the journal")
-    shown = history.view(found, True)
+    found = await find(request)
+    shown = request.app[HISTORY].view(found, True)
     trail = flat_trail(await job_events(request.app[BROKER].journal, found))
     return page(request, "job.html", job=shown, trail=trail)
 
