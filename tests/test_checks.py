@@ -190,3 +190,17 @@ async def test_plain_cloudevents_feed_a_check_by_job_and_repository(site: Site, 
     (down,) = await wait_for(lambda: announcements(site), 15, "down after a failed run")
     assert down["data"]["reason"] == "failed" and down["data"]["error"] == "Repository /srv/repo-2 does not exist."
     assert down["data"]["job_id"] == "j-2"  # the other repository's run fed nothing
+
+
+async def test_a_scheduled_job_gets_its_check_and_hookbus_run_feeds_it(site: Site, procs: Any) -> None:
+    """A [[jobs]] table with a period is a check of its name; `hookbus run` reports to it."""
+    site.configure([{"name": "audit", "kind": "jsonl", "path": str(site.root / "var" / "checks.jsonl"),
+                     "events": ["backup.check.*"]}])
+    site.config.write_text(site.config.read_text() + '\n[[jobs]]\nname = "dump"\nrepository = "MyRepository"\n'
+                           'backup = "echo disk full >&2; exit 3"\nperiod = "1h"\n')
+    await serve(site, procs)
+    ran = await run_cli("run", "dump", "--config", str(site.config))
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    (down,) = await wait_for(lambda: announcements(site), 15, "the job's check down after its failed run")
+    assert (down["data"]["check"], down["data"]["job"], down["data"]["reason"]) == ("dump", "dump", "failed")
+    assert down["data"]["repository"] == "MyRepository" and down["data"]["schedule"] == "every 1h"
