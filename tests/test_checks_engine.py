@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hookbus.bus.checks.engine import CheckEngine, Publish
+from hookbus.bus.checks.engine import CheckEngine, Publish, report_as_run
 from hookbus.bus.events.event import Event, new_event
 from hookbus.bus.settings import Check
 from hookbus.bus.store.base import Accepted, JournalError
@@ -100,3 +100,13 @@ async def test_a_run_far_from_the_jobs_median_is_an_anomaly_once(tmp_path: Path)
                                    "value": 4.0, "median": 3600.0, "runs": 5}
     finally:
         journal.close()
+
+
+def test_a_netcfgbu_report_reads_as_a_run_of_its_job() -> None:
+    assert report_as_run({"ok": 12, "fail": 0}) == {"ok": 12, "fail": 0, "job": "netcfgbu", "outcome": "success",
+                                                        "error": None}
+    assert report_as_run({"ok": 10, "fail": 2, "job": "core-switches"})["outcome"] == "warning"
+    assert report_as_run({"ok": 10, "fail": 2})["error"] == "2 of 12 device(s) not backed up"
+    assert report_as_run({"ok": 0, "fail": 3})["outcome"] == "failed"
+    assert report_as_run({"ok": 0, "fail": 0})["outcome"] == "failed"  # nothing was backed up
+    assert report_as_run({"ok": 10, "fail": 2, "job": "core-switches"})["job"] == "core-switches"

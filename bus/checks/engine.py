@@ -314,8 +314,8 @@ def report_as_run(data: dict[str, Any]) -> dict[str, Any]:
     ok, failed = data.get("ok"), data.get("fail")
     ok = ok if isinstance(ok, int) else 0
     failed = failed if isinstance(failed, int) else 0
-    outcome = "success" if not failed else ("warning" if ok else "failed")
-    error = f"{failed} of {ok + failed} device(s) not backed up" if failed else None
+    outcome = "failed" if not ok else ("warning" if failed else "success")
+    error = f"{failed} of {ok + failed} device(s) not backed up" if outcome != "success" else None
     return {**data, "job": data["job"] if isinstance(data.get("job"), str) else NETCFGBU, "outcome": outcome,
             "error": error}
 
