@@ -217,7 +217,7 @@ async def ingest(request: web.Request) -> list[Event]:
 def from_cli(args: argparse.Namespace, jobs: FileJobs | None = None) -> list[Event]:
     """`hookbus emit --from backrest`: the hook's JSON on stdin."""
     if sys.stdin.isatty():
-        raise ValueError("--from backrest reads the hook's JSON on stdin (see the README's Backrest hook)")
+        raise ValueError("--from backrest reads the hook's JSON on stdin (see the command hook in docs/backrest.md)")
     try:
         hook = parse_hook(decode_json(sys.stdin.buffer.read(), "stdin"))
     except EventError as exc:

@@ -74,7 +74,7 @@ def from_cli(args: argparse.Namespace, jobs: FileJobs | None = None) -> list[Eve
     """`hookbus emit --from borgmatic --state start|finish|fail [--repository R] [--error E] [--output O]`."""
     state = args.state
     if state not in STATES:
-        raise ValueError("--from borgmatic needs --state start, finish or fail (see the README's borgmatic hooks)")
+        raise ValueError("--from borgmatic needs --state start, finish or fail (see the command hooks in docs/borgmatic.md)")
     job = args.job or DEFAULT_JOB
     repository = args.repository or args.subject
     jobs = jobs or FileJobs()

@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", help="the event's id (default: a new ULID); a repeat of source+id is not stored twice")
     p.add_argument("--from", dest="adapter", metavar="ADAPTER", help="build the event from a tool's environment/output")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker's ack (default 30)")
-    tool = p.add_argument_group("with --from (borgmatic, borgitory, backrest, restic; see the README)")
+    tool = p.add_argument_group("with --from (borgmatic, borgitory, backrest, restic; see docs/<tool>.md)")
     tool.add_argument("--state", choices=["start", "finish", "fail"], help="what the hook reports (borgmatic, borgitory)")
     tool.add_argument("--job", help="the job's name")
     tool.add_argument("--repository", help="the repository (borgmatic: {repository})")

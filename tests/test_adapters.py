@@ -10,7 +10,7 @@ repository is missing); `restic-0.17-*` follow restic's documented JSON lines
 `backup_start`/`backup_end`); `borgitory-status-api-*` have the shape of
 Borgitory's `GET /api/jobs/{id}/status` (`tasks` is a count), `borgitory-job-*`
 the task list of its job details (BorgJobTask fields); `backrest-*` are what the
-README's Backrest hook template renders from Backrest's HookVars (SnapshotStats
+Backrest hook template of docs/backrest.md renders from Backrest's HookVars (SnapshotStats
 is restic.BackupProgressEntry as Go's json.Marshal writes it).
 """
 

@@ -244,9 +244,9 @@ async def test_hookbus_test_shows_and_sends_a_check_message(site: Site, standin:
         assert other.returncode == 0 and expected in other.stdout, other.stderr
 
 
-def test_the_readmes_check_texts_are_the_defaults() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("The checks that watch for the backup that never ran", 1)[1].split("Every other event", 1)[0]
+def test_the_manuals_check_texts_are_the_defaults() -> None:
+    page = (Path(__file__).parent.parent / "docs" / "messages.md").read_text()
+    section = page.split("The checks that watch for the backup that never ran", 1)[1].split("Every other event", 1)[0]
     blocks = section.split("```\n")[1::2]
     assert [b.rstrip("\n") for b in blocks] == [
         MISSED, TOO_LONG, text("backup.check.down", **FAILED_DATA), BACK, text("backup.job.anomaly")]

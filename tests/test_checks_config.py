@@ -188,9 +188,9 @@ def test_check_config_reports_a_bad_schedule(tmp_path: Path, capsys: pytest.Capt
     assert "checks[0] (nightly).schedule: '0 25 * * *' is not a cron schedule (hour 25 out of range 0-23)" in capsys.readouterr().err
 
 
-def test_the_readme_check_example_is_valid_config() -> None:
-    text = (Path(__file__).parent.parent / "README.md").read_text()
-    section = text.split("\n### `[[checks]]`: what each job is expected to do\n", 1)[1].split("\n## ", 1)[0]
-    [check] = build_config(tomllib.loads(re.findall(r"```toml\n(.+?)\n```", section, re.S)[0]), "README").checks
+def test_the_manuals_check_example_is_valid_config() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "checks.md").read_text()
+    section = text.split("\n## Keys of a check\n", 1)[1].split("\n## ", 1)[0]
+    [check] = build_config(tomllib.loads(re.findall(r"```toml\n(.+?)\n```", section, re.S)[0]), "docs").checks
     assert (check.name, check.schedule, check.tz, check.grace, check.max_runtime, check.repeat) == (
         "nightly", "0 2 * * *", "Europe/Berlin", 3600, 6 * 3600, 86400)

@@ -136,7 +136,7 @@ async def test_a_boolean_in_a_command_is_true_or_false(site: Site) -> None:
 
 
 def test_systemd_timer_runs_a_job_by_name(tmp_path: Path) -> None:
-    """The README's "from cron or a systemd timer": hookbus-run@NAME.timer starts hookbus-run@NAME.service."""
+    """docs/jobs.md's "from cron or a systemd timer": hookbus-run@NAME.timer starts hookbus-run@NAME.service."""
     units = Path(__file__).resolve().parent.parent / "config" / "systemd"
     service, timer = (units / "hookbus-run@.service").read_text(), (units / "hookbus-run@.timer").read_text()
     exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
@@ -167,7 +167,7 @@ async def test_a_go_template_is_refused_with_the_jinja2_way_to_write_it(site: Si
     assert checked.returncode == 2
     assert ("subscribers[1] (ops).template: this looks like a Go template (Backrest's syntax); hookbus templates are "
             "Jinja2: write {{ data.error }} instead of {{ .Error }}, {% if … %}…{% endif %} instead of "
-            "{{ if … }}…{{ end }}; see the README's table \"From Backrest's template words\"") in checked.stderr
+            "{{ if … }}…{{ end }}; see the table \"From Backrest's template words\" in docs/backrest.md") in checked.stderr
     assert "'if' is undefined" not in checked.stderr
 
 

@@ -480,9 +480,9 @@ async def test_notifier_sends_a_jobs_pending_digest_before_its_report() -> None:
     await sub.close()
 
 
-# -- the README's examples -----------------------------------------------------------------------------
+# -- the manual's examples -----------------------------------------------------------------------------
 
-def test_readme_notification_examples_are_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_manuals_notification_examples_are_valid_config(monkeypatch: pytest.MonkeyPatch) -> None:
     import re
     import tomllib
     from pathlib import Path
@@ -492,16 +492,16 @@ def test_readme_notification_examples_are_valid_config(monkeypatch: pytest.Monke
                         "HC_PING_URL": "https://hc-ping.com/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc",
                         "ALERT_APPRISE_URL": "json://localhost/alerts"}.items():
         monkeypatch.setenv(name, value)
-    text = (Path(__file__).parent.parent / "README.md").read_text()
-    section = text.split("\n## Notifications\n", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```toml\n(.+?)\n```", section, re.S)
+    docs = Path(__file__).parent.parent / "docs"
+    pages = ["messages.md", "subscribers/slack.md", "subscribers/apprise.md", "subscribers/healthchecks.md"]
+    blocks = [block for page in pages for block in re.findall(r"```toml\n(.+?)\n```", (docs / page).read_text(), re.S)]
     assert len(blocks) >= 5
     for block in blocks:
         if block.startswith("template"):
             block = ('[[subscribers]]\nname = "t"\nkind = "slack"\nwebhook_url = "env:SLACK_WEBHOOK_URL"\n'
                      'events = ["backup.job.finished", "backup.device.failed"]\n' + block)
         table = tomllib.loads(block)
-        config = build_config(table, "README")
+        config = build_config(table, "docs")
         assert [sub.name for sub in config.subscribers] == [sub["name"] for sub in table["subscribers"]]
 
 

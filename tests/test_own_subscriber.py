@@ -1,5 +1,5 @@
-"""The README's walk-through "Your own subscriber kind, in ten minutes", followed
-as written: its files are taken from the README itself, pip builds and installs
+"""The manual's walk-through "Your own subscriber kind, in ten minutes"
+(docs/subscribers/own-kind.md), followed as written: its files are taken from the page itself, pip builds and installs
 the package, hookbus finds the kind by its entry point, and the message arrives
 at a real local HTTP server standing in for Mattermost."""
 
@@ -21,13 +21,13 @@ import hookbus.subscribers
 from .conftest import Receiver, Site, http_ready, serving_receiver, wait_for
 from .test_process import run_cli
 
-README = Path(__file__).parent.parent / "README.md"
+PAGE = Path(__file__).parent.parent / "docs" / "subscribers" / "own-kind.md"
 
 
 def walkthrough() -> str:
-    text = README.read_text()
-    section = text.split("### Your own subscriber kind, in ten minutes", 1)[1]
-    return section.split("\nHow this is tested", 1)[0]
+    text = PAGE.read_text()
+    section = text.split("# Your own subscriber kind, in ten minutes", 1)[1]
+    return section.split("\n## How this is tested", 1)[0]
 
 
 def blocks(section: str) -> list[tuple[str, str]]:
@@ -45,7 +45,7 @@ def test_the_walkthrough_has_its_files_and_commands() -> None:
 
 
 def install_walkthrough(found: list[tuple[str, str]], tmp_path: Path) -> Path:
-    """1. Write the walk-through's files exactly as the README shows them; 2. `pip install
+    """1. Write the walk-through's files exactly as the page shows them; 2. `pip install
     ./hookbus-mattermost`, into a folder of its own rather than the shared test environment
     (and with the build tools already installed, so it works offline). Return that folder."""
     for _, body in found:
@@ -69,12 +69,12 @@ async def test_following_the_walkthrough_delivers_a_message(site: Site, procs: A
     assert (target / "hookbus_mattermost-0.1.0.dist-info" / "entry_points.txt").read_text().count("mattermost = ") == 1
     monkeypatch.setenv("PYTHONPATH", str(target))  # that folder is now part of the environment hookbus runs in
 
-    # 3. the subscriber table from the README, after this test's own [bus] and [http]
+    # 3. the subscriber table from the page, after this test's own [bus] and [http]
     config_block = next(body for _, body in found if body.startswith("# hookbus.toml"))
     site.configure([])
     site.config.write_text(site.config.read_text() + "\n" + config_block)
 
-    # 4. check it, run it, send it an event (the README's emit line)
+    # 4. check it, run it, send it an event (the page's emit line)
     monkeypatch.setenv("MATTERMOST_WEBHOOK_URL", receiver.url)
     check = await run_cli("check-config", "--config", str(site.config))
     assert check.returncode == 0, check.stderr

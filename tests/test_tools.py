@@ -85,11 +85,10 @@ def by_job(events: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
 
 # -- borgmatic + borg ------------------------------------------------------------------------
 
-def readme_block(after: str, starts: str) -> str:
-    """The README's code block that begins with `starts`, in the section headed `after`:
-    the recipes users copy are the ones these tests run."""
-    text = (REPO / "README.md").read_text()
-    text = text[text.index("## Speaking each tool's language"):]
+def doc_block(page: str, after: str, starts: str) -> str:
+    """The code block of the manual's page `docs/<page>` that begins with `starts`, in the
+    section headed `after`: the recipes users copy are the ones these tests run."""
+    text = (REPO / "docs" / page).read_text()
     section = text[text.index(after):]
     begin = section.index("```", section.index(starts) - 20)
     body = section[section.index("\n", begin) + 1:]
@@ -98,10 +97,10 @@ def readme_block(after: str, starts: str) -> str:
 
 def borgmatic_config(path: Path, *, source: Path, repository: Path, ping_url: str, hookbus_config: Path) -> Path:
     emit = " ".join(shlex.quote(a) for a in HOOKBUS) + f" emit --config {shlex.quote(str(hookbus_config))}"
-    commands = readme_block("### borgmatic's command hooks", "commands:")
+    commands = doc_block("borgmatic.md", "## Through its command hooks", "commands:")
     assert commands.count("hookbus emit --from borgmatic --job nightly ") == 3, commands
     commands = commands.replace("hookbus emit", emit).replace("--job nightly ", "--job nightly-commands ")
-    healthchecks = readme_block("**borgmatic**", "healthchecks:")
+    healthchecks = doc_block("borgmatic.md", "## Through its healthchecks hook", "healthchecks:")
     assert "send_logs: true" in healthchecks
     healthchecks = healthchecks.replace("http://127.0.0.1:8765/ping/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc", ping_url)
     path.write_text(f"source_directories:\n    - {source}\nrepositories:\n    - path: {repository}\n      label: local\n"
@@ -342,7 +341,7 @@ async def test_backrest_command_hook_start_and_success_through_sh(site: Site, pr
     bindir.mkdir()
     (bindir / "hookbus").write_text(f"#!/bin/sh\nexec {' '.join(shlex.quote(a) for a in HOOKBUS)} \"$@\"\n")
     (bindir / "hookbus").chmod(0o755)
-    template = readme_block("### Backrest", "hookbus emit --from backrest")
+    template = doc_block("backrest.md", "## A command hook", "hookbus emit --from backrest")
     template = template.replace("hookbus emit --from backrest", f"hookbus emit --from backrest --config {shlex.quote(str(site.config))}")
     stats = json.loads((Path(__file__).parent / "samples" / "backrest-snapshot-success.json").read_text())["stats"]
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())

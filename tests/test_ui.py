@@ -5,7 +5,7 @@ statuses, Retry delivers a dead letter, new events arrive live, Pause pauses,
 and login, CSRF and logout hold.
 
 With HOOKBUS_SCREENSHOTS=1 the tests save docs/screenshots/overview.png and
-failed-job.png (the README shows them)."""
+failed-job.png (the README and docs/page.md show them)."""
 
 from __future__ import annotations
 

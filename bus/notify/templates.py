@@ -213,7 +213,7 @@ def context(event: Event) -> dict[str, Any]:
 # a dot, and Jinja2 has no `{{ end }}`.
 _GO_TEMPLATE = re.compile(r"\{\{-?\s*(?:\.[A-Za-z]|(?:if|range|with|else|end|define|template|block)\b\s*(?:\.|-?\}\})"
                           r"|(?:not|and|or|eq|ne|len|index|printf)\s+\.[A-Za-z])")
-# Backrest's template words → hookbus's (the README's table "From Backrest's template words").
+# Backrest's template words → hookbus's (the table "From Backrest's template words" in docs/backrest.md).
 _GO_WORDS = {".Error": "data.error", ".Plan": "data.plan", ".Repo": "data.repository", ".Event": "data.condition",
              ".Task": "data.task.name", ".SnapshotId": "data.snapshot_id", ".SnapshotStats": "data.stats",
              ".CurTime": "time", ".Duration": "data.duration_s", ".FormatTime": "format_time(time)",
@@ -230,7 +230,7 @@ def go_template_hint(source: str) -> str | None:
     go, jinja = (f".{word.group(1)}", _GO_WORDS[f".{word.group(1)}"]) if word else (".Error", "data.error")
     return (f"this looks like a Go template (Backrest's syntax); hookbus templates are Jinja2: write "
             f"{{{{ {jinja} }}}} instead of {{{{ {go} }}}}, {{% if … %}}…{{% endif %}} instead of "
-            "{{ if … }}…{{ end }}; see the README's table \"From Backrest's template words\"")
+            "{{ if … }}…{{ end }}; see the table \"From Backrest's template words\" in docs/backrest.md")
 
 
 _NO_ATTRIBUTE = re.compile(r"has no attribute '(error|message)'")
