@@ -95,6 +95,21 @@ def test_the_manual_builds_in_strict_mode(tmp_path: Path) -> None:
     assert 'href="../repo/config/systemd/hookbus-run%40.timer"' in operations
 
 
+def test_the_readmes_links_reach_files_and_every_tool_and_kind_has_its_page() -> None:
+    """mkdocs checks the manual's links; the README, read on the repository's own file view, is checked here."""
+    readme = (ROOT / "README.md").read_text()
+    for url in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", readme):
+        if "://" not in url:
+            assert (ROOT / url).exists(), f"README.md links to {url}, which does not exist"
+    for page in ("borgmatic", "restic", "backrest", "borgitory", "netcfgbu", "runitor", "configuration", "operations",
+                 "security", "performance", "checks", "jobs", "http-api", "page", "subscribers/own-kind"):
+        assert f"](docs/{page}.md)" in readme, page
+    kinds = [p.stem for p in (ROOT / "subscribers").glob("*.py") if not p.stem.startswith("_")]
+    assert len(kinds) >= 9
+    for kind in kinds:
+        assert f"](docs/subscribers/{kind}.md)" in readme, kind
+
+
 @pytest.mark.parametrize("breakage", ["link", "anchor", "repository file", "nav page"])
 def test_a_broken_link_or_a_missing_page_fails_the_build(tmp_path: Path, breakage: str) -> None:
     """The strict build is the check: each kind of breakage, put into a copy of the manual, fails it."""

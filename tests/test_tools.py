@@ -90,9 +90,8 @@ def doc_block(page: str, after: str, starts: str) -> str:
     section headed `after`: the recipes users copy are the ones these tests run."""
     text = (REPO / "docs" / page).read_text()
     section = text[text.index(after):]
-    begin = section.index("```", section.index(starts) - 20)
-    body = section[section.index("\n", begin) + 1:]
-    return body[:body.index("```")]
+    begin = section.index("\n" + starts) + 1  # the block's first line, not a mention in the text
+    return section[begin:section.index("\n```", begin) + 1]
 
 
 def borgmatic_config(path: Path, *, source: Path, repository: Path, ping_url: str, hookbus_config: Path) -> Path:
