@@ -76,6 +76,9 @@ def test_markers_are_known_and_sit_on_the_blocks_they_mean() -> None:
         assert block.mark in MARKS | {None}, f"{block}: unknown marker {block.mark!r}"
         assert block.mark != "fragment" or block.lang == "toml", f"{block}: fragments are toml blocks"
         assert block.mark != "runnable" or block.lang == "sh", f"{block}: only sh blocks run"
+    for page in PAGES:  # a fence with text after it swallows what follows, up to the next fence
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            assert not line.startswith("```") or re.fullmatch(r"```[a-z]*", line.rstrip()), f"{page}:{number}: {line}"
 
 
 # -- mkdocs --------------------------------------------------------------------------------------
