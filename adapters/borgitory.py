@@ -262,6 +262,8 @@ _JOB_MESSAGES = ("job_started", "job_status_changed", "task_started", "task_comp
 _CRITICAL_HOOK = "Critical hook execution failed: "
 _HOOK_ERROR_LINE = re.compile(r"^\[(.+?)\] ERROR: ", re.M)
 _BACKUP_FAILED = re.compile(r"^(Backup failed with return code -?\d+):")
+# What borg says went wrong, among its statistics (an OSError's "[Errno 2] No such file…" reads like none).
+_BORG_PROBLEM = re.compile(r"\[Errno \d+\]|error|denied|does not exist|not found|failed|refused", re.I)
 
 
 class StreamMessages:
@@ -320,8 +322,9 @@ def task_error(error: str | None, output: str | None) -> str | None:
         return None
     failed = _BACKUP_FAILED.match(error)
     if failed:
-        cause = error_line(output or "")
-        return f"{failed.group(1)}: {cause}" if cause else failed.group(1)
+        lines = [line.strip() for line in (output or "").splitlines()]
+        cause = next((line for line in lines if _BORG_PROBLEM.search(line)), None) or error_line(output or "")
+        return f"{failed.group(1)}: {cause[:500]}" if cause else failed.group(1)
     return error.splitlines()[0][:1000] if error.strip() else None
 
 
@@ -362,7 +365,7 @@ def db_job(db: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
             params = {"critical_failure": True, "failed_critical_hook_name": failed_hook}
         tasks.append({"task_type": task_type, "task_name": name, "status": t_status,
                       "started_at": _iso(t_started), "completed_at": _iso(t_completed),
-                      "error": t_error if failed_hook else task_error(t_error, output),
+                      "error": task_error(t_error, output),
                       "return_code": code if isinstance(code, int) else None,
                       "output": output or "", "parameters": params})
     first_error = next((t["error"] for t in tasks if t["status"] == "failed" and t["error"]), None)

@@ -1,0 +1,360 @@
+"""hookbus following the real Borgitory 2.4.3 (`[[sources]] kind = "borgitory"`, DESIGN §14).
+
+Borgitory runs from its own virtualenv under Python >= 3.12 (it fails at import
+under 3.11), installed by `borgitory_venv` from PyPI: the package without its
+dependencies (pyfuse3, which it never imports, does not build without the FUSE 3
+headers) plus every other requirement its wheel lists. It insists on paths under
+/mnt, which a private mount namespace (`unshare -m` and a bind mount of a temp
+folder) gives it without touching the host. It backs up with Debian's borg.
+
+The venv is made once and kept under $HOOKBUS_TEST_CACHE (default: the temp dir),
+keyed by version; on a fresh machine it installs itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .conftest import Proc, Site, free_port, http_ready, read_jsonl, toml_value, wait_for
+from .standins import StandIn, ok, standin  # noqa: F401 - standin is a fixture
+
+BORGITORY = "2.4.3"
+REPOSITORY = "MyRepository"
+PASSPHRASE = "passphrase-123"
+
+
+# -- Borgitory's own virtualenv ----------------------------------------------------------
+
+def python312() -> str | None:
+    """A Python >= 3.12 (pyenv's or on PATH; pyenv's shims exist where the version is not selected)."""
+    candidates = [*sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python"))),
+                  shutil.which("python3.13"), shutil.which("python3.12"), shutil.which("python3")]
+    for candidate in candidates:
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        probe = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info >= (3, 12))"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HOOKBUS_TEST_CACHE") or Path(tempfile.gettempdir()) / "hookbus-tests")
+
+
+def borgitory_venv() -> Path:
+    """Borgitory installed in a virtualenv of its own, made once (under a lock) and kept."""
+    base = python312()
+    if base is None:
+        pytest.skip(f"Borgitory {BORGITORY} needs Python >= 3.12, which this machine does not have")
+    root = cache_root() / f"borgitory-{BORGITORY}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f"borgitory-{BORGITORY}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test runs at once build it once
+        if not (root / "ready").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run([base, "-m", "venv", str(root)], check=True)
+            pip = [str(root / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            done = subprocess.run([*pip, "--no-deps", f"borgitory=={BORGITORY}"], capture_output=True, text=True, timeout=600)
+            assert done.returncode == 0, f"pip install borgitory=={BORGITORY} failed:\n{done.stdout}\n{done.stderr}"
+            # Every requirement its wheel lists, but pyfuse3 and the extras (dev tools).
+            listed = subprocess.run(
+                [str(root / "bin" / "python"), "-c",
+                 "import importlib.metadata as m; print('\\n'.join(m.requires('borgitory') or []))"],
+                capture_output=True, text=True, check=True).stdout.splitlines()
+            wanted = [r for r in listed if r.strip() and "extra ==" not in r and not r.startswith("pyfuse3")]
+            done = subprocess.run([*pip, *wanted], capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, f"pip install of Borgitory's requirements failed:\n{done.stdout}\n{done.stderr}"
+            (root / "ready").write_text("ok\n")
+    return root
+
+
+# -- a running Borgitory -------------------------------------------------------------------
+
+@dataclass
+class Borgitory:
+    venv: Path
+    root: Path  # data/ (its database) and mnt/ (seen as /mnt inside its namespace)
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    last_backup: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database(self) -> Path:
+        return self.root / "data" / "borgitory.db"  # it opens data/borgitory.db under its working directory
+
+    def start(self) -> None:
+        (self.root / "mnt").mkdir(exist_ok=True)
+        script = (f"mount --bind {self.root / 'mnt'} /mnt && cd {self.root} && "
+                  f"exec borgitory serve --host 127.0.0.1 --port {self.port} --log-level warning")
+        unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+        env = {**os.environ, "PATH": f"{self.venv / 'bin'}:{os.environ['PATH']}", "SECRET_KEY": "test-secret-key-1"}
+        with (self.root / "borgitory.log").open("ab") as log:
+            self.proc = subprocess.Popen([*unshare, "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log(self) -> str:
+        path = self.root / "borgitory.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    async def ready(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, f"Borgitory exited:\n{self.log()}"
+        try:
+            async with aiohttp.ClientSession() as s, s.get(self.url + "/api/repositories/",
+                                                           timeout=aiohttp.ClientTimeout(total=1)) as r:
+                return r.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    async def backup(self, source: str, pre: list[dict[str, Any]] | None = None,
+                     post: list[dict[str, Any]] | None = None) -> str:
+        """Start a backup job (no login needed); return its id, read from the HTML answer."""
+        body: dict[str, Any] = {"repository_id": 1, "source_path": source}
+        if pre:
+            body["pre_job_hooks"] = json.dumps(pre)
+        if post:
+            body["post_job_hooks"] = json.dumps(post)
+        self.last_backup = time.time()
+        async with aiohttp.ClientSession() as s, s.post(self.url + "/api/jobs/backup", json=body) as r:
+            text = await r.text()
+        found = re.search(r"Backup job #([0-9a-f-]{36})", text)
+        assert r.status == 200 and found, f"{r.status}: {text[:500]}"
+        return found.group(1)
+
+
+def can_unshare() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = subprocess.run([*unshare, "sh", "-c", f"mount --bind {tmp} /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def borgitory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Borgitory]:
+    """One Borgitory for this module's tests, with a user and a repository (borg init by Borgitory)."""
+    assert shutil.which("borg"), "borg comes from Debian's borgbackup (see .ci/run)"
+    if not can_unshare():
+        pytest.skip("Borgitory needs its paths under /mnt: a private mount namespace (unshare -m) is not possible here")
+    venv = borgitory_venv()
+    server = Borgitory(venv, tmp_path_factory.mktemp("borgitory"), free_port())
+    (server.root / "mnt" / "src").mkdir(parents=True)
+    for i in range(3):
+        (server.root / "mnt" / "src" / f"file{i}.txt").write_text(f"data {i}\n" * 100)
+    server.start()
+    try:
+        asyncio.run(setup(server))
+        yield server
+    finally:
+        server.stop()
+
+
+async def setup(server: Borgitory) -> None:
+    started = time.monotonic()
+    await wait_for(server.ready, 60, "Borgitory to answer")
+    print(f"Borgitory {BORGITORY} answered after {time.monotonic() - started:.1f} s")
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as s:
+        user = {"username": "admin", "password": "admin-password-1"}
+        async with s.post(server.url + "/auth/register", data=user) as r:
+            assert r.status == 200, await r.text()
+        async with s.post(server.url + "/auth/login", data=user) as r:
+            assert r.status == 200, await r.text()
+        repo = {"name": REPOSITORY, "path": "/mnt/repo", "passphrase": PASSPHRASE}
+        async with s.post(server.url + "/api/repositories/", json=repo) as r:
+            assert r.status == 200 and "created successfully" in await r.text(), await r.text()
+
+
+# -- hookbus beside it -------------------------------------------------------------------
+
+def configure(site: Site, server: Borgitory, slack: str, *, database: bool = True) -> Path:
+    site.configure([
+        {"name": "audit", "kind": "jsonl", "events": ["*"], "path": str(site.root / "audit.jsonl")},
+        {"name": "ops", "kind": "slack", "events": ["backup.job.finished"], "webhook_url": slack},
+    ])
+    source = {"name": "borgitory", "kind": "borgitory", "url": server.url, "max_delay": 1}
+    if database:
+        source["database"] = str(server.database)
+    with site.config.open("a") as f:
+        f.write("\n[[sources]]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in source.items()))
+    return site.config
+
+
+def audit(site: Site) -> list[dict[str, Any]]:
+    return read_jsonl(site.root / "audit.jsonl")
+
+
+def finished(site: Site, job_id: str) -> dict[str, Any] | None:
+    return next((e["data"] for e in audit(site) if e["type"] == "backup.job.finished" and e["data"]["job_id"] == job_id), None)
+
+
+def of_job(site: Site, job_id: str) -> list[dict[str, Any]]:
+    return [e for e in audit(site) if e["data"].get("job_id") == job_id]
+
+
+def serve(site: Site, tmp_path: Path, n: int) -> Proc:
+    return Proc(["serve", "--config", str(site.config)], tmp_path / f"serve{n}.log", tmp_path).start()
+
+
+PRE = [{"name": "Database Dump", "command": "echo dumping; echo \"$BORGITORY_JOB_TYPE\"", "critical": True},
+       {"name": "Warm Up", "command": "echo warm"}]
+POST = [{"name": "Cleanup Temp Files", "command": "echo cleanup", "run_on_job_failure": True}]
+FAILING_PRE = [{"name": "Database Dump", "command": "echo 'pg_dump: error: connection to server failed' >&2; exit 3",
+                "critical": True}]
+
+
+async def test_success_critical_hook_failure_and_backup_failure_reach_hookbus_and_slack(
+        borgitory: Borgitory, site: Site, standin: StandIn, tmp_path: Path) -> None:
+    slack = standin.on("/services/", ok())
+    configure(site, borgitory, slack + "/services/T0/B0/borgitory")
+    hookbus = serve(site, tmp_path, 0)
+    try:
+        await wait_for(lambda: http_ready(site.url), 30, "hookbus serve to listen")
+        await wait_for(lambda: "following" in hookbus.output(), 30, "hookbus to follow Borgitory's stream")
+        good = await borgitory.backup("/mnt/src", PRE, POST)
+        hook_failed = await borgitory.backup("/mnt/src", FAILING_PRE, POST)
+        await wait_for(lambda: finished(site, good), 60, "the good job to finish in hookbus")
+        await next_second(borgitory)
+        backup_failed = await borgitory.backup("/mnt/no-such-folder", None, POST)
+        for job_id in (hook_failed, backup_failed):
+            await wait_for(lambda j=job_id: finished(site, j), 60, f"job {job_id} to finish in hookbus")
+        await wait_for(lambda: len(standin.to("/services/")) >= 3, 30, "three messages to Slack")
+    finally:
+        hookbus.stop()
+
+    ok_job = finished(site, good)
+    assert ok_job is not None
+    assert ok_job["outcome"] == "success" and ok_job["reason"] is None and ok_job["repository"] == REPOSITORY
+    assert ok_job["counts"] == {"completed": 3, "failed": 0, "skipped": 0, "total": 3}
+    assert [(t["kind"], t["phase"], t["status"]) for t in ok_job["tasks"]] == [
+        ("hook", "pre", "completed"), ("backup", "main", "completed"), ("hook", "post", "completed")]
+    assert "[Database Dump] dumping" in ok_job["tasks"][0]["output_tail"]
+    assert "composite" in ok_job["tasks"][0]["output_tail"]  # BORGITORY_JOB_TYPE, as DESIGN §14 says
+    kinds = [e["type"] for e in of_job(site, good)]
+    assert kinds == ["backup.job.started"] + ["backup.task.started", "backup.task.finished"] * 3 + ["backup.job.finished"]
+
+    hook_job = finished(site, hook_failed)
+    assert hook_job is not None
+    assert (hook_job["outcome"], hook_job["reason"], hook_job["failed_hook"]) == ("failed", "critical_hook", "Database Dump")
+    assert hook_job["counts"] == {"completed": 0, "failed": 1, "skipped": 2, "total": 3}
+    assert [t["status"] for t in hook_job["tasks"]] == ["failed", "skipped", "skipped"]  # the post-hook too (§14)
+    assert "pg_dump: error: connection to server failed" in hook_job["error"]
+
+    backup_job = finished(site, backup_failed)
+    assert backup_job is not None
+    assert (backup_job["outcome"], backup_job["reason"], backup_job["failed_hook"]) == ("failed", "backup_error", None)
+    assert backup_job["counts"] == {"completed": 0, "failed": 1, "skipped": 1, "total": 2}
+    assert backup_job["failed_tasks"] == ["backup"]
+    assert "No such file or directory" in backup_job["error"]
+
+    texts = {hit.json()["text"].rpartition("Job ID: ")[2].strip(): hit.json()["text"] for hit in standin.to("/services/")}
+    assert texts[good].startswith("✅ Backup Job Completed Successfully\n\nBackup job for 'MyRepository' completed successfully.")
+    assert texts[hook_failed].startswith(
+        "❌ Backup Job Failed - Critical Hook Error\n\nBackup job for 'MyRepository' failed due to critical hook failure.\n"
+        "Error: Critical hook execution failed: Database Dump: pg_dump: error: connection to server failed")
+    assert "Failed Hook: Database Dump\nTasks Completed: 0, Skipped: 2, Total: 3\n" in texts[hook_failed]
+    assert texts[backup_failed].startswith(
+        "❌ Backup Job Failed - Backup Error\n\nBackup job for 'MyRepository' failed during backup process.\n"
+        "Error: Backup failed with return code 1: ")
+    assert "Tasks Completed: 0, Skipped: 1, Total: 2\n" in texts[backup_failed]
+
+
+async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgitory(
+        borgitory: Borgitory, site: Site, standin: StandIn, tmp_path: Path) -> None:
+    slack = standin.on("/services/", ok())
+    configure(site, borgitory, slack + "/services/T0/B0/borgitory")
+    jobs: list[str] = []
+    hookbus = serve(site, tmp_path, 0)
+    try:
+        await wait_for(lambda: "following" in hookbus.output(), 30, "hookbus to follow Borgitory's stream")
+        # Killed while a job runs (its pre-hook sleeps), then one job runs while hookbus is down.
+        slow = [{"name": "Slow Dump", "command": "sleep 2; echo dumped", "critical": True}]
+        jobs.append(await borgitory.backup("/mnt/src", slow, POST))
+        await wait_for(lambda: any(e["type"] == "backup.job.started" for e in of_job(site, jobs[0])), 30,
+                       "hookbus to see the job start")
+        hookbus.kill9()
+        jobs.append(await borgitory.backup("/mnt/src", FAILING_PRE, POST))
+        await wait_for(lambda: asyncio.to_thread(lambda: borgitory_done(borgitory, jobs)), 60, "both jobs to end")
+        hookbus = serve(site, tmp_path, 1)
+        for job_id in jobs:
+            await wait_for(lambda j=job_id: finished(site, j), 60, f"job {job_id} caught up after the restart")
+        # Borgitory restarted: hookbus reconnects by itself (backoff) and sees the next job live.
+        borgitory.stop()
+        await wait_for(lambda: "retrying in" in hookbus.output(), 30, "hookbus to notice Borgitory is gone")
+        borgitory.start()
+        await wait_for(borgitory.ready, 60, "Borgitory to answer again")
+        await wait_for(lambda: hookbus.output().count("following") >= 2, 30, "hookbus to follow the stream again")
+        await next_second(borgitory)
+        jobs.append(await borgitory.backup("/mnt/src", PRE, POST))
+        await wait_for(lambda: finished(site, jobs[2]), 60, "the job after Borgitory's restart")
+        # Killed between jobs, and started again: nothing new, nothing twice.
+        hookbus.kill9()
+        hookbus = serve(site, tmp_path, 2)
+        await wait_for(lambda: hookbus.output().count("jobs read from") >= 1, 30, "hookbus to catch up once more")
+        await wait_for(lambda: len(standin.to("/services/")) >= len(seen_jobs(site)), 30, "Slack to be told of every job")
+    finally:
+        hookbus.stop()
+
+    events = audit(site)
+    ids = [(e["source"], e["id"]) for e in events]
+    assert len(ids) == len(set(ids)), "an event stored twice"
+    for job_id in jobs:
+        ends = [e for e in events if e["type"] == "backup.job.finished" and e["data"]["job_id"] == job_id]
+        assert len(ends) == 1, job_id
+    outcomes = [finished(site, j)["outcome"] for j in jobs]  # type: ignore[index]
+    assert outcomes == ["success", "failed", "success"]
+    assert finished(site, jobs[1])["failed_hook"] == "Database Dump"  # type: ignore[index]
+    # Delivery is at-least-once (DESIGN §2): a SIGKILL between Slack's answer and the cursor's
+    # move tells Slack again; the journal, though, holds every job once (above).
+    told = {hit.json()["text"].rpartition("Job ID: ")[2].strip() for hit in standin.to("/services/")}
+    assert set(jobs) <= told
+
+
+async def next_second(server: Borgitory) -> None:
+    """Borgitory names archives by the second: a second backup of one repository within
+    the same second fails with "Archive … already exists"."""
+    await wait_for(lambda: int(time.time()) > int(server.last_backup), 2, "the next second")
+
+
+def borgitory_done(server: Borgitory, jobs: list[str]) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(f"file:{server.database}?mode=ro", uri=True, timeout=5) as db:
+        rows = db.execute(f"SELECT status FROM jobs WHERE id IN ({','.join('?' * len(jobs))})", jobs).fetchall()
+    return len(rows) == len(jobs) and all(r[0] in ("completed", "failed") for r in rows)
+
+
+def seen_jobs(site: Site) -> set[str]:
+    return {e["data"]["job_id"] for e in audit(site) if e["type"] == "backup.job.finished"}
