@@ -427,9 +427,15 @@ class StreamJobs:
         seen: dict[int, dict[str, Any]] = job["tasks"]
         tasks: list[dict[str, Any]] | int | None = total
         if seen and total is not None and all(0 <= i < total for i in seen) and (final or len(seen) == max(seen) + 1):
-            tasks = [{"task_type": "unknown", "task_name": f"task {i}", "status": "skipped"} for i in range(total)]
+            unseen = "skipped" if final else "pending"  # a job over skipped them; one running has not reached them
+            tasks = [{"task_type": "unknown", "task_name": f"task {i}", "status": unseen} for i in range(total)]
             for i, task in seen.items():
                 tasks[i] = {"task_type": "unknown", "task_name": f"task {i}", **task}
+            if job["status"] == "failed" and not any(t["task_type"] == "backup" and t["status"] == "failed" for t in tasks):
+                # Borgitory fails a job for a failed backup or a critical hook, nothing else.
+                for task in tasks:
+                    if task["task_type"] == "hook" and task["status"] == "failed":
+                        task["parameters"] = {"critical_failure": True}
         if final:
             del self.jobs[job["id"]]
         return {"id": job["id"], "status": job["status"], "started_at": job["started_at"],

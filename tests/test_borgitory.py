@@ -358,3 +358,131 @@ def borgitory_done(server: Borgitory, jobs: list[str]) -> bool:
 
 def seen_jobs(site: Site) -> set[str]:
     return {e["data"]["job_id"] for e in audit(site) if e["type"] == "backup.job.finished"}
+
+
+# -- without Borgitory: the configuration, the stream as Borgitory writes it, hostile input --------
+
+SAMPLE_STREAM = Path(__file__).parent / "samples" / "borgitory-2.4.3-jobs-stream.txt"
+
+
+def source_config(tmp_path: Path, table: str) -> Any:
+    from hookbus.config import load_config
+
+    path = tmp_path / "hookbus.toml"
+    path.write_text(f'[bus]\ndata_dir = "{tmp_path / "var"}"\n\n[[sources]]\n{table}\n')
+    return load_config(path)
+
+
+@pytest.mark.parametrize(("table", "error"), [
+    ('name = "b"\nkind = "borgmatic"\nurl = "http://127.0.0.1:8000"',
+     "sources[0] (b).kind: no source kind 'borgmatic'; known: borgitory"),
+    ('name = "b"\nkind = "borgitory"\nurl = "127.0.0.1:8000"',
+     "sources[0] (b).url: Value error, must be the tool's base URL, http:// or https://, such as http://127.0.0.1:8000"),
+    ('name = "b"\nkind = "borgitory"\nurl = "http://127.0.0.1:8000"\nurls = "x"', "sources[0] (b).urls: unknown key"),
+    ('name = "b"\nkind = "borgitory"', "sources[0] (b).url: Field required"),
+    ('name = "b"\nkind = "borgitory"\nurl = "http://h:1"\n[[sources]]\nname = "b"\nkind = "borgitory"\nurl = "http://h:2"',
+     "sources[1] (b).name: 'b' is used twice; source names must be unique"),
+])
+def test_sources_config_errors_name_the_key(tmp_path: Path, table: str, error: str) -> None:
+    from hookbus.bus.settings import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        source_config(tmp_path, table)
+    assert str(exc.value).startswith(error), str(exc.value)
+
+
+def test_sources_config_as_design_shows_it(tmp_path: Path) -> None:
+    config = source_config(tmp_path, 'name = "borgitory"\nkind = "borgitory"\nurl = "http://127.0.0.1:8000/"\n'
+                                     'database = "~/borgitory/data/borgitory.db"')
+    [source] = config.sources
+    assert (source.name, source.kind, source.url) == ("borgitory", "borgitory", "http://127.0.0.1:8000")
+    assert source.database == Path.home() / "borgitory" / "data" / "borgitory.db"
+
+
+def stream_messages(text: str, piece: int) -> list[dict[str, Any]]:
+    from hookbus.adapters.borgitory import StreamMessages
+
+    reader = StreamMessages()
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(text), piece):
+        out += reader.feed(text[i:i + piece])
+    return out
+
+
+@pytest.mark.parametrize("piece", [1, 7, 4096, 1 << 20])
+def test_the_stream_is_read_as_borgitory_writes_it_whatever_the_chunks(piece: int) -> None:
+    # Borgitory 2.4.3 separates with the characters `\` `n`, not newlines: no SSE client sees a message end.
+    text = SAMPLE_STREAM.read_text()
+    assert "\n" not in text and "\\n\\n" in text
+    messages = stream_messages(text, piece)
+    assert [m["type"] for m in messages if m["type"] not in ("job_output", "keepalive")][:3] == [
+        "jobs_update", "task_completed", "task_started"]
+    assert sum(m["type"] in ("job_completed", "job_failed") for m in messages) == 3
+    # A server that follows the SSE format (real newlines) is read the same.
+    proper = "".join(f"event: {m['type']}\ndata: {json.dumps(m)}\n\n" for m in messages)
+    assert stream_messages(proper, piece) == messages
+
+
+def test_the_stream_skips_what_is_not_a_json_object() -> None:
+    text = 'data: [1, 2]\\n\\ndata: "x"\\n\\n: comment\\n\\ndata: {"type": "keepalive"}\\n\\n'
+    assert stream_messages(text, 5) == [{"type": "keepalive"}]
+    from hookbus.adapters.borgitory import MAX_MESSAGE_BYTES
+
+    garbage = "data: {" + "x" * (MAX_MESSAGE_BYTES + 10) + '\\n\\ndata: {"type": "keepalive"}'
+    assert stream_messages(garbage, 65536) == [{"type": "keepalive"}]
+
+
+async def follow_sample(text: str) -> list[Any]:
+    """The events a follower without the database publishes for a recorded stream, as the
+    journal keeps them: the first of each id (the follower publishes a job whole each time)."""
+    from hookbus.adapters.borgitory import Follower, StreamMessages
+    from hookbus.bus.settings import SourceSettings
+
+    published: list[Any] = []
+
+    async def ingest(events: list[Any]) -> None:
+        published.extend(events)
+
+    follower = Follower(SourceSettings(name="b", kind="borgitory", url="http://127.0.0.1:1"), ingest)
+    for message in StreamMessages().feed(text):
+        await follower.on_message(message)
+    kept: dict[tuple[str, str], Any] = {}
+    for event in published:
+        kept.setdefault((event.source, event.id), event)
+    return list(kept.values())
+
+
+async def test_without_the_database_jobs_are_built_from_the_stream() -> None:
+    published = await follow_sample(SAMPLE_STREAM.read_text())
+    ends = {e.data["job_id"]: e.data for e in published if e.type == "backup.job.finished"}
+    # The first job had ended before the stream was opened: Borgitory lists it with its outcome only.
+    assert ends["21aedc0b-deb8-4fc9-8bae-f203060c7c3e"]["outcome"] == "success"
+    hook = ends["040ad4e5-c01b-4f83-951e-8831cf08bbb2"]
+    assert (hook["outcome"], hook["counts"]) == ("failed", {"completed": 0, "failed": 1, "skipped": 2, "total": 3})
+    # A failed hook in a failed job was critical (Borgitory fails a job for nothing else but its backup);
+    # the stream does not name the hook: failed_hook is the task's name.
+    assert (hook["reason"], hook["failed_hook"]) == ("critical_hook", "Pre-job hooks (MyRepository)")
+    backup = ends["4ef77c1d-28a9-4a0f-8282-675c028c3e2d"]
+    assert (backup["outcome"], backup["reason"], backup["failed_tasks"]) == ("failed", "backup_error", ["backup"])
+    assert [t["status"] for t in backup["tasks"]] == ["failed", "skipped"]
+    assert all(e.source == "borgitory://b" for e in published)
+    # Each task as it ended, the first time it was published (what the journal keeps).
+    hook_tasks = [e.data["task"]["status"] for e in published
+                  if e.type == "backup.task.finished" and e.data["job_id"] == "040ad4e5-c01b-4f83-951e-8831cf08bbb2"]
+    assert hook_tasks == ["failed", "skipped", "skipped"]
+
+
+@pytest.mark.parametrize("message", [
+    {"type": "task_started", "job_id": "j1", "data": {"task_index": "x"}},
+    {"type": "task_started", "job_id": "j1", "data": {"task_index": 10**9, "task_type": {"a": 1}}},
+    {"type": "job_started", "job_id": "j1", "data": {"task_count": -5}},
+    {"type": "job_failed", "job_id": "j1", "data": {"status": "exploded", "completed_at": "yesterday"}},
+    {"type": "job_completed", "job_id": ["j1"], "data": None},
+    {"type": "jobs_update", "jobs": [{"id": None, "status": "completed"}, "x", {"status": "failed", "id": "j2",
+                                                                                  "started_at": 5}]},
+])
+async def test_hostile_stream_messages_are_left_out_never_fatal(message: dict[str, Any]) -> None:
+    start = {"type": "job_started", "job_id": "j1", "data": {"task_count": 2}}
+    text = "".join(f"data: {json.dumps(m)}\\n\\n" for m in (start, message))
+    published = await follow_sample(text)
+    assert published and published[0].type == "backup.job.started"  # the good message before it went through
