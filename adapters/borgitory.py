@@ -257,6 +257,7 @@ def from_cli(args: argparse.Namespace, env: dict[str, str] | None = None, jobs: 
 STREAM_PATH = "/api/jobs/stream"
 READ_TIMEOUT_S = 75.0  # Borgitory sends a keepalive every 30 s: silence past this is a dead connection
 MAX_MESSAGE_BYTES = 1 << 20  # a stream message larger than this is garbage: skipped
+BATCH = 512  # events per commit when publishing many jobs at once
 _JOB_MESSAGES = ("job_started", "job_status_changed", "task_started", "task_completed", "task_failed",
                  "job_completed", "job_failed", "job_cancelled")
 _CRITICAL_HOOK = "Critical hook execution failed: "
@@ -374,14 +375,14 @@ def db_job(db: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
             "job": _text(type_), "repository": _text(repository), "repository_id": repository_id, "tasks": tasks}
 
 
-def read_jobs(path: Path, job_id: str | None = None) -> list[dict[str, Any]]:
-    """Jobs from Borgitory's database (one, or all, oldest first), opened read-only."""
+def read_jobs(path: Path, job_id: str | None = None, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Jobs from Borgitory's database (one, or all but those in `skip`, oldest first), opened read-only."""
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
         if job_id is None:
             rows = db.execute(f"SELECT {_JOB_COLUMNS} ORDER BY j.started_at, j.id").fetchall()
         else:
             rows = db.execute(f"SELECT {_JOB_COLUMNS} WHERE j.id = ?", (job_id,)).fetchall()
-        return [db_job(db, row) for row in rows]
+        return [db_job(db, row) for row in rows if row[0] not in skip]
 
 
 # -- from the stream alone -----------------------------------------------------------
@@ -462,40 +463,52 @@ class Follower:
         self.source = f"borgitory://{settings.name}"
         self.stream_jobs = StreamJobs()
         self.connected = False  # in this attempt: the backoff starts over after a connection
+        self.ended: set[str] = set()  # jobs published over, in this process: not read again at a reconnection
 
-    async def publish(self, raw: dict[str, Any]) -> None:
-        """Publish a job as Borgitory shows it; what is malformed is logged and left out (never fatal)."""
-        try:
-            events = job_events(parse_job(raw), self.source)
-        except EventError as exc:
-            log.warning("source %s: job %.80r left out: %s", self.settings.name, raw.get("id"), exc)
-            return
+    async def publish(self, raws: list[dict[str, Any]]) -> None:
+        """Publish jobs as Borgitory shows them, in commits of about BATCH events (a catch-up
+        of thousands of jobs is a few commits, not one per job); what is malformed is logged
+        and left out (never fatal)."""
+        batch: list[Event] = []
+        ended: list[str] = []
+        for raw in raws:
+            try:
+                job = parse_job(raw)
+                batch += job_events(job, self.source)
+            except EventError as exc:
+                log.warning("source %s: job %.80r left out: %s", self.settings.name, raw.get("id"), exc)
+                continue
+            if job["status"] in FINAL:
+                ended.append(job["id"])
+            if len(batch) >= BATCH:
+                await self.commit(batch, ended)
+                batch, ended = [], []
+        if batch:
+            await self.commit(batch, ended)
+
+    async def commit(self, events: list[Event], ended: list[str]) -> None:
         await self.ingest(events)
+        self.ended.update(ended)  # only once committed: a failed commit is tried again at the reconnection
 
     async def catch_up(self) -> None:
         """Every job in Borgitory's database (those that ran while hookbus was away among them)."""
         assert self.settings.database is not None
-        jobs = await asyncio.to_thread(read_jobs, self.settings.database)
-        for raw in jobs:
-            await self.publish(raw)
+        jobs = await asyncio.to_thread(read_jobs, self.settings.database, skip=frozenset(self.ended))
+        await self.publish(jobs)
         log.info("source %s: %d jobs read from %s", self.settings.name, len(jobs), self.settings.database)
 
     async def on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "jobs_update" and self.settings.database is None and isinstance(message.get("jobs"), list):
-            for entry in message["jobs"][:1000]:
-                raw = StreamJobs.listed(entry)
-                if raw is not None:
-                    await self.publish(raw)
+            listed = [StreamJobs.listed(entry) for entry in message["jobs"][:1000]]
+            await self.publish([raw for raw in listed if raw is not None])
         if kind not in _JOB_MESSAGES or not isinstance(message.get("job_id"), str):
             return
         if self.settings.database is None:
             raw = self.stream_jobs.update(message)
-            if raw is not None:
-                await self.publish(raw)
+            await self.publish([raw] if raw is not None else [])
             return
-        for raw in await asyncio.to_thread(read_jobs, self.settings.database, message["job_id"]):
-            await self.publish(raw)
+        await self.publish(await asyncio.to_thread(read_jobs, self.settings.database, message["job_id"]))
 
     async def follow_once(self, session: aiohttp.ClientSession) -> None:
         """Connect to the stream, catch up, then follow it until it ends."""

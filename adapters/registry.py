@@ -16,9 +16,9 @@ import argparse
 import functools
 import importlib
 import pkgutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hookbus.bus.events.event import Event, EventError
 from hookbus.bus.settings import SourceSettings
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the HTTP side is not imported for the configuration's sake 
 
 FromCli = Callable[[argparse.Namespace], list[Event]]
 Ingest = Callable[[list[Event]], Awaitable[object]]  # commits events (Broker.ingest)
-Follow = Callable[[SourceSettings, Ingest], Awaitable[None]]
+Follow = Callable[[SourceSettings, Ingest], Coroutine[Any, Any, None]]
 PACKAGE = __name__.rpartition(".")[0]
 
 
