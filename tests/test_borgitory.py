@@ -95,7 +95,6 @@ class Borgitory:
     root: Path  # data/ (its database) and mnt/ (seen as /mnt inside its namespace)
     port: int
     proc: subprocess.Popen[bytes] | None = None
-    last_backup: float = 0.0
 
     @property
     def url(self) -> str:
@@ -151,7 +150,6 @@ class Borgitory:
             body["pre_job_hooks"] = json.dumps(pre)
         if post:
             body["post_job_hooks"] = json.dumps(post)
-        self.last_backup = time.time()
         async with aiohttp.ClientSession() as s, s.post(self.url + "/api/jobs/backup", json=body) as r:
             text = await r.text()
         found = re.search(r"Backup job #([0-9a-f-]{36})", text)
@@ -252,7 +250,7 @@ async def test_success_critical_hook_failure_and_backup_failure_reach_hookbus_an
         good = await borgitory.backup("/mnt/src", PRE, POST)
         hook_failed = await borgitory.backup("/mnt/src", FAILING_PRE, POST)
         await wait_for(lambda: finished(site, good), 60, "the good job to finish in hookbus")
-        await next_second(borgitory)
+        await next_second()
         backup_failed = await borgitory.backup("/mnt/no-such-folder", None, POST)
         for job_id in (hook_failed, backup_failed):
             await wait_for(lambda j=job_id: finished(site, j), 60, f"job {job_id} to finish in hookbus")
@@ -322,7 +320,7 @@ async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgito
         borgitory.start()
         await wait_for(borgitory.ready, 60, "Borgitory to answer again")
         await wait_for(lambda: hookbus.output().count("following") >= 2, 30, "hookbus to follow the stream again")
-        await next_second(borgitory)
+        await next_second()
         jobs.append(await borgitory.backup("/mnt/src", PRE, POST))
         await wait_for(lambda: finished(site, jobs[2]), 60, "the job after Borgitory's restart")
         # Killed between jobs, and started again: nothing new, nothing twice.
@@ -347,10 +345,12 @@ async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgito
     assert set(jobs) <= told(standin)
 
 
-async def next_second(server: Borgitory) -> None:
+async def next_second() -> None:
     """Borgitory names archives by the second: a second backup of one repository within
-    the same second fails with "Archive … already exists"."""
-    await wait_for(lambda: int(time.time()) > int(server.last_backup), 2, "the next second")
+    the same second fails with "Archive … already exists". Called once the previous
+    backup has ended, this lets the next one start in a later second."""
+    now = int(time.time())
+    await wait_for(lambda: int(time.time()) > now, 2, "the next second")
 
 
 def borgitory_done(server: Borgitory, jobs: list[str]) -> bool:
@@ -496,3 +496,12 @@ async def test_hostile_stream_messages_are_left_out_never_fatal(message: dict[st
     text = "".join(f"data: {json.dumps(m)}\\n\\n" for m in (start, message))
     published = await follow_sample(text)
     assert published and published[0].type == "backup.job.started"  # the good message before it went through
+
+
+def test_the_docs_toml_is_a_configuration_hookbus_takes(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "borgitory.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        config = source_config(tmp_path, block.replace("[[sources]]\n", "", 1))
+        assert [(s.kind, s.url, s.max_delay) for s in config.sources] == [("borgitory", "http://127.0.0.1:8000", 60.0)]
