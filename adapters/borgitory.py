@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from hookbus.adapters.common import (
     OUTPUT_TAIL_BYTES,
@@ -455,12 +456,17 @@ class StreamJobs:
 
 # -- the follower ----------------------------------------------------------------------
 
+class NotAStream(Exception):
+    """The URL answers, but not with Borgitory's job stream."""
+
+
 class Follower:
     """One `[[sources]]` entry of kind borgitory, publishing through `ingest`."""
 
     def __init__(self, settings: SourceSettings, ingest: Ingest) -> None:
         self.settings, self.ingest = settings, ingest
         self.source = f"borgitory://{settings.name}"
+        self.shown = scrub(str(URL(settings.url).with_user(None)))  # for logs: no credentials in them
         self.stream_jobs = StreamJobs()
         self.connected = False  # in this attempt: the backoff starts over after a connection
         self.ended: set[str] = set()  # jobs published over, in this process: not read again at a reconnection
@@ -514,10 +520,10 @@ class Follower:
         """Connect to the stream, catch up, then follow it until it ends."""
         url = self.settings.url + STREAM_PATH
         async with session.get(url, headers={"Accept": "text/event-stream"}) as response:
-            if response.status != 200:
-                raise aiohttp.ClientResponseError(response.request_info, (), status=response.status,
-                                                  message=f"{url} answered {response.status}")
-            log.info("source %s: following %s", self.settings.name, url)
+            if response.status != 200 or response.content_type != "text/event-stream":
+                raise NotAStream(f"{STREAM_PATH} answered {response.status} {response.content_type}, "
+                                 "not a job stream: is this Borgitory's address?")
+            log.info("source %s: following %s%s", self.settings.name, self.shown, STREAM_PATH)
             self.connected = True
             if self.settings.database is not None:
                 await self.catch_up()  # after connecting: what ends meanwhile is in the stream too
@@ -536,7 +542,7 @@ class Follower:
                 try:
                     await self.follow_once(session)
                     problem = "the stream ended"
-                except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                except (aiohttp.ClientError, TimeoutError, OSError, NotAStream) as exc:
                     problem = str(exc) or type(exc).__name__
                 except sqlite3.Error as exc:
                     problem = f"cannot read {self.settings.database}: {exc}"
@@ -546,7 +552,7 @@ class Follower:
                 if self.connected:
                     delay = 1.0
                 wait = min(delay, self.settings.max_delay) * random.uniform(0.8, 1.2)
-                log.warning("source %s: %s (%s); retrying in %.1f s", self.settings.name, self.settings.url,
+                log.warning("source %s: %s (%s); retrying in %.1f s", self.settings.name, self.shown,
                             scrub(problem)[:300], wait)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self.settings.max_delay)

@@ -14,6 +14,7 @@ keyed by version; on a fresh machine it installs itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import glob
 import json
@@ -239,6 +240,7 @@ FAILING_PRE = [{"name": "Database Dump", "command": "echo 'pg_dump: error: conne
                 "critical": True}]
 
 
+@pytest.mark.timeout(900)  # the first one installs Borgitory on a fresh machine
 async def test_success_critical_hook_failure_and_backup_failure_reach_hookbus_and_slack(
         borgitory: Borgitory, site: Site, standin: StandIn, tmp_path: Path) -> None:
     slack = standin.on("/services/", ok())
@@ -295,6 +297,7 @@ async def test_success_critical_hook_failure_and_backup_failure_reach_hookbus_an
     assert "Tasks Completed: 0, Skipped: 1, Total: 2\n" in texts[backup_failed]
 
 
+@pytest.mark.timeout(900)  # the first one installs Borgitory on a fresh machine
 async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgitory(
         borgitory: Borgitory, site: Site, standin: StandIn, tmp_path: Path) -> None:
     slack = standin.on("/services/", ok())
@@ -505,3 +508,86 @@ def test_the_docs_toml_is_a_configuration_hookbus_takes(tmp_path: Path) -> None:
     for block in blocks:
         config = source_config(tmp_path, block.replace("[[sources]]\n", "", 1))
         assert [(s.kind, s.url, s.max_delay) for s in config.sources] == [("borgitory", "http://127.0.0.1:8000", 60.0)]
+
+
+async def test_the_follower_says_why_it_reconnects_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A wrong address (a page, not a stream), then the recorded stream, which ends: the
+    follower logs each, waits, connects again, and publishes what the stream says."""
+    from aiohttp import web
+
+    from hookbus.adapters.borgitory import follow
+    from hookbus.bus.settings import SourceSettings
+
+    from .conftest import local_site
+
+    hits: list[str] = []
+    published: list[Any] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        if len(hits) == 1:
+            return web.Response(text="<html>Borgitory login</html>", content_type="text/html")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(SAMPLE_STREAM.read_bytes())
+        return response  # and the stream ends
+
+    async def ingest(events: list[Any]) -> None:
+        published.extend(events)
+
+    app = web.Application()
+    app.router.add_get("/api/jobs/stream", stream)
+    caplog.set_level("INFO", "hookbus.sources.borgitory")
+    async with local_site(app) as url:
+        settings = SourceSettings(name="b", kind="borgitory", url=f"http://user:pw-SECRET1@{url[7:]}", max_delay=0.2)
+        follower = asyncio.create_task(follow(settings, ingest))
+        try:
+            await wait_for(lambda: len(hits) >= 3, 20, "two reconnections")
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+    assert "answered 200 text/html, not a job stream: is this Borgitory's address?" in caplog.text
+    assert "(the stream ended); retrying in" in caplog.text
+    assert "following http://127.0.0.1:" in caplog.text and "pw-SECRET1" not in caplog.text
+    assert {e.data["job_id"] for e in published if e.type == "backup.job.finished"} == {
+        "21aedc0b-deb8-4fc9-8bae-f203060c7c3e", "040ad4e5-c01b-4f83-951e-8831cf08bbb2", "4ef77c1d-28a9-4a0f-8282-675c028c3e2d"}
+
+
+async def test_what_the_database_holds_is_untrusted_too(tmp_path: Path) -> None:
+    """Rows Borgitory would not write (unknown statuses, no task type, times that are not
+    times, numbers for text) leave their job out; the other jobs are published."""
+    import sqlite3
+
+    from hookbus.adapters.borgitory import Follower
+    from hookbus.bus.settings import SourceSettings
+
+    path = tmp_path / "borgitory.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript("""
+            CREATE TABLE repositories (id INTEGER PRIMARY KEY, name VARCHAR);
+            CREATE TABLE jobs (id VARCHAR PRIMARY KEY, repository_id INTEGER, type VARCHAR, status VARCHAR,
+                               started_at DATETIME, finished_at DATETIME, error TEXT);
+            CREATE TABLE job_tasks (id INTEGER PRIMARY KEY, job_id VARCHAR, task_type VARCHAR, task_name VARCHAR,
+                                    status VARCHAR, started_at DATETIME, completed_at DATETIME, output TEXT,
+                                    error TEXT, return_code INTEGER, task_order INTEGER);
+            INSERT INTO repositories VALUES (1, 'MyRepository');
+            INSERT INTO jobs VALUES ('good', 1, 'Scheduled Backup', 'failed', '2026-12-05 12:01:15.5', '2026-12-05 12:01:16', NULL);
+            INSERT INTO job_tasks VALUES (1, 'good', 'hook', 'Pre-job hooks (MyRepository)', 'failed', NULL, NULL,
+                '[Db: dump] ERROR: x', 'Critical hook execution failed: Db: dump: x; y', 1, 0);
+            INSERT INTO jobs VALUES ('status', 1, 'Manual Backup', 'exploded', NULL, NULL, NULL);
+            INSERT INTO jobs VALUES ('time', 1, 'Manual Backup', 'completed', 'yesterday', NULL, NULL);
+            INSERT INTO jobs VALUES ('type', 7, 42, 'completed', NULL, NULL, x'00ff');
+            INSERT INTO job_tasks VALUES (2, 'type', NULL, NULL, 'completed', NULL, NULL, 5, 6, 'x', 0);
+        """)
+        db.commit()
+    published: list[Any] = []
+
+    async def ingest(events: list[Any]) -> None:
+        published.extend(events)
+
+    follower = Follower(SourceSettings(name="b", kind="borgitory", url="http://127.0.0.1:1", database=path), ingest)
+    await follower.catch_up()
+    [end] = [e.data for e in published if e.type == "backup.job.finished"]
+    assert (end["job_id"], end["job"], end["job_type"]) == ("good", "Scheduled Backup", "scheduled")
+    assert (end["reason"], end["failed_hook"], end["repository"]) == ("critical_hook", "Db: dump", "MyRepository")
+    assert end["started_at"] == "2026-12-05T12:01:15.500Z"
