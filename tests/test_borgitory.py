@@ -591,3 +591,18 @@ async def test_what_the_database_holds_is_untrusted_too(tmp_path: Path) -> None:
     assert (end["job_id"], end["job"], end["job_type"]) == ("good", "Scheduled Backup", "scheduled")
     assert (end["reason"], end["failed_hook"], end["repository"]) == ("critical_hook", "Db: dump", "MyRepository")
     assert end["started_at"] == "2026-12-05T12:01:15.500Z"
+
+
+def test_check_config_lists_the_sources(tmp_path: Path) -> None:
+    from .conftest import HOOKBUS
+
+    path = tmp_path / "hookbus.toml"
+    path.write_text(f'[bus]\ndata_dir = "{tmp_path / "var"}"\n\n[[sources]]\nname = "borgitory"\nkind = "borgitory"\n'
+                    'url = "http://127.0.0.1:8000"\ndatabase = "/opt/borgitory/data/borgitory.db"\n')
+    done = subprocess.run([*HOOKBUS, "check-config", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert ("1 source(s) followed by `hookbus serve`: borgitory (borgitory, http://127.0.0.1:8000, "
+            "database /opt/borgitory/data/borgitory.db)") in done.stdout
+    path.write_text(path.read_text().replace('kind = "borgitory"', 'kind = "borgitory"\nurl_typo = 1'))
+    done = subprocess.run([*HOOKBUS, "check-config", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "sources[0] (borgitory).url_typo: unknown key" in done.stderr, done.stderr
