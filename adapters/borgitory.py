@@ -524,9 +524,9 @@ class Follower:
                 raise NotAStream(f"{STREAM_PATH} answered {response.status} {response.content_type}, "
                                  "not a job stream: is this Borgitory's address?")
             log.info("source %s: following %s%s", self.settings.name, self.shown, STREAM_PATH)
-            self.connected = True
             if self.settings.database is not None:
                 await self.catch_up()  # after connecting: what ends meanwhile is in the stream too
+            self.connected = True  # only now: an unreadable database keeps the backoff growing
             messages = StreamMessages()
             async for chunk in response.content.iter_any():
                 for message in messages.feed(chunk.decode("utf-8", errors="replace")):

@@ -510,7 +510,9 @@ def test_the_docs_toml_is_a_configuration_hookbus_takes(tmp_path: Path) -> None:
         assert [(s.kind, s.url, s.max_delay) for s in config.sources] == [("borgitory", "http://127.0.0.1:8000", 60.0)]
 
 
-async def test_the_follower_says_why_it_reconnects_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("database", [None, "no-such-dir/borgitory.db"])
+async def test_the_follower_says_why_it_reconnects_and_goes_on(caplog: pytest.LogCaptureFixture, tmp_path: Path,
+                                                              database: str | None) -> None:
     """A wrong address (a page, not a stream), then the recorded stream, which ends: the
     follower logs each, waits, connects again, and publishes what the stream says."""
     from aiohttp import web
@@ -539,7 +541,8 @@ async def test_the_follower_says_why_it_reconnects_and_goes_on(caplog: pytest.Lo
     app.router.add_get("/api/jobs/stream", stream)
     caplog.set_level("INFO", "hookbus.sources.borgitory")
     async with local_site(app) as url:
-        settings = SourceSettings(name="b", kind="borgitory", url=f"http://user:pw-SECRET1@{url[7:]}", max_delay=0.2)
+        settings = SourceSettings(name="b", kind="borgitory", url=f"http://user:pw-SECRET1@{url[7:]}", max_delay=0.2,
+                                  database=tmp_path / database if database else None)
         follower = asyncio.create_task(follow(settings, ingest))
         try:
             await wait_for(lambda: len(hits) >= 3, 20, "two reconnections")
@@ -547,8 +550,12 @@ async def test_the_follower_says_why_it_reconnects_and_goes_on(caplog: pytest.Lo
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
     assert "answered 200 text/html, not a job stream: is this Borgitory's address?" in caplog.text
-    assert "(the stream ended); retrying in" in caplog.text
     assert "following http://127.0.0.1:" in caplog.text and "pw-SECRET1" not in caplog.text
+    if database:  # the database is where the jobs come from: none without it
+        assert f"(cannot read {tmp_path / database}: unable to open database file); retrying in" in caplog.text
+        assert published == []
+        return
+    assert "(the stream ended); retrying in" in caplog.text
     assert {e.data["job_id"] for e in published if e.type == "backup.job.finished"} == {
         "21aedc0b-deb8-4fc9-8bae-f203060c7c3e", "040ad4e5-c01b-4f83-951e-8831cf08bbb2", "4ef77c1d-28a9-4a0f-8282-675c028c3e2d"}
 
