@@ -259,6 +259,8 @@ STREAM_PATH = "/api/jobs/stream"
 READ_TIMEOUT_S = 75.0  # Borgitory sends a keepalive every 30 s: silence past this is a dead connection
 MAX_MESSAGE_BYTES = 1 << 20  # a stream message larger than this is garbage: skipped
 BATCH = 512  # events per commit when publishing many jobs at once
+MAX_OPEN_JOBS = 1000  # jobs under way kept from the stream alone (Borgitory runs a handful at once)
+MAX_TASKS = 1000  # tasks of one job (a Borgitory job has about seven)
 _JOB_MESSAGES = ("job_started", "job_status_changed", "task_started", "task_completed", "task_failed",
                  "job_completed", "job_failed", "job_cancelled")
 _CRITICAL_HOOK = "Critical hook execution failed: "
@@ -401,6 +403,8 @@ class StreamJobs:
         job_id, kind, data = message.get("job_id"), message.get("type"), message.get("data")
         if not isinstance(job_id, str) or not isinstance(data, dict):
             return None
+        if job_id not in self.jobs and len(self.jobs) >= MAX_OPEN_JOBS:
+            del self.jobs[next(iter(self.jobs))]  # bounded, whatever the stream says: the oldest goes
         job = self.jobs.setdefault(job_id, {"id": job_id, "status": "pending", "tasks": {}, "total": None,
                                             "started_at": message.get("timestamp")})
         if kind == "job_started":
@@ -410,6 +414,8 @@ class StreamJobs:
             job["status"] = data["status"]
             job["started_at"] = data.get("started_at") or job["started_at"]
         elif kind in ("task_started", "task_completed", "task_failed") and isinstance(data.get("task_index"), int):
+            if data["task_index"] not in job["tasks"] and len(job["tasks"]) >= MAX_TASKS:
+                return None
             task = job["tasks"].setdefault(data["task_index"], {"status": "running"})
             if kind == "task_started":
                 task.update(task_type=data.get("task_type"), task_name=data.get("task_name"),
@@ -425,7 +431,7 @@ class StreamJobs:
 
     def snapshot(self, job: dict[str, Any]) -> dict[str, Any]:
         final = job["status"] in FINAL
-        total = job["total"] if isinstance(job["total"], int) and 0 <= job["total"] <= 1000 else None
+        total = job["total"] if isinstance(job["total"], int) and 0 <= job["total"] <= MAX_TASKS else None
         seen: dict[int, dict[str, Any]] = job["tasks"]
         tasks: list[dict[str, Any]] | int | None = total
         if seen and total is not None and all(0 <= i < total for i in seen) and (final or len(seen) == max(seen) + 1):

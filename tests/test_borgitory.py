@@ -348,6 +348,41 @@ async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgito
     assert set(jobs) <= told(standin)
 
 
+@pytest.mark.timeout(900)  # the module's Borgitory may be installed in its setup, on a fresh machine
+async def test_without_the_database_the_stream_alone_reports_every_job(
+        borgitory: Borgitory, site: Site, standin: StandIn, tmp_path: Path) -> None:
+    """Borgitory on another host: no database, the stream only. Jobs Borgitory still holds
+    in memory are published with their outcome; the next ones live, task by task."""
+    slack = standin.on("/services/", ok())
+    configure(site, borgitory, slack + "/services/T0/B0/borgitory", database=False)
+    await next_second()
+    earlier = await borgitory.backup("/mnt/src", PRE, POST)  # ends before hookbus starts
+    await wait_for(lambda: asyncio.to_thread(borgitory_done, borgitory, [earlier]), 60, "the earlier job to end")
+    hookbus = serve(site, tmp_path, 0)
+    try:
+        await wait_for(lambda: "following" in hookbus.output(), 30, "hookbus to follow Borgitory's stream")
+        await wait_for(lambda: finished(site, earlier), 30, "the job Borgitory holds in memory")
+        before = seen_jobs(site)
+        await next_second()
+        good = await borgitory.backup("/mnt/src", PRE, POST)
+        await wait_for(lambda: finished(site, good), 60, "the good job")
+        hook_failed = await borgitory.backup("/mnt/src", FAILING_PRE, POST)
+        await wait_for(lambda: finished(site, hook_failed), 60, "the failed job")
+    finally:
+        hookbus.stop()
+    assert all(finished(site, job_id)["outcome"] in ("success", "failed") for job_id in before)  # type: ignore[index]
+    assert (finished(site, earlier) or {}).get("outcome") == "success"
+    ok_job, failed_job = finished(site, good), finished(site, hook_failed)
+    assert ok_job is not None and failed_job is not None
+    assert (ok_job["outcome"], ok_job["counts"]) == ("success", {"completed": 3, "failed": 0, "skipped": 0, "total": 3})
+    assert [(t["kind"], t["name"]) for t in ok_job["tasks"]] == [
+        ("hook", "Pre-job hooks (MyRepository)"), ("backup", "Backup MyRepository"), ("hook", "Post-job hooks (MyRepository)")]
+    assert (failed_job["outcome"], failed_job["reason"]) == ("failed", "critical_hook")
+    assert failed_job["failed_hook"] == "Pre-job hooks (MyRepository)"  # the stream does not name the hook
+    assert failed_job["counts"] == {"completed": 0, "failed": 1, "skipped": 2, "total": 3}
+    assert all(e["source"] == "borgitory://borgitory" for e in audit(site))
+
+
 async def next_second() -> None:
     """Borgitory names archives by the second: a second backup of one repository within
     the same second fails with "Archive … already exists". Called once the previous
