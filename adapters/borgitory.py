@@ -279,10 +279,14 @@ class StreamMessages:
     def __init__(self) -> None:
         self.buffer = ""
         self.decoder = json.JSONDecoder()
+        self.waiting = False  # for the rest of a message: only a `}` can end it
 
     def feed(self, chunk: str) -> list[dict[str, Any]]:
         """Given the next piece of the stream, return the messages it completes."""
         self.buffer += chunk
+        if self.waiting and "}" not in chunk and len(self.buffer) <= MAX_MESSAGE_BYTES:
+            return []  # a long message in small pieces is not decoded again at every piece
+        self.waiting = False
         out: list[dict[str, Any]] = []
         while True:
             start = self.buffer.find("data:")
@@ -297,6 +301,7 @@ class StreamMessages:
             except json.JSONDecodeError:
                 if len(self.buffer) - start <= MAX_MESSAGE_BYTES:
                     self.buffer = self.buffer[start:]
+                    self.waiting = True
                     return out  # not all there yet
                 log.warning("borgitory stream: skipped a message that is not JSON")
                 self.buffer = self.buffer[begin:]
@@ -488,7 +493,7 @@ class Follower:
                 job = parse_job(raw)
                 batch += job_events(job, self.source)
             except EventError as exc:
-                log.warning("source %s: job %.80r left out: %s", self.settings.name, raw.get("id"), exc)
+                log.warning("source %s: job %.80r left out: %s", self.settings.name, scrub(str(raw.get("id"))), scrub(str(exc)))
                 continue
             if job["status"] in FINAL:
                 ended.append(job["id"])
