@@ -53,7 +53,7 @@ from hookbus.adapters.registry import Ingest
 from hookbus.bus.events.event import Event, EventError
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.text import cut_front
-from hookbus.bus.events.times import seconds_between
+from hookbus.bus.events.times import parse_time, seconds_between
 from hookbus.bus.events.vocabulary import Outcome, Phase, Reason, TaskKind, TaskStatus
 from hookbus.bus.secrets import scrub
 from hookbus.bus.settings import SourceSettings
@@ -334,7 +334,8 @@ def task_error(error: str | None, output: str | None) -> str | None:
         lines = [line.strip() for line in (output or "").splitlines()]
         cause = next((line for line in lines if _BORG_PROBLEM.search(line)), None) or error_line(output or "")
         return f"{failed.group(1)}: {cause[:500]}" if cause else failed.group(1)
-    return error.splitlines()[0][:1000] if error.strip() else None
+    first = error.strip().splitlines()[0].removeprefix("Error: ") if error.strip() else ""  # the message adds its own
+    return first[:1000] or None
 
 
 def job_type_word(borgitory_type: str | None) -> str:
@@ -381,6 +382,14 @@ def db_job(db: sqlite3.Connection, row: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": job_id, "status": status, "started_at": _iso(started), "completed_at": _iso(finished),
             "error": task_error(_text(error), None) or first_error, "job_type": job_type_word(_text(type_)),
             "job": _text(type_), "repository": _text(repository), "repository_id": repository_id, "tasks": tasks}
+
+
+def mark_started(raw: dict[str, Any], started: dict[int, str | None]) -> None:
+    """Tasks still pending in the database that the stream said started are running."""
+    for index, task in enumerate(raw["tasks"]):
+        if task["status"] == "pending" and index in started:
+            task["status"] = "running"
+            task["started_at"] = task["started_at"] or started[index]
 
 
 def read_jobs(path: Path, job_id: str | None = None, skip: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
@@ -481,6 +490,9 @@ class Follower:
         self.stream_jobs = StreamJobs()
         self.connected = False  # in this attempt: the backoff starts over after a connection
         self.ended: set[str] = set()  # jobs published over, in this process: not read again at a reconnection
+        # Tasks the stream said started, by job: Borgitory writes a task to its database only
+        # once it has ended, so the database alone would tell of a start hours late.
+        self.started: dict[str, dict[int, str | None]] = {}
 
     async def publish(self, raws: list[dict[str, Any]]) -> None:
         """Publish jobs as Borgitory shows them, in commits of about BATCH events (a catch-up
@@ -525,7 +537,23 @@ class Follower:
             raw = self.stream_jobs.update(message)
             await self.publish([raw] if raw is not None else [])
             return
-        await self.publish(await asyncio.to_thread(read_jobs, self.settings.database, message["job_id"]))
+        job_id = message["job_id"]
+        if kind == "task_started":
+            self.note_start(job_id, message)
+        jobs = await asyncio.to_thread(read_jobs, self.settings.database, job_id)
+        for raw in jobs:
+            mark_started(raw, self.started.get(job_id, {}))
+        if kind in ("job_completed", "job_failed", "job_cancelled"):
+            self.started.pop(job_id, None)
+        await self.publish(jobs)
+
+    def note_start(self, job_id: str, message: dict[str, Any]) -> None:
+        data = message.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("task_index"), int):
+            return
+        if job_id in self.started or len(self.started) < MAX_OPEN_JOBS:  # bounded, whatever the stream says
+            at = message.get("timestamp")
+            self.started.setdefault(job_id, {})[data["task_index"]] = at if isinstance(at, str) and parse_time(at) else None
 
     async def follow_once(self, session: aiohttp.ClientSession) -> None:
         """Connect to the stream, catch up, then follow it until it ends."""

@@ -317,15 +317,21 @@ async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgito
         hookbus = serve(site, tmp_path, 1)
         for job_id in jobs:
             await wait_for(lambda j=job_id: finished(site, j), 60, f"job {job_id} caught up after the restart")
-        # Borgitory killed and started again: hookbus reconnects by itself (backoff) and sees the next job live.
+        # Borgitory killed during a job and started again: it marks that job failed at its start;
+        # hookbus reconnects by itself (backoff), catches that up, and sees the next job live.
+        slower = [{"name": "Slower Dump", "command": "sleep 20", "critical": True}]  # killed long before its end
+        jobs.append(await borgitory.backup("/mnt/src", slower, POST))
+        await wait_for(lambda: any(e["type"] == "backup.task.started" for e in of_job(site, jobs[2])), 30,
+                       "hookbus to see the job's first task start")
         borgitory.kill9()
         await wait_for(lambda: "retrying in" in hookbus.output(), 30, "hookbus to notice Borgitory is gone")
         borgitory.start()
         await wait_for(borgitory.ready, 60, "Borgitory to answer again")
         await wait_for(lambda: hookbus.output().count("following") >= 2, 30, "hookbus to follow the stream again")
+        await wait_for(lambda: finished(site, jobs[2]), 30, "the interrupted job to end in hookbus")
         await next_second()
         jobs.append(await borgitory.backup("/mnt/src", PRE, POST))
-        await wait_for(lambda: finished(site, jobs[2]), 60, "the job after Borgitory's restart")
+        await wait_for(lambda: finished(site, jobs[3]), 60, "the job after Borgitory's restart")
         # Killed between jobs, and started again: nothing new, nothing twice.
         hookbus.kill9()
         hookbus = serve(site, tmp_path, 2)
@@ -341,7 +347,10 @@ async def test_every_job_once_across_sigkill_of_hookbus_and_a_restart_of_borgito
         ends = [e for e in events if e["type"] == "backup.job.finished" and e["data"]["job_id"] == job_id]
         assert len(ends) == 1, job_id
     outcomes = [finished(site, j)["outcome"] for j in jobs]  # type: ignore[index]
-    assert outcomes == ["success", "failed", "success"]
+    assert outcomes == ["success", "failed", "failed", "success"]
+    interrupted = finished(site, jobs[2])
+    assert interrupted is not None and interrupted["error"].startswith("Job cancelled on startup - was running when")
+    assert [t["status"] for t in interrupted["tasks"]] == ["failed", "failed", "failed"]  # Borgitory's own recovery
     assert finished(site, jobs[1])["failed_hook"] == "Database Dump"  # type: ignore[index]
     # Delivery is at-least-once (DESIGN §2): a SIGKILL between Slack's answer and the cursor's
     # move tells Slack again; the journal, though, holds every job once (above).
