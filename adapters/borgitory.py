@@ -16,6 +16,11 @@ and reads `BORGITORY_REPOSITORY_ID`, `BORGITORY_TASK_INDEX` and
 `BORGITORY_JOB_TYPE`: in a pre-hook (task index 0) it reports the job started,
 in a post-hook that does not run on job failure, that it finished successfully
 (`--state` says otherwise).
+
+`[[sources]] kind = "borgitory"` (`follow`) watches a running Borgitory instead:
+its job stream and, beside it, its database; every job, failures included, as
+the same canonical events (see "following a running Borgitory" below). That is
+what serves the real Borgitory 2.4.3, whose hooks never run for a failed job.
 """
 
 from __future__ import annotations
