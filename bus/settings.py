@@ -1,4 +1,4 @@
-"""Settings of the bus's own parts ([bus], [http], [[checks]]) and the error
+"""Settings of the bus's own parts ([bus], [http], [[checks]], [[sources]]) and the error
 every configuration problem raises.
 
 Every time span in the configuration is a `Duration`: a number of seconds or a
@@ -329,6 +329,25 @@ class Check(Expectation):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
+
+
+class SourceSettings(Strict):
+    """A `[[sources]]` table: a tool hookbus follows (DESIGN §14). `kind` names the
+    adapter module that follows it; `hookbus/config.py` checks that one exists."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str = Field(min_length=1)
+    url: str  # the tool's base URL
+    # The tool's own database file, where hookbus runs beside it (read only).
+    database: Path | None = None
+    max_delay: Duration = Field(60.0, gt=0, le=3600)  # the longest wait between reconnections
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
+            raise ValueError("must be the tool's base URL, http:// or https://, such as http://127.0.0.1:8000")
+        return value.rstrip("/")
 
 
 def describe_errors(exc: ValidationError, prefix: str) -> str:

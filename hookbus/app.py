@@ -90,17 +90,25 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         engine = checks_for(broker, config)
         checking = asyncio.create_task(evaluate(engine), name="checks")
         runner = await start_http(create_app(config, broker, engine)) if with_http and config.http.enabled else None
+        following = follow_sources(config, broker)
         try:
             yield broker
         finally:
-            spooled.cancel()
-            checking.cancel()
-            await asyncio.gather(spooled, checking, return_exceptions=True)
+            for task in (spooled, checking, *following):
+                task.cancel()
+            await asyncio.gather(spooled, checking, *following, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             await broker.stop()
     finally:
         await asyncio.to_thread(journal.close)
+
+
+def follow_sources(config: Config, broker: Broker) -> list[asyncio.Task[None]]:
+    """The `[[sources]]` followers (DESIGN §14), each committing what it sees as an ingest does."""
+    kinds = registry.followers() if config.sources else {}
+    return [asyncio.create_task(kinds[source.kind](source, broker.ingest), name=f"source-{source.name}")
+            for source in config.sources]
 
 
 async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> list[str]:

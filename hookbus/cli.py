@@ -363,6 +363,10 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     if config.jobs:
         print(f"{len(config.jobs)} job(s) for `hookbus run`: " + ", ".join(
             f"{j.name} ({len(j.pre_hooks)} pre-hook(s), {len(j.post_hooks)} post-hook(s))" for j in config.jobs))
+    if config.sources:
+        print(f"{len(config.sources)} source(s) followed by `hookbus serve`: " + ", ".join(
+            f"{s.name} ({s.kind}, {scrub(s.url)}" + (f", database {s.database}" if s.database else "") + ")"
+            for s in config.sources))
     if config.checks:
         print(f"{len(config.checks)} check(s):")
         for c in config.checks:

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from hookbus.adapters import registry
 from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import JobConfig, load_jobs
 from hookbus.bus.secrets import _resolve_tree, mark_secret
@@ -33,6 +34,7 @@ from hookbus.bus.settings import (
     Check,
     ConfigError,
     HttpSettings,
+    SourceSettings,
     Strict,
     describe_errors,
     is_local_endpoint,
@@ -51,6 +53,7 @@ class Config(Strict):
     subscribers: list[Any] = []
     jobs: list[JobConfig] = []  # validated by load_jobs, whose errors name the job
     checks: list[Check] = []  # [[checks]] and the jobs' own (see the module docstring)
+    sources: list[SourceSettings] = []  # tools hookbus follows (DESIGN §14), validated by _load_sources
     source: str = "<embedded defaults>"
 
     def subscriber(self, name: str) -> Any:
@@ -114,6 +117,7 @@ def build_config(raw: dict[str, Any], source: str, *, subscribers: Callable[[dic
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     checks = _load_checks(resolved.pop("checks", []))
+    sources = _load_sources(resolved.pop("sources", []))
     if not isinstance(subs_raw, list):
         raise ConfigError("subscribers: must be an array of tables ([[subscribers]])")
     try:
@@ -143,7 +147,7 @@ def build_config(raw: dict[str, Any], source: str, *, subscribers: Callable[[dic
             f"http.listen: {base.http.listen} is not a loopback address and no authentication is "
             "configured; set http.tokens or http.hmac_secrets"
         )
-    return base.model_copy(update={"subscribers": loaded, "jobs": jobs})
+    return base.model_copy(update={"subscribers": loaded, "jobs": jobs, "sources": sources})
 
 
 def _http_section(raw: dict[str, Any], source: str) -> dict[str, Any]:
@@ -206,6 +210,33 @@ def _load_checks(tables: Any) -> list[Check]:
         except ValidationError as exc:
             raise ConfigError(describe_errors(exc, _label(table, index))) from None
     return checks
+
+
+def _load_sources(tables: Any) -> list[SourceSettings]:
+    """Validate the `[[sources]]` tables: each of a kind some adapter follows, names unique;
+    an error names the source (`sources[0] (borgitory).url: …`)."""
+    if not isinstance(tables, list):
+        raise ConfigError("sources: must be an array of tables ([[sources]])")
+    kinds = registry.followers() if tables else {}  # imports every adapter: only when needed
+    sources: list[SourceSettings] = []
+    for index, table in enumerate(tables):
+        if not isinstance(table, dict):
+            raise ConfigError(f"sources[{index}]: must be a table")
+        name = table.get("name")
+        where = f"sources[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+        try:
+            source = SourceSettings.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(describe_errors(exc, where)) from None
+        if source.kind not in kinds:
+            raise ConfigError(f"{where}.kind: no source kind {source.kind!r}; known: {', '.join(sorted(kinds)) or 'none'}")
+        if any(s.name == source.name for s in sources):
+            raise ConfigError(f"{where}.name: {source.name!r} is used twice; source names must be unique "
+                              "(the name is part of every event's source)")
+        if source.database is not None:
+            source = source.model_copy(update={"database": source.database.expanduser()})
+        sources.append(source)
+    return sources
 
 
 def _job_checks(jobs: list[JobConfig], checks: list[Check]) -> list[Check]:

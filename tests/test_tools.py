@@ -9,11 +9,12 @@
   its plugins directory, first with hookbus down (spooled), then up;
 - the ping API's open start surviving a SIGKILL of hookbus.
 
-Borgitory and Backrest cannot run here (a web application with its own
-database; a Go binary); their tests reproduce how each runs a hook exactly:
-Borgitory runs `[shell, "-c", command]` with `BORGITORY_*` added to the
-environment (services/hooks/hook_execution_service.py), Backrest feeds the
-rendered template to `sh` on stdin (internal/hook/types/command.go).
+The real Borgitory 2.4.3 runs in tests/test_borgitory.py (followed as a
+`[[sources]]` entry); the hook tests here reproduce how it runs a hook exactly:
+`[shell, "-c", command]` with `BORGITORY_*` added to the environment
+(services/hooks/hook_execution_service.py). Backrest cannot run here (a Go
+binary); its tests feed the rendered template to `sh` on stdin, as Backrest
+does (internal/hook/types/command.go).
 """
 
 from __future__ import annotations
