@@ -367,7 +367,8 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         print(f"{len(config.checks)} check(s):")
         for c in config.checks:
             print(f"  {c.name}: {describe(c)}" + _check_details(c))
-    print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
+    print(f"journal {config.bus.data_dir / 'journal.db'}; control {' or '.join(config.bus.controls)}; "
+          f"publish {config.bus.publish}; "
           f"http {'http://' + config.http.listen if config.http.enabled else 'off'}")
     print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "
           "for another user)" + (f"; clients authorized in {config.bus.curve_authorized_keys}"

@@ -174,8 +174,7 @@ def _check_key_files(raw: dict[str, Any]) -> None:
 
 def _check_endpoints(bus: BusSettings) -> None:
     """Beyond loopback, CURVE keys must be configured, as HTTP needs tokens there."""
-    for key in ("control", "publish"):
-        endpoint = getattr(bus, key)
+    for key, endpoint in [*(("control", c) for c in bus.controls), ("publish", bus.publish)]:
         if not is_local_endpoint(endpoint) and not (bus.curve_configured or os.environ.get("HOOKBUS_CREDENTIAL")):
             raise ConfigError(
                 f"bus.{key}: {endpoint} is not a loopback address and no CURVE keys are configured; set "

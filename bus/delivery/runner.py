@@ -53,7 +53,8 @@ class SubscriberRunner:
         self.bus = bus
         self.name = config.name
         self.ctx = ctx or zmq.asyncio.Context.instance()
-        self.client = ControlClient(bus, self.ctx)
+        # In a node's own process, its own broker (the first endpoint); alone, whichever node answers.
+        self.client = ControlClient(bus, self.ctx, [bus.own_control] if feed is not None else None)
         self.feed = feed
         self.runner = runner_name()  # the broker's lease on this name (journal.take_lease)
         self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0,
@@ -102,7 +103,7 @@ class SubscriberRunner:
                 info, _ = await self.client.request(protocol.HELLO, {"name": self.name, "runner": self.runner}, timeout=5.0)
                 break
             except BrokerUnavailable:
-                log.warning("subscriber %s: broker at %s not reachable yet; retrying", self.name, self.bus.control)
+                log.warning("subscriber %s: broker at %s not reachable yet; retrying", self.name, self.client.where)
         self.position.greet(int(info["cursor"]), int(info["head"]))
         self.cursor.committed = self.position.high
         self.cursor.epoch = int(info["epoch"])

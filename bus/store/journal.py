@@ -26,15 +26,17 @@ import orjson
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.silences import Silence
-from hookbus.bus.store import checkstate, openjobs, trail
+from hookbus.bus.store import checkstate, nodes, openjobs, trail
 from hookbus.bus.store.base import (
     Accepted,
     CheckSnapshot,
+    Claim,
     DeadLetter,
     DeliveredRun,
     Delivery,
     JobAppend,
     LeaseHeld,
+    NodeBeat,
     OpenJob,
     StoredEvent,
 )
@@ -206,7 +208,7 @@ class Journal:
         self._readers_lock = threading.Lock()
         try:
             self._conn = self._connect()
-            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA + trail.SCHEMA)
+            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA + trail.SCHEMA + nodes.SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self.identity: int = self._identity()
@@ -531,6 +533,17 @@ class Journal:
         await self.write(lambda conn: conn.execute("UPDATE leases SET expires_at=? WHERE subscriber=? AND holder=?",
                                                    (time.time() + ttl, subscriber, holder)))
 
+    # -- nodes and their claims (nodes.py) -------------------------------
+
+    async def claim(self, name: str, holder: str, node: str, ttl: float) -> bool:
+        return await self.write(lambda conn: nodes.claim(conn, name, holder, node, ttl))
+
+    async def release(self, name: str, holder: str) -> None:
+        await self.write(lambda conn: nodes.release(conn, name, holder))
+
+    async def beat(self, node: str, holder: str, started_at: float) -> None:
+        await self.write(lambda conn: nodes.beat(conn, node, holder, started_at))
+
     async def finish_replay(self, dead_id: int, ok: bool, error: str = "") -> None:
         def op(conn: sqlite3.Connection) -> None:
             if ok:
@@ -687,6 +700,12 @@ class Journal:
     def lease_holder(self, subscriber: str) -> str | None:
         row = self._reader().execute("SELECT holder FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
         return str(row[0]) if row else None
+
+    def nodes(self) -> list[NodeBeat]:
+        return nodes.nodes(self._reader())
+
+    def claims(self) -> list[Claim]:
+        return nodes.claims(self._reader())
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         rows = self._reader().execute("SELECT subscriber, seq, epoch FROM cursors").fetchall()

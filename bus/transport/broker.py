@@ -127,9 +127,9 @@ class Broker:
     # -- life cycle --------------------------------------------------------
 
     async def start(self) -> None:
-        for key in ("control", "publish"):
-            if not is_local_endpoint(getattr(self.bus, key)) and not self.bus.curve_secret_key:
-                raise OSError(f"bus.{key}: {getattr(self.bus, key)} is not a loopback address; the broker serves "
+        for key, endpoint in (("control", self.bus.own_control), ("publish", self.bus.publish)):
+            if not is_local_endpoint(endpoint) and not self.bus.curve_secret_key:
+                raise OSError(f"bus.{key}: {endpoint} is not a loopback address; the broker serves "
                               "beyond loopback only with keys of its own: set bus.curve_secret_key and bus.curve_authorized_keys")
         if self.bus.curve_authorized_keys is not None and not self.bus.curve_authorized_keys.is_dir():
             raise OSError("bus.curve_authorized_keys: must name a folder of client public certificates")
@@ -142,13 +142,13 @@ class Broker:
         self._zap = ZapHandler(self.ctx, lambda: authorized(self.bus), [f for f, _ in key_folders(self.bus)])
         try:
             self._zap.start()
-            router.bind(self.bus.control)
+            router.bind(self.bus.own_control)
             xpub.bind(self.bus.publish)
         except zmq.ZMQError as exc:
             router.close()
             xpub.close()
             await self._zap.stop()
-            raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
+            raise OSError(f"cannot bind bus.control {self.bus.own_control} / bus.publish {self.bus.publish}: {exc}") from None
         self._router, self._xpub_async, self._xpub = router, xpub, zmq.Socket.shadow(xpub.underlying)
         self._tasks = [
             asyncio.create_task(self._serve_control(), name="broker-control"),
@@ -157,7 +157,7 @@ class Broker:
             asyncio.create_task(self._prune_loop(), name="broker-prune"),
         ]
         log.info("broker: control %s, publish %s, journal %s (head %d)",
-                 self.bus.control, self.bus.publish, self.journal.location, self.journal.last_seq)
+                 self.bus.own_control, self.bus.publish, self.journal.location, self.journal.last_seq)
 
     def _configure(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
         """Bounds on every queue and message (DESIGN §13); ZAP domains for the roles."""
