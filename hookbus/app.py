@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, cast
 
 from aiohttp import web
@@ -28,7 +28,9 @@ from hookbus.bus.http.app import start_http
 from hookbus.bus.http.fdlimit import raise_open_file_limit
 from hookbus.bus.jobs import runner as jobs
 from hookbus.bus.secrets import scrub
-from hookbus.bus.store.journal import Journal
+from hookbus.bus.store.base import Store
+from hookbus.bus.store.journal import Journal, runner_name
+from hookbus.bus.store.leases import Lease, beat
 from hookbus.bus.transport import spool
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config
@@ -51,6 +53,38 @@ def checks_for(broker: Broker, config: Config) -> CheckEngine:
     broker.attach(engine.on_published)
     broker.silences = lambda: [s.to_json() for s in engine.silences.running(time.time())]
     return engine
+
+
+FOLLOW_CHECKS_S = 5.0  # a node that does not evaluate the checks reloads their states this often, for its API
+
+
+def follow_checks(engine: CheckEngine) -> Callable[[], Awaitable[None]]:
+    """While another node evaluates the checks: load their saved states now and then, so this
+    node's API and page show them too."""
+    loop = asyncio.get_running_loop()
+    last = [-FOLLOW_CHECKS_S]
+
+    async def follow() -> None:
+        if loop.time() - last[0] >= FOLLOW_CHECKS_S:
+            last[0] = loop.time()
+            try:
+                await engine.load()
+            except Exception as exc:
+                log.warning("checks: cannot load their states: %s", scrub(str(exc)))
+
+    return follow
+
+
+def singletons(config: Config, store: Store, broker: Broker, engine: CheckEngine) -> list[asyncio.Task[None]]:
+    """What one node of the bus does at a time (DESIGN §12), each under its claim, and this node's
+    heartbeat: the checks' evaluation and retention."""
+    node, lease = config.bus.node_name, config.bus.lease
+    return [
+        asyncio.create_task(beat(store, node, runner_name(), lease), name="node-beat"),
+        asyncio.create_task(Lease(store, "checks", node, lease).hold(lambda: evaluate(engine), idle=follow_checks(engine)),
+                            name="checks"),
+        asyncio.create_task(Lease(store, "retention", node, lease).hold(broker.prune_loop), name="retention"),
+    ]
 
 
 async def evaluate(engine: CheckEngine) -> None:
@@ -83,19 +117,20 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
     # Opening checks and migrates the file: not on the event loop.
     journal = await asyncio.to_thread(Journal, config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
     broker = Broker(config, journal)
+    broker.retention_here = False  # under its claim (singletons)
     try:
         await broker.start()
         # What `hookbus run` could not deliver while the broker was down waits in the spool.
         spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
         engine = checks_for(broker, config)
-        checking = asyncio.create_task(evaluate(engine), name="checks")
+        background = [spooled, *singletons(config, journal, broker, engine)]
         runner = await start_http(create_app(config, broker, engine)) if with_http and config.http.enabled else None
         try:
             yield broker
         finally:
-            spooled.cancel()
-            checking.cancel()
-            await asyncio.gather(spooled, checking, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             await broker.stop()
@@ -103,10 +138,42 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
         await asyncio.to_thread(journal.close)
 
 
-async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> list[str]:
-    """Run the named subscribers until `stop`; `feed`: the broker, when in this process.
+def leased(config: Config, name: str, broker: Broker) -> Coroutine[Any, Any, None]:
+    """Run one subscriber in the broker's process while this node holds its claim (DESIGN §12):
+    one node of the bus at a time delivers it; another takes it over from the saved cursor."""
+    cfg = config.subscriber(name)
+    current: list[SubscriberRunner] = []
+
+    async def deliver() -> None:
+        runner = SubscriberRunner(cfg, create(cfg), config.bus, feed=broker)
+        current[:] = [runner]
+        await runner.run()
+
+    def lose() -> None:  # the claim is running out: stop at once, nothing may be delivered past it
+        for runner in current:
+            runner.drain_grace = 0.0
+
+    lease = Lease(broker.journal, f"subscriber:{name}", config.bus.node_name, config.bus.lease)
+    return lease.hold(deliver, lose=lose)
+
+
+async def run_leased(config: Config, names: list[str], stop: asyncio.Event, broker: Broker) -> None:
+    """The subscribers of `hookbus serve`, each under its claim, until `stop`."""
+    for name in names:
+        config.subscriber(name)  # an unknown name fails here, before anything runs
+    tasks = [asyncio.create_task(leased(config, name, broker), name=f"subscriber-{name}") for name in names]
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event) -> list[str]:
+    """Run the named subscribers, in a process of their own (`hookbus subscriber`), until `stop`.
     Return why each one that stopped on its own stopped."""
-    runners = [SubscriberRunner(cfg, create(cfg), config.bus, feed=feed) for cfg in (config.subscriber(n) for n in names)]
+    runners = [SubscriberRunner(cfg, create(cfg), config.bus) for cfg in (config.subscriber(n) for n in names)]
     tasks: dict[asyncio.Task[object], SubscriberRunner] = {
         asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
     stopper: asyncio.Task[object] = asyncio.create_task(stop.wait())
@@ -160,7 +227,7 @@ async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[s
     if broker:
         async with running_broker(config, http) as in_process:
             if subscribers:
-                failures = await run_subscribers(config, subscribers, stop, in_process)
+                await run_leased(config, subscribers, stop, in_process)
             else:
                 await stop.wait()
     else:

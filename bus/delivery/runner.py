@@ -61,6 +61,7 @@ class SubscriberRunner:
                                       "silenced": 0}
         self.silences: list[Silence] = []  # the broker's, as of its last answer
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.drain_grace = 5.0  # on a stop, deliveries in progress may finish this long (0: a lease lost)
         self.deadlines = Deadlines(subscriber.handler_timeout)
         self.trail = Trail(self.name, self.runner, self.client, self.stats)
         self.attempts = Attempts(config, subscriber, self.client, self.deadlines, self.stats, self.trail)
@@ -119,11 +120,12 @@ class SubscriberRunner:
         else:
             await SocketFollower(self.position, self.bus, self.ctx, self.stats).follow()
 
-    async def _drain(self, grace: float = 5.0) -> None:
+    async def _drain(self) -> None:
         """On shutdown, let deliveries in progress finish briefly, then save the cursor."""
         pending = [t for t in self._tasks if not t.done()]
+        if pending and self.drain_grace > 0:
+            await asyncio.wait(pending, timeout=self.drain_grace)
         if pending:
-            await asyncio.wait(pending, timeout=grace)
             for task in pending:
                 task.cancel()
         try:

@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS leases (
 REPLAY_CHUNK = 500  # dead-letter ids per statement and per commit: well under SQLite's variable limit
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -516,12 +516,12 @@ class Journal:
         """Hold `subscriber` for `holder` ("host pid N …") for ttl seconds. Raise LeaseHeld
         when another runner holds it and is alive: not expired, and on this host its
         process still exists (a runner killed a moment ago does not block its restart)."""
-        host, pid = _holder_host_pid(holder)
+        host, pid = holder_host_pid(holder)
 
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
             row = conn.execute("SELECT holder, host, pid, expires_at FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
-            if row and row[0] != holder and row[3] > now and not (row[1] == host_name() and not _pid_alive(row[2])):
+            if row and row[0] != holder and row[3] > now and not (row[1] == host_name() and not pid_alive(row[2])):
                 raise LeaseHeld(f"subscriber {subscriber} is already running ({row[0]}); "
                                 "two runners of one name would deliver every event twice")
             conn.execute("INSERT OR REPLACE INTO leases(subscriber, holder, host, pid, expires_at) VALUES (?,?,?,?,?)",
@@ -756,7 +756,7 @@ def runner_name() -> str:
     return f"{host_name()} pid {os.getpid()} ({random.SystemRandom().getrandbits(32):08x})"
 
 
-def _holder_host_pid(holder: str) -> tuple[str, int]:
+def holder_host_pid(holder: str) -> tuple[str, int]:
     host, _, rest = holder.partition(" pid ")
     pid = rest.split(" ", 1)[0]
     return host, int(pid) if pid.isdigit() else 0

@@ -108,6 +108,7 @@ class Broker:
         # own last_seq runs ahead of it between a commit and its publication, and a
         # subscriber told of that would read from the journal what is about to come live.
         self.head = journal.last_seq
+        self.retention_here = True  # prune from start(); with several nodes, one prunes under a lease (prune_loop)
         self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
         self._handlers: dict[bytes, Callable[[Any, list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
@@ -154,8 +155,9 @@ class Broker:
             asyncio.create_task(self._serve_control(), name="broker-control"),
             asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
             asyncio.create_task(self._drain_subscriptions(), name="broker-xpub"),
-            asyncio.create_task(self._prune_loop(), name="broker-prune"),
         ]
+        if self.retention_here:
+            self._tasks.append(asyncio.create_task(self.prune_loop(), name="broker-prune"))
         log.info("broker: control %s, publish %s, journal %s (head %d)",
                  self.bus.own_control, self.bus.publish, self.journal.location, self.journal.last_seq)
 
@@ -546,7 +548,7 @@ class Broker:
             self._topics.discard(frame[1:])
         log.debug("xpub %r; topics listened to: %d", frame, len(self._topics))
 
-    async def _prune_loop(self) -> None:
+    async def prune_loop(self) -> None:
         retention_s = self.bus.retention_days * 86400
         while True:
             # Often enough that the journal stays near its retention, never more than hourly.
