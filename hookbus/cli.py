@@ -146,16 +146,27 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         print(scrub(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode()))
         return 0
     print(f"journal head: seq {status['head']}  ({status['events_retained']} events retained)")
-    print(f"{'subscriber':<20} {'up':<4} {'cursor':>10} {'lag':>8} {'retrying':>9} {'dead':>6}  delivered")
+    print_nodes(status)
+    print(f"{'subscriber':<20} {'up':<4} {'cursor':>10} {'lag':>8} {'retrying':>9} {'dead':>6}  {'node':<16} delivered")
     for s in status["subscribers"]:
         print(f"{s['name']:<20} {'yes' if s['connected'] else 'no':<4} {s['cursor']:>10} {s['lag']:>8} "
-              f"{s['retries_in_flight']:>9} {s['dead_letters']:>6}  {s['stats'].get('delivered', '-')}")
+              f"{s['retries_in_flight']:>9} {s['dead_letters']:>6}  {s.get('node') or '-':<16} "
+              f"{s['stats'].get('delivered', '-')}")
     if status["dead_letters"]:
         print("\ndead letters (replay with `hookbus replay --dead-letters`):")
         for d in status["dead_letters"]:
             print(f"  #{d['id']:<5} {d['subscriber']:<16} seq {d['seq']:<8} after {d['attempts']} attempt(s): "
                   f"{scrub(d['error'])}")
     return 0
+
+
+def print_nodes(status: dict[str, Any]) -> None:
+    """The nodes of the bus, and who runs the singleton work (checks, retention)."""
+    work = status.get("work", {})
+    for n in status.get("nodes", []):
+        runs = sorted(name for name, node in work.items() if node == n["name"] and not name.startswith("subscriber:"))
+        print(f"node {n['name']:<16} {'alive' if n['alive'] else 'DOWN':<6} last heartbeat {n['last_heartbeat_s']} s ago"
+              + ("  (answering)" if n["name"] == status.get("node") else "") + (f"  runs {', '.join(runs)}" if runs else ""))
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:

@@ -481,8 +481,19 @@ class Broker:
     async def _on_status(self, _: commands.Empty, __: list[bytes]) -> tuple[Any, list[bytes]]:
         return await asyncio.to_thread(self.status), []
 
+    def nodes(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The nodes of the bus (DESIGN §12): name, seconds since its last heartbeat, alive (within
+        [bus] lease); and what runs where: claim (`subscriber:NAME`, `checks`, `retention`) → node,
+        for the claims held now."""
+        lease = self.bus.lease
+        nodes = [{"name": n.node, "last_heartbeat_s": round(n.age_s, 1), "alive": n.age_s < lease,
+                  "started_at": n.started_at, "this": n.node == self.bus.node_name} for n in self.journal.nodes()]
+        work = {c.name: c.node for c in self.journal.claims() if c.left_s > 0}
+        return nodes, work
+
     def status(self) -> dict[str, Any]:
-        """Subscribers, cursors, lag, retries in flight, dead letters."""
+        """Subscribers, cursors, lag, retries in flight, dead letters; the nodes and what each runs."""
+        nodes, work = self.nodes()
         head = self.journal.last_seq
         cursors = self.journal.cursors()
         dead = self.journal.count_dead()
@@ -495,11 +506,15 @@ class Broker:
         for name in names:
             cursor = cursors.get(name, (0, 0))[0]
             last, stats = self.seen.get(name, (None, {}))
+            node = work.get(f"subscriber:{name}")
             subs.append({
                 "name": name,
                 "cursor": cursor,
                 "lag": head - cursor,
-                "connected": last is not None and now - last < self._lease_ttl(),
+                # pinged here, or running on another node of the bus (which the pings go to)
+                "connected": (last is not None and now - last < self._lease_ttl())
+                             or (node is not None and node != self.bus.node_name),
+                "node": node,
                 "last_seen_s": round(now - last, 1) if last else None,
                 "retries_in_flight": retries.get(name, 0),
                 "dead_letters": dead.get(name, 0),
@@ -511,7 +526,7 @@ class Broker:
             for d in self.journal.dead_letters(state="dead", limit=100)
         ]
         return {"head": head, "events_retained": self.journal.event_count(), "counters": dict(self.counters),
-                "subscribers": subs, "dead_letters": letters}
+                "node": self.bus.node_name, "nodes": nodes, "work": work, "subscribers": subs, "dead_letters": letters}
 
     # -- background ---------------------------------------------------------
 
