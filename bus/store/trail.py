@@ -13,6 +13,7 @@ its first attempt and its last KEEP_LAST (`cap`), however often it is retried or
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from hookbus.bus.store.base import DELIVERED, DeliveredRun, Delivery
 
@@ -105,9 +106,14 @@ def _from_runs(conn: sqlite3.Connection, seqs: list[int], subscriber: str | None
     sql = ("SELECT subscriber, first_seq, last_seq, at, status FROM delivered_runs WHERE last_seq >= ? AND first_seq <= ?"
            + (" AND subscriber=?" if subscriber is not None else ""))
     args: list[object] = [seqs[0], seqs[-1], *([subscriber] if subscriber is not None else [])]
+    return runs_as_deliveries(conn.execute(sql, args), seqs)
+
+
+def runs_as_deliveries(runs: Iterable[tuple[str, int, int, float, int | None]], seqs: list[int]) -> list[Delivery]:
+    """The deliveries of the sorted `seqs` that the runs' rows (subscriber, first_seq, last_seq, at, status) hold."""
     wanted = set(seqs)
     out: list[Delivery] = []
-    for name, first, last, at, status in conn.execute(sql, args):
+    for name, first, last, at, status in runs:
         if last - first < len(wanted):
             hits = [seq for seq in range(first, last + 1) if seq in wanted]
         else:
