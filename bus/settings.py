@@ -158,6 +158,9 @@ class RetrySettings(Strict):
 
 class BusSettings(Strict):
     data_dir: Path = Path("var")
+    # Where the journal is (DESIGN §12): "sqlite" (data_dir/journal.db) or a postgresql:// URL.
+    store: str = "sqlite"
+    node: str | None = None  # this node's name among several on one store; None: the host name
     control: str = "tcp://127.0.0.1:7600"
     publish: str = "tcp://127.0.0.1:7601"
     max_event_bytes: int = Field(256 * 1024, ge=4096, le=64 * 1024 * 1024)
@@ -174,6 +177,18 @@ class BusSettings(Strict):
     def curve_configured(self) -> bool:
         """Keys were given, not only the ones data_dir sets up for its own user."""
         return bool(self.curve_secret_key or self.curve_client_key or self.credential)
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        # The message never repeats the value: a URL may hold a password.
+        if value != "sqlite" and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError('must be "sqlite" or a PostgreSQL URL such as postgresql://hookbus@db1/hookbus')
+        return value
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.store != "sqlite"
 
     @field_validator("control", "publish")
     @classmethod

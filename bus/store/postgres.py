@@ -166,6 +166,40 @@ def create_schema(conn: Conn) -> None:
                      "ON CONFLICT (key) DO NOTHING")
 
 
+def say(exc: BaseException) -> str:
+    """A driver error in one line (libpq adds a hint on the next), without a secret."""
+    text = str(exc).strip()
+    return scrub(text.splitlines()[0] if text else type(exc).__name__)
+
+
+class _Outage:
+    """The database failing: said once, then every REPEAT_S while it lasts, and when it is over,
+    not once per refused write (a client retrying every 250 ms would fill the log)."""
+
+    REPEAT_S = 30.0
+
+    def __init__(self, location: str, message: str) -> None:
+        self.since = self.said = time.monotonic()
+        self.refused = 1
+        log.error("store: database %s failed: %s; writes are refused (ingest answers 503) until it is back",
+                  location, message)
+
+    @classmethod
+    def note(cls, outage: _Outage | None, location: str, message: str) -> _Outage:
+        if outage is None:
+            return cls(location, message)
+        outage.refused += 1
+        if time.monotonic() - outage.said >= cls.REPEAT_S:
+            outage.said = time.monotonic()
+            log.error("store: database %s still failing after %.0f s (%d writes refused): %s",
+                      location, outage.said - outage.since, outage.refused, message)
+        return outage
+
+    def over(self, location: str) -> None:
+        log.warning("store: database %s is back after %.1f s; %d write batches were refused meanwhile",
+                    location, time.monotonic() - self.since, self.refused)
+
+
 class _OpRefused(Exception):
     """An op of a batch failed by its own fault (see PostgresStore._run_ops)."""
 
@@ -206,12 +240,13 @@ class PostgresStore(GroupCommit[Conn]):
         self._readers_lock = threading.Lock()
         self._locked = False  # this transaction holds the counter row
         self._head_at_lock = 0
+        self._outage: _Outage | None = None
         try:
             conn = connect(url)
             create_schema(conn)
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('last_seq', 'identity')").fetchall())
         except psycopg.Error as exc:
-            raise JournalError(f"store {self._location} cannot be opened: {scrub(str(exc))}") from None
+            raise JournalError(f"store {self._location} cannot be opened: {say(exc)}") from None
         self._conn: Conn | None = conn
         self.identity: int = int(rows["identity"])
         self.last_seq: int = int(rows["last_seq"])
@@ -229,7 +264,6 @@ class PostgresStore(GroupCommit[Conn]):
                 self._conn.close()
             self._conn = None
             self._conn = connect(self.url)
-            log.info("store: connected to %s again", self._location)
         return self._conn
 
     def _writer_stopped(self) -> None:
@@ -249,8 +283,8 @@ class PostgresStore(GroupCommit[Conn]):
                 self.last_seq = saved_seq
                 results = self._run_ops(conn, batch, careful=True)
         except psycopg.Error as exc:
-            message = scrub(str(exc).strip())
-            log.error("store: commit failed: %s", message)
+            message = say(exc)
+            self._outage = _Outage.note(self._outage, self._location, message)
             if self._conn is not None and not self._conn.broken:
                 with contextlib.suppress(psycopg.Error):
                     self._conn.execute("ROLLBACK")
@@ -258,6 +292,9 @@ class PostgresStore(GroupCommit[Conn]):
             error = JournalError(f"database {self._location}: {message}")
             finish([(done, None, error) for _, done in batch])
             return
+        if self._outage is not None:
+            self._outage.over(self._location)
+            self._outage = None
         finish([(done, result, refusal) for (_, done), (result, refusal) in zip(batch, results, strict=True)])
 
     def _run_ops(self, conn: Conn, batch: list[_Op], careful: bool) -> list[tuple[Any, BaseException | None]]:
@@ -317,7 +354,7 @@ class PostgresStore(GroupCommit[Conn]):
                 conn.execute("RELEASE SAVEPOINT op")
                 self.last_seq = op_seq  # its rows are gone: hand their seqs out again, no gap
                 if isinstance(exc, psycopg.Error):  # the database refused this op's values: said, never a 500
-                    exc = JournalError(f"database {self._location} refused a write: {scrub(str(exc).strip())}")
+                    exc = JournalError(f"database {self._location} refused a write: {say(exc)}")
                 results.append((None, exc))
         return results
 
@@ -543,7 +580,7 @@ class PostgresStore(GroupCommit[Conn]):
                     self._readers.append(conn)
             yield conn
         except psycopg.Error as exc:
-            raise JournalError(f"database {self._location}: {scrub(str(exc).strip())}") from None
+            raise JournalError(f"database {self._location}: {say(exc)}") from None
 
     def read(self, after: int, limit: int, types: Callable[[str], Any] | None = None, scan: int = 5000,
              max_bytes: int | None = None) -> tuple[list[StoredEvent], int]:
