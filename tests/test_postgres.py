@@ -135,3 +135,68 @@ def test_check_config_names_the_postgres_store_without_its_password(tmp_path: Pa
     config.write_text('[bus]\nstore = "mysql://root:hunter2@db/x"\n')
     done = subprocess.run([*HOOKBUS, "check-config", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "bus.store: " in done.stderr and "hunter2" not in done.stderr
+
+
+async def test_migrate_copies_a_sqlite_journal_into_a_fresh_database_and_refuses_a_non_empty_one(
+        tmp_path: Path, pg_server: PgServer, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hookbus.bus.events.event import Event
+    from hookbus.bus.events.silences import Silence
+    from hookbus.bus.store.base import FAILED, DeliveredRun, Delivery, OpenJob
+    from hookbus.bus.store.journal import Journal
+    from hookbus.bus.store.postgres import PostgresStore
+
+    def item(i: int | str, source: str = "test://m") -> tuple[Event, bytes]:
+        event = Event(id=str(i), source=source, type="backup.log", data={"n": i})
+        return event, event.to_json()
+
+    data_dir = tmp_path / "var"
+    journal = Journal(data_dir / "journal.db")
+    await journal.append([item(i) for i in range(1, 52)])
+    await journal.prune(-1)  # seqs 1..51 gone from a store with no cursors: the head stays 51
+    await journal.append([item("nul\x00id", source="test://\x00")] + [item(i) for i in range(100, 120)])  # 52, 53..72
+    await journal.set_cursor("audit", 60, 0)
+    epoch = await journal.reset_cursor("ops", 55)
+    await journal.set_cursor("ops", 58, epoch)
+    await journal.set_retry("ops", 65, 3, 1e10, "503 busy")
+    await journal.add_dead_letter("ops", 59, 4, "410 gone", None)
+    replaying, _ = await journal.add_dead_letter("ops", 61, 2, "400", None)
+    await journal.mark_replay([replaying], None)
+    await journal.open_job("ping:key:", OpenJob("job-7", "2026-11-21T03:00:00Z"))
+    await journal.save_checks(66, {"nightly": b'{"state":"down"}'}, {"nightly": b"[1]"})
+    silence = await journal.add_silence(Silence(0, "nightly", None, None, 1.0, 9e9, "maintenance", 1.0))
+    await journal.record_deliveries([Delivery(59, "ops", 1, 5.0, FAILED, 503, "busy")], [DeliveredRun("audit", 52, 60, 6.0, 200)])
+    expected = {"read": journal.read(0, 1000), "cursors": journal.cursors(), "retries": journal.retries(),
+                "dead": journal.dead_letters(), "checks": journal.load_checks(), "silences": journal.silences(0),
+                "trail": journal.deliveries(list(range(50, 70))), "identity": journal.identity, "head": journal.last_seq}
+    journal.close()
+
+    config = tmp_path / "hookbus.toml"
+    config.write_text(f'[bus]\ndata_dir = "{data_dir}"\n')
+    monkeypatch.setenv("HOOKBUS_TEST_STORE", pg_url)
+    cli = [*HOOKBUS, "migrate", "--to", "env:HOOKBUS_TEST_STORE", "--config", str(config)]
+    done = await asyncio.create_subprocess_exec(*cli, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = (b.decode() for b in await done.communicate())
+    assert done.returncode == 0, err
+    assert "21 events" in out and "2 cursors" in out and "2 dead letters" in out and pg_server.password not in out + err
+
+    store = PostgresStore(pg_url)
+    try:
+        got = {"read": store.read(0, 1000), "cursors": store.cursors(), "retries": store.retries(),
+               "dead": store.dead_letters(), "checks": store.load_checks(), "silences": store.silences(0),
+               "trail": store.deliveries(list(range(50, 70))), "identity": store.identity, "head": store.last_seq}
+        assert got == expected
+        assert await store.find_open_job("ping:key:") == OpenJob("job-7", "2026-11-21T03:00:00Z")
+        [after] = await store.append([item("after")])
+        assert after.seq == 73  # numbering goes on from the journal's head
+        [again] = await store.append([item(100)])
+        assert again.duplicate and again.seq == 53  # and a repeat of a copied event is known
+        new_dead, _ = await store.add_dead_letter("ops", 62, 1, "x", None)
+        new_silence = await store.add_silence(Silence(0, "weekly", None, None, 1.0, 9e9, "", 1.0))
+        assert new_dead > replaying and new_silence.id > silence.id  # ids go on past the copied ones
+    finally:
+        store.close()
+
+    done = await asyncio.create_subprocess_exec(*cli, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = (b.decode() for b in await done.communicate())
+    assert done.returncode == 1 and "is not empty (events 22" in err and "fresh database" in err
+    assert pg_server.password not in out + err
