@@ -165,6 +165,8 @@ def _endpoint(value: str) -> str:
 
 class BusSettings(Strict):
     data_dir: Path = Path("var")
+    # Where the journal is (DESIGN §12): "sqlite" (data_dir/journal.db) or a postgresql:// URL.
+    store: str = "sqlite"
     # One endpoint, or the endpoints of every node of one bus (DESIGN §12): a node binds the
     # first, its own; clients try each in turn.
     control: str | list[str] = "tcp://127.0.0.1:7600"
@@ -198,6 +200,18 @@ class BusSettings(Strict):
     @property
     def node_name(self) -> str:
         return self.node or socket.gethostname()
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        # The message never repeats the value: a URL may hold a password.
+        if value != "sqlite" and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError('must be "sqlite" or a PostgreSQL URL such as postgresql://hookbus@db1/hookbus')
+        return value
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.store != "sqlite"
 
     @field_validator("control")
     @classmethod

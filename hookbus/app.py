@@ -28,9 +28,10 @@ from hookbus.bus.http.app import start_http
 from hookbus.bus.http.fdlimit import raise_open_file_limit
 from hookbus.bus.jobs import runner as jobs
 from hookbus.bus.secrets import scrub
-from hookbus.bus.store.base import Store
-from hookbus.bus.store.journal import Journal, runner_name
+from hookbus.bus.store.base import JournalError, Store
+from hookbus.bus.store.journal import runner_name
 from hookbus.bus.store.leases import Lease, beat
+from hookbus.bus.store.opener import open_store
 from hookbus.bus.transport import spool
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config
@@ -94,6 +95,9 @@ async def evaluate(engine: CheckEngine) -> None:
             await engine.run()
         except asyncio.CancelledError:
             raise
+        except JournalError as exc:  # the store unavailable (PostgreSQL down): said in a line, no traceback
+            log.warning("checks: %s; starting over in 5 s", exc)
+            await asyncio.sleep(5)
         except Exception:
             log.exception("checks: evaluation failed; starting over in 5 s")
             await asyncio.sleep(5)
@@ -114,8 +118,8 @@ def data_dir_lock(config: Config) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
-    # Opening checks and migrates the file: not on the event loop.
-    journal = await asyncio.to_thread(Journal, config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
+    # Opening checks and migrates the file (or the database's schema): not on the event loop.
+    journal = await asyncio.to_thread(open_store, config.bus)
     broker = Broker(config, journal)
     broker.retention_here = False  # under its claim (singletons)
     try:

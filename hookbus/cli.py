@@ -34,7 +34,7 @@ from hookbus.bus.events.times import format_duration_short, now_rfc3339, rfc3339
 from hookbus.bus.filemodes import private_umask
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
-from hookbus.bus.secrets import scrub
+from hookbus.bus.secrets import mark_secret, resolve_value, scrub
 from hookbus.bus.settings import Check, ConfigError
 from hookbus.bus.store.base import JournalError
 from hookbus.bus.transport import protocol
@@ -367,6 +367,8 @@ def _check_details(check: Check) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    from hookbus.bus.store.opener import store_location
+
     for sub in config.subscribers:
         create(sub)
     print(f"{config.source}: OK — {len(config.subscribers)} subscriber(s): "
@@ -378,12 +380,31 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         print(f"{len(config.checks)} check(s):")
         for c in config.checks:
             print(f"  {c.name}: {describe(c)}" + _check_details(c))
-    print(f"journal {config.bus.data_dir / 'journal.db'}; control {' or '.join(config.bus.controls)}; "
+    print(f"journal {store_location(config.bus)}; control {' or '.join(config.bus.controls)}; "
           f"publish {config.bus.publish}; "
           f"http {'http://' + config.http.listen if config.http.enabled else 'off'}")
     print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "
           "for another user)" + (f"; clients authorized in {config.bus.curve_authorized_keys}"
                                  if config.bus.curve_authorized_keys else ""))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    """Copy the SQLite journal of data_dir into a fresh PostgreSQL database (the broker stopped)."""
+    url = resolve_value(args.to, "--to")
+    if not url.startswith(("postgresql://", "postgres://")):
+        fail("--to: must be a PostgreSQL URL such as postgresql://hookbus@db1/hookbus (or env:NAME, file:PATH)", EXIT_USAGE)
+    mark_secret(url)
+    source = config.bus.data_dir / "journal.db"
+    # Lazily: the PostgreSQL driver is no part of the other commands' start.
+    from hookbus.app import data_dir_lock
+    from hookbus.bus.store.migrate import copy_journal
+    from hookbus.bus.store.postgres import redacted
+
+    with data_dir_lock(config):  # no broker may write the journal while it is copied
+        counts = copy_journal(source, url)
+    print(f"copied {source} to {redacted(url)}: " + ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in counts.items()))
+    print("now set [bus] store to that URL (env:NAME or file:PATH keep the password out of the file) and start hookbus")
     return 0
 
 
@@ -491,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="duration", metavar="DURATION", help='how long, e.g. 2h, 30m, 1d, "1h30m"')
     p.add_argument("--comment", help="why (shown in hookbus silence list)")
     p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("migrate", parents=[common], help="copy the SQLite journal into a fresh PostgreSQL database")
+    p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/db (or env:NAME, file:PATH)")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration")
     p.set_defaults(func=cmd_check_config)

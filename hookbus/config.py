@@ -15,9 +15,11 @@ the schedule in the job or in the `[[checks]]` table, not both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,10 @@ def build_config(raw: dict[str, Any], source: str, *, subscribers: Callable[[dic
     _check_checks(base, len(checks), jobs)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
+    if base.bus.on_postgres:  # the URL may hold the database's password (§3): neither is ever printed
+        mark_secret(base.bus.store)
+        with contextlib.suppress(ValueError):
+            mark_secret(urllib.parse.urlsplit(base.bus.store).password)
     _check_endpoints(base.bus)
     if not base.http.is_loopback and base.http.enabled and not (base.http.tokens or base.http.hmac_secrets):
         raise ConfigError(

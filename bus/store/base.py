@@ -74,6 +74,7 @@ class Delivery:
     outcome: str
     status: int | None = None
     reason: str = ""
+    node: str = ""  # the node whose runner made the attempt (DESIGN §12)
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,6 +87,7 @@ class DeliveredRun:
     last_seq: int
     at: float
     status: int | None = None
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +257,10 @@ class Store(Protocol):
 
     def lease_holder(self, subscriber: str) -> str | None:
         """Who holds the subscriber's name (take_lease), if anyone."""
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` (from any thread) whenever another node commits events: on PostgreSQL by
+        LISTEN/NOTIFY; SQLite has one node and never calls it."""
 
     def nodes(self) -> list[NodeBeat]:
         """Every node that ever beat, by name."""

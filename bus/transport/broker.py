@@ -108,8 +108,17 @@ class Broker:
         # own last_seq runs ahead of it between a commit and its publication, and a
         # subscriber told of that would read from the journal what is about to come live.
         self.head = journal.last_seq
+        # Several nodes on one store (DESIGN §12): events other nodes commit are read from the store
+        # when they say so (Store.watch, LISTEN/NOTIFY), and on every heartbeat, and fanned out here
+        # like this node's own. Up to `_relayed` every seq went out; above it, `_local` holds the
+        # seqs this node published itself (not to be sent twice).
+        self.shared = config.bus.on_postgres
+        self._relayed = journal.last_seq
+        self._local: set[int] = set()
+        self._relay_wake = asyncio.Event()
         self.retention_here = True  # prune from start(); with several nodes, one prunes under a lease (prune_loop)
-        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
+        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0,
+                                       "relayed": 0}
         self._handlers: dict[bytes, Callable[[Any, list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
             protocol.FETCH: self._on_fetch,
@@ -156,6 +165,10 @@ class Broker:
             asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
             asyncio.create_task(self._drain_subscriptions(), name="broker-xpub"),
         ]
+        if self.shared:
+            loop = asyncio.get_running_loop()
+            self.journal.watch(lambda: self._wake_relay(loop))
+            self._tasks.append(asyncio.create_task(self._relay(), name="broker-relay"))
         if self.retention_here:
             self._tasks.append(asyncio.create_task(self.prune_loop(), name="broker-prune"))
         log.info("broker: control %s, publish %s, journal %s (head %d)",
@@ -234,8 +247,10 @@ class Broker:
     def detach(self, listener: Callable[[str | None, int, bytes], None]) -> None:
         self._listeners.remove(listener)
 
-    def _publish(self, type_: str, seq: int, body: bytes) -> None:
+    def _publish(self, type_: str, seq: int, body: bytes, relayed: bool = False) -> None:
         self.head = max(self.head, seq)
+        if self.shared and not relayed and seq > self._relayed:
+            self._local.add(seq)
         if self._topics and self._xpub is not None:
             # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
             # (At the high-water mark XPUB drops without a word; subscribers read the gap from the journal.)
@@ -472,9 +487,11 @@ class Broker:
                 raise BadRequest(f"runner: {name} is not held by this runner", "runner")
             self.runners[name] = req.runner
         head = self.journal.last_seq
-        records = [Delivery(seq, name, attempt, float(at), outcome, status, reason)
+        node = self.bus.node_name  # the runner reports to its own node's broker
+        records = [Delivery(seq, name, attempt, float(at), outcome, status, reason, node)
                    for seq, attempt, at, outcome, status, reason in req.records if seq <= head]
-        runs = [DeliveredRun(name, first, last, float(at), status) for first, last, at, status in req.delivered if last <= head]
+        runs = [DeliveredRun(name, first, last, float(at), status, node)
+                for first, last, at, status in req.delivered if last <= head]
         await self.journal.record_deliveries(records, runs)
         return {"recorded": len(records) + sum(r.last_seq - r.first_seq + 1 for r in runs)}, []
 
@@ -540,7 +557,36 @@ class Broker:
                 pass
             self._tell_listeners(None, head, b"")
             self._read_subscriptions()
+            if self.shared:
+                self._relay_wake.set()  # a notice lost (the listener reconnecting) waits a heartbeat at most
             await asyncio.sleep(self.bus.heartbeat)
+
+    def _wake_relay(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(self._relay_wake.set)  # from the store's listener thread
+
+    async def _relay(self) -> None:
+        """Fan out what other nodes committed, in seq order, as it is woken (and every heartbeat)."""
+        while True:
+            await self._relay_wake.wait()
+            self._relay_wake.clear()
+            try:
+                while await self._relay_some():
+                    pass
+            except JournalError as exc:  # the store down: the next wake-up or heartbeat tries again
+                log.debug("relay: %s", exc)
+
+    async def _relay_some(self) -> bool:
+        """Relay one batch past `_relayed`; False once there was nothing more."""
+        stored, scanned = await asyncio.to_thread(self.journal.read, self._relayed, 1000, None,
+                                                  max_bytes=FETCH_REPLY_BYTES)
+        for item in stored:
+            if item.seq not in self._local and item.seq > self._relayed:
+                self.counters["relayed"] += 1
+                self._publish(item.type, item.seq, item.body, relayed=True)
+        if scanned > self._relayed:
+            self._relayed = scanned
+            self._local = {seq for seq in self._local if seq > scanned}
+        return bool(stored)
 
     async def _drain_subscriptions(self) -> None:
         """Keep `_topics` as socket subscribers subscribe and unsubscribe."""
