@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from hookbus.bus.events.host import host_name
+from hookbus.bus.secrets import scrub
 from hookbus.bus.store.base import Store
 from hookbus.bus.store.journal import holder_host_pid, pid_alive, runner_name
 
@@ -29,7 +30,8 @@ log = logging.getLogger("hookbus.leases")
 SHARE = 0.8  # the claim's life, of [bus] lease
 TICK = 0.1  # renewing, and asking for a free claim, this often
 STOP = 0.6  # a holder that could not renew stops this long after its last renewal began
-RESTART_S = 5.0  # work that failed starts again after this, while its claim is held
+RESTART_S = (0.5, 30.0)  # work that failed starts again after 0.5 s, doubling to 30 s while it keeps failing
+RAN_S = 30.0  # work that ran this long before failing starts again at once
 
 
 class Lease:
@@ -51,7 +53,8 @@ class Lease:
         loop = asyncio.get_running_loop()
         task: asyncio.Task[None] | None = None
         valid_until = 0.0
-        restart_at = 0.0
+        restart_at = started = 0.0
+        failures = 0
         await self._take_back()
         try:
             while True:
@@ -62,13 +65,15 @@ class Lease:
                         log.info("node %s runs %s", self.node, self.name)
                     self.held = True
                     if task is not None and task.done():
+                        failures = 0 if loop.time() - started >= RAN_S else failures + 1
+                        delay = min(RESTART_S[1], RESTART_S[0] * 2 ** failures)
                         if not task.cancelled() and task.exception() is not None:
                             log.error("%s stopped on node %s: %s; again in %g s", self.name, self.node,
-                                      task.exception(), RESTART_S)
-                            restart_at = loop.time() + RESTART_S
+                                      scrub(str(task.exception())), delay)
+                        restart_at = loop.time() + delay
                         task = None
                     if task is None and loop.time() >= restart_at:
-                        task = asyncio.create_task(work(), name=self.name)
+                        task, started = asyncio.create_task(work(), name=self.name), loop.time()
                 else:
                     self.held = task is not None and loop.time() < valid_until
                     if task is None and idle is not None:

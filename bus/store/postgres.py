@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 try:  # the `postgres` extra; without it, opening a PostgreSQL store says what to install
     import psycopg
@@ -57,6 +57,7 @@ from hookbus.bus.store.journal import REPLAY_CHUNK, holder_host_pid, pid_alive
 log = logging.getLogger("hookbus.journal")
 
 Conn = pgtables.Conn
+T = TypeVar("T")
 _Op = tuple[Callable[[Conn], Any], Done]
 
 SCHEMA_VERSION = 1
@@ -563,15 +564,24 @@ class PostgresStore(GroupCommit[Conn]):
                                                    (time.time() + ttl, subscriber, pgtables.text(holder))))
 
     # -- nodes and their claims (pgnodes.py) --------------------------------
+    # Each is one statement of its own (autocommit), never in the writer's batches: every node
+    # asks for the same claims every tick, and in a batch that holds the counter row (an append)
+    # that row lock and a claim's would deadlock between nodes, and a claim would wait for
+    # other nodes' appends to commit.
 
     async def claim(self, name: str, holder: str, node: str, ttl: float) -> bool:
-        return await self.write(lambda conn: pgnodes.claim(conn, name, holder, node, ttl))
+        return await asyncio.to_thread(self._alone, lambda conn: pgnodes.claim(conn, name, holder, node, ttl))
 
     async def release(self, name: str, holder: str) -> None:
-        await self.write(lambda conn: pgnodes.release(conn, name, holder))
+        await asyncio.to_thread(self._alone, lambda conn: pgnodes.release(conn, name, holder))
 
     async def beat(self, node: str, holder: str, started_at: float) -> None:
-        await self.write(lambda conn: pgnodes.beat(conn, node, holder, started_at))
+        await asyncio.to_thread(self._alone, lambda conn: pgnodes.beat(conn, node, holder, started_at))
+
+    def _alone(self, fn: Callable[[Conn], T]) -> T:
+        """Run one statement on this thread's autocommit connection: committed when it returns."""
+        with self._reading() as conn:
+            return fn(conn)
 
     def nodes(self) -> list[NodeBeat]:
         with self._reading() as conn:
