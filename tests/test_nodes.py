@@ -14,6 +14,9 @@ from typing import Any
 
 import aiohttp
 import psycopg
+import pytest
+
+from hookbus.adapters import netcfgbu_plugin
 
 from .conftest import HOOKBUS, Proc, cloudevent, count_lines, free_port, http_ready, read_jsonl, toml_value, wait_for
 from .pg import PgServer, pg_server, pg_url  # noqa: F401  (fixtures)
@@ -222,6 +225,7 @@ async def test_a_check_falling_due_while_its_evaluating_node_is_killed_goes_down
         killed_at = time.time()
         await wait_for(lambda: any(line["type"] == "backup.check.down" for line in read_jsonl(out)), 3 * LEASE + 10,
                        "backup.check.down")
+        down_after = time.time() - killed_at
         taker = await asyncio.to_thread(other_holder, pg_url, "checks", evaluator)
         assert taker is not None
         cluster.start(victim)  # back, it must not announce the change again
@@ -233,7 +237,7 @@ async def test_a_check_falling_due_while_its_evaluating_node_is_killed_goes_down
         assert [line["type"] for line in read_jsonl(out)].count("backup.check.down") == 1
         down = next(line for line in read_jsonl(out) if line["type"] == "backup.check.down")
         assert down["data"]["check"] == "nightly" and down["data"]["reason"] == "missed"
-        print(f"checks moved from {evaluator} to {taker}; down published {time.time() - killed_at:.1f} s after the kill")
+        print(f"checks moved from {evaluator} to {taker}; down delivered {down_after:.1f} s after the kill")
     finally:
         cluster.stop_all()
 
@@ -243,8 +247,8 @@ async def _down(status: Any, line_of: Any) -> str | None:
     return text if "DOWN" in line_of(text, "node n1") else None
 
 
-async def test_emit_with_the_first_control_endpoint_dead_reaches_the_next(
-        tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+async def test_emit_and_the_netcfgbu_plugin_with_the_first_node_dead_reach_the_next(
+        tmp_path: Path, pg_server: PgServer, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "audit.jsonl"
     cluster = Cluster(tmp_path, pg_url, 2, [{"name": "audit", "kind": "jsonl", "events": ["*"], "path": str(out)}])
     try:
@@ -261,6 +265,15 @@ async def test_emit_with_the_first_control_endpoint_dead_reaches_the_next(
         assert b'"seq":1' in stdout
         await wait_for(lambda: [line["id"] for line in read_jsonl(out)] == ["while-n1-is-dead"], 3 * LEASE + 10,
                        "the event delivered by n2")
+
+        # The netcfgbu plugin file, with HOOKBUS_URL listing the dead node first, posts to n2.
+        monkeypatch.setenv("HOOKBUS_URL", f"{first.url}, {cluster.nodes[1].url}/")
+        monkeypatch.setenv("HOOKBUS_SPOOL", str(tmp_path / "spool.jsonl"))
+        forwarder = netcfgbu_plugin.Forwarder()
+        forwarder.emit("backup.report", {"total": 1, "ok": 1, "fail": 0})
+        forwarder.close()
+        await wait_for(lambda: [line["type"] for line in read_jsonl(out)] == ["backup.log", "backup.report"], 20,
+                       "the plugin's report delivered")
 
         async def status() -> str:
             """`hookbus status` through n1's config (n1 dead: answered by n2)."""
