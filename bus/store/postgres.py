@@ -72,7 +72,6 @@ CREATE TABLE IF NOT EXISTS events (
     body   BYTEA NOT NULL,
     UNIQUE (source, id)
 );
-CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS cursors (
     subscriber TEXT PRIMARY KEY,
     seq        BIGINT NOT NULL,
@@ -111,8 +110,9 @@ CREATE TABLE IF NOT EXISTS leases (
 TABLES = ("meta", "events", "cursors", "retries", "dead_letters", "leases", "deliveries", "delivered_runs",
           "check_states", "job_runs", "silences", "adapter_jobs")
 
+# Arrays in binary (%b): no escaping of the bodies on either side.
 INSERT_EVENTS = ("INSERT INTO events(seq, source, id, type, at, body) "
-                 "SELECT s, src, i, t, %s, b FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[]) "
+                 "SELECT s, src, i, t, %s, b FROM unnest(%b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[]) "
                  "AS u(s, src, i, t, b) ON CONFLICT (source, id) DO NOTHING")
 INSERT_EVENT = ("INSERT INTO events(seq, source, id, type, at, body) VALUES (%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (source, id) DO NOTHING")
