@@ -37,6 +37,7 @@ from hookbus.bus.notify.templates import SAMPLES
 from hookbus.bus.secrets import mark_secret, resolve_value, scrub
 from hookbus.bus.settings import Check, ConfigError
 from hookbus.bus.store.base import JournalError
+from hookbus.bus.store.opener import store_location
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
 from hookbus.bus.transport.credentials import ENV, grant
@@ -367,8 +368,6 @@ def _check_details(check: Check) -> str:
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
-    from hookbus.bus.store.opener import store_location
-
     for sub in config.subscribers:
         create(sub)
     print(f"{config.source}: OK — {len(config.subscribers)} subscriber(s): "

@@ -3,7 +3,8 @@ initdb in a temporary folder, run as an unprivileged user (initdb refuses root:
 as root, the cluster belongs to `nobody`) on a free loopback port.
 
 `pg_server` (session) is shared; `pg_url` gives each test a fresh database on it.
-A test that stops and starts the server makes its own `PgServer`.
+A test that stops and starts the server makes its own (`server_or_skip`); so do
+the benchmarks (bench/ingest.py, bench/bus.py --postgres).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
@@ -32,7 +32,11 @@ def pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-SKIP_REASON = "PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin/initdb; apt-get install postgresql)"
+class PgUnavailable(RuntimeError):
+    """Debian's PostgreSQL server is not installed here."""
+
+
+UNAVAILABLE = "PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin/initdb; apt-get install postgresql)"
 
 
 class PgServer:
@@ -41,7 +45,7 @@ class PgServer:
     def __init__(self) -> None:
         bindir = pg_bin()
         if bindir is None:
-            pytest.skip(SKIP_REASON)
+            raise PgUnavailable(UNAVAILABLE)
         self.bin = bindir
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)
@@ -80,6 +84,11 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
 
+    @property
+    def pid(self) -> int:
+        """The server's main process (its backends are its children)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def ready(self) -> bool:
         return subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
                               capture_output=True, timeout=10).returncode == 0
@@ -109,22 +118,21 @@ def running_server() -> Iterator[PgServer]:
         server.remove()
 
 
+@contextlib.contextmanager
+def server_or_skip() -> Iterator[PgServer]:
+    """A server of its own for one test; skipped (saying why) where the binaries are absent."""
+    if pg_bin() is None:
+        pytest.skip(UNAVAILABLE)
+    with running_server() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    with running_server() as server:
+    with server_or_skip() as server:
         yield server
 
 
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> str:
-    if not pg_server.ready():  # a test that stopped the shared server left it so: start it again
-        pg_server.start()
     return pg_server.new_database()
-
-
-def wait_ready(server: PgServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not server.ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"PostgreSQL on port {server.port} not ready within {timeout}s")
-        time.sleep(0.1)

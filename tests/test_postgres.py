@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from .conftest import HOOKBUS, Site, cloudevent, count_lines, http_ready, read_jsonl, wait_for
-from .pg import PgServer, pg_server, pg_url, running_server  # noqa: F401  (fixtures)
+from .pg import PgServer, pg_server, pg_url, server_or_skip  # noqa: F401  (fixtures)
 from .test_process import assert_gap_free_once, bus_settings, jsonl_sub, post_until_accepted, publish_all
 
 
@@ -70,7 +70,7 @@ async def test_serve_on_postgres_killed_under_posts_and_publishes_loses_nothing(
 
 async def test_postgres_stopped_30s_mid_burst_answers_503_then_delivers_every_accepted_event(
         site: Site, procs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    with running_server() as server:  # its own server: this test stops it
+    with server_or_skip() as server:  # its own server: this test stops it
         configure_on(site, monkeypatch, server.new_database())
         serve = procs("serve", "--config", str(site.config))
         await wait_for(lambda: http_ready(site.url), 20, "hookbus serve to listen")

@@ -459,9 +459,9 @@ async def test_text_with_nul_from_outside_is_kept_where_it_can_be(journal: Store
 
 
 async def test_postgres_down_refuses_writes_and_reads_then_resumes_by_itself() -> None:
-    from tests.pg import running_server
+    from tests.pg import server_or_skip
 
-    with running_server() as server:
+    with server_or_skip() as server:
         store = PostgresStore(server.new_database())
         try:
             await store.append([item(1)])

@@ -51,6 +51,7 @@ def copy_journal(journal_path: Path, url: str) -> dict[str, int]:
     try:
         source.execute("BEGIN")  # one snapshot of everything
         with connect(url) as target:
+            target.execute("SET statement_timeout = 0")  # a big journal's COPY may take long; it is not stuck
             create_schema(target)
             with target.transaction():
                 _refuse_non_empty(target, url)

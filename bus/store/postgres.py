@@ -76,7 +76,6 @@ CREATE TABLE IF NOT EXISTS events (
     body   BYTEA NOT NULL,
     UNIQUE (source, id)
 );
-CREATE INDEX IF NOT EXISTS events_at ON events (at);
 CREATE TABLE IF NOT EXISTS cursors (
     subscriber TEXT PRIMARY KEY,
     seq        BIGINT NOT NULL,
@@ -115,8 +114,9 @@ CREATE TABLE IF NOT EXISTS leases (
 TABLES = ("meta", "events", "cursors", "retries", "dead_letters", "leases", "deliveries", "delivered_runs",
           "check_states", "job_runs", "silences", "adapter_jobs")
 
+# Arrays in binary (%b): no escaping of the bodies on either side.
 INSERT_EVENTS = ("INSERT INTO events(seq, source, id, type, at, body) "
-                 "SELECT s, src, i, t, %s, b FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[], %s::bytea[], %s::bytea[]) "
+                 "SELECT s, src, i, t, %s, b FROM unnest(%b::bigint[], %b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[]) "
                  "AS u(s, src, i, t, b) ON CONFLICT (source, id) DO NOTHING")
 INSERT_EVENT = ("INSERT INTO events(seq, source, id, type, at, body) VALUES (%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (source, id) DO NOTHING")
@@ -151,11 +151,20 @@ def remember_password(url: str) -> None:
             mark_secret(str(password))
 
 
+# The server ends a transaction of ours left open this long: a node cut off from the database
+# (its host gone, no RST) would otherwise hold the counter row, and every node's ingest, until
+# the server's own TCP keepalive notices, two hours by default. Ours never pause that long.
+IDLE_IN_TRANSACTION_MS = 10_000
+STATEMENT_TIMEOUT_MS = 120_000  # a statement that hangs (a database in trouble) fails, and says so, instead
+
+
 def connect(url: str) -> Conn:
     """A connection in autocommit mode (transactions are begun explicitly)."""
     require_driver()
     return psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="hookbus",
-                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
+                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                           options=f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} "
+                                   f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
 
 
 def create_schema(conn: Conn) -> None:
