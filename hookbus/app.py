@@ -76,11 +76,25 @@ def follow_checks(engine: CheckEngine) -> Callable[[], Awaitable[None]]:
     return follow
 
 
+async def share_silences(engine: CheckEngine, store: Store) -> None:
+    """With several nodes, a silence may be added or ended on any of them: each reads them
+    from the store now and then, for its runners and its evaluation."""
+    while True:
+        await asyncio.sleep(FOLLOW_CHECKS_S)
+        try:
+            # Those ended in the last hour too: an end made on another node is taken in, and announced.
+            engine.silences.merge(await asyncio.to_thread(store.silences, time.time() - 3600))
+            engine.wake()
+        except Exception as exc:
+            log.warning("checks: cannot read the silences: %s", scrub(str(exc)))
+
+
 def singletons(config: Config, store: Store, broker: Broker, engine: CheckEngine) -> list[asyncio.Task[None]]:
     """What one node of the bus does at a time (DESIGN §12), each under its claim, and this node's
     heartbeat: the checks' evaluation and retention."""
     node, lease = config.bus.node_name, config.bus.lease
-    return [
+    shared = [asyncio.create_task(share_silences(engine, store), name="silences")] if config.bus.on_postgres else []
+    return [*shared,
         asyncio.create_task(beat(store, node, runner_name(), lease), name="node-beat"),
         asyncio.create_task(Lease(store, "checks", node, lease).hold(lambda: evaluate(engine), idle=follow_checks(engine)),
                             name="checks"),

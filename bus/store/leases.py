@@ -27,9 +27,9 @@ from hookbus.bus.store.journal import holder_host_pid, pid_alive, runner_name
 
 log = logging.getLogger("hookbus.leases")
 
-SHARE = 0.8  # the claim's life, of [bus] lease
+SHARE = 0.7  # the claim's life, of [bus] lease
 TICK = 0.1  # renewing, and asking for a free claim, this often
-STOP = 0.6  # a holder that could not renew stops this long after its last renewal began
+STOP = 0.5  # a holder that could not renew stops this long after its last renewal began
 RESTART_S = (0.5, 30.0)  # work that failed starts again after 0.5 s, doubling to 30 s while it keeps failing
 RAN_S = 30.0  # work that ran this long before failing starts again at once
 
