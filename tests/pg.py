@@ -97,7 +97,7 @@ class PgServer:
         """A fresh, empty database; its URL."""
         import psycopg
 
-        name = f"t{next(self._databases)}"
+        name = f"hookbus_{next(self._databases)}"  # long enough that masking a URL's path would show
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
