@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -189,6 +190,11 @@ class BusSettings(Strict):
     @property
     def on_postgres(self) -> bool:
         return self.store != "sqlite"
+
+    @property
+    def node_name(self) -> str:
+        """This node's name among several on one store: `node`, else the host name."""
+        return self.node or socket.gethostname()
 
     @field_validator("control", "publish")
     @classmethod
