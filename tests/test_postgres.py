@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from .conftest import HOOKBUS, Site, cloudevent, count_lines, http_ready, read_jsonl, wait_for
-from .pg import PgServer, pg_server, pg_url, server_or_skip  # noqa: F401  (fixtures)
+from .pg import PgServer, server_or_skip
 from .test_process import assert_gap_free_once, bus_settings, jsonl_sub, post_until_accepted, publish_all
 
 

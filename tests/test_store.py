@@ -17,7 +17,7 @@ from hookbus.bus.events.silences import Silence
 from hookbus.bus.store.base import DELIVERED, FAILED, DeliveredRun, Delivery, JournalError, LeaseHeld, OpenJob
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.store.postgres import PostgresStore
-from tests.pg import PgServer, pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.pg import PgServer
 
 Store = Journal | PostgresStore
 
