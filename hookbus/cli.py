@@ -34,7 +34,7 @@ from hookbus.bus.events.times import format_duration_short, now_rfc3339, rfc3339
 from hookbus.bus.filemodes import private_umask
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
-from hookbus.bus.secrets import mark_secret, resolve_value, scrub
+from hookbus.bus.secrets import mark_database_url, resolve_value, scrub
 from hookbus.bus.settings import Check, ConfigError
 from hookbus.bus.store.base import JournalError
 from hookbus.bus.store.opener import store_location
@@ -393,7 +393,7 @@ def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
     url = resolve_value(args.to, "--to")
     if not url.startswith(("postgresql://", "postgres://")):
         fail("--to: must be a PostgreSQL URL such as postgresql://hookbus@db1/hookbus (or env:NAME, file:PATH)", EXIT_USAGE)
-    mark_secret(url)
+    mark_database_url(url)
     source = config.bus.data_dir / "journal.db"
     # Lazily: the PostgreSQL driver is no part of the other commands' start.
     from hookbus.app import data_dir_lock

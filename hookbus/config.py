@@ -15,11 +15,9 @@ the schedule in the job or in the `[[checks]]` table, not both.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tomllib
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from pydantic import ValidationError
 
 from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import JobConfig, load_jobs
-from hookbus.bus.secrets import _resolve_tree, mark_secret
+from hookbus.bus.secrets import _resolve_tree, mark_database_url, mark_secret
 from hookbus.bus.settings import (
     EXPECTATION_KEYS,
     BusSettings,
@@ -139,10 +137,8 @@ def build_config(raw: dict[str, Any], source: str, *, subscribers: Callable[[dic
     _check_checks(base, len(checks), jobs)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
-    if base.bus.on_postgres:  # the URL may hold the database's password (§3): neither is ever printed
-        mark_secret(base.bus.store)
-        with contextlib.suppress(ValueError):
-            mark_secret(urllib.parse.urlsplit(base.bus.store).password)
+    if base.bus.on_postgres:  # the URL's password is never printed (§3); where the store is, is
+        mark_database_url(base.bus.store)
     _check_endpoints(base.bus)
     if not base.http.is_loopback and base.http.enabled and not (base.http.tokens or base.http.hmac_secrets):
         raise ConfigError(

@@ -10,13 +10,16 @@ the benchmarks (bench/ingest.py, bench/bus.py --postgres).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
@@ -37,6 +40,14 @@ class PgUnavailable(RuntimeError):
 
 
 UNAVAILABLE = "PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin/initdb; apt-get install postgresql)"
+
+
+_prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGQUIT (PostgreSQL's immediate shutdown) when the test process dies."""
+    _prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
 
 
 class PgServer:
@@ -68,6 +79,7 @@ class PgServer:
             conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
                        "max_connections = 300\nshared_buffers = 64MB\n")
         self._databases = count(1)
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def _run(self, tool: str, *args: str) -> None:
         done = subprocess.run([str(self.bin / tool), *args], capture_output=True, text=True, user=self.user,
@@ -79,15 +91,31 @@ class PgServer:
         return f"postgresql://hookbus:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "start")
+        """Run `postgres` as this process's child (not daemonized by pg_ctl): if the test run is
+        killed, the kernel stops the server with it (PR_SET_PDEATHSIG), and nothing is left running.
+        (The signal follows the thread that started it: call this from the main thread.)"""
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([str(self.bin / "postgres"), "-D", str(self.data)], stdout=log,
+                                         stderr=subprocess.STDOUT, user=self.user, cwd=self.root,
+                                         preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + 60
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL did not start (see {self.log}): {self.log.read_text()[-500:]}")
+            time.sleep(0.05)
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        """Shut down: smart (wait for clients), fast (roll back, disconnect) or immediate (crash-like)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal({"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}[mode])
+        self.proc.wait(60)
 
     @property
     def pid(self) -> int:
         """The server's main process (its backends are its children)."""
-        return int((self.data / "postmaster.pid").read_text().split()[0])
+        assert self.proc is not None
+        return self.proc.pid
 
     def ready(self) -> bool:
         return subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
@@ -97,13 +125,13 @@ class PgServer:
         """A fresh, empty database; its URL."""
         import psycopg
 
-        name = f"t{next(self._databases)}"
+        name = f"hookbus_{next(self._databases)}"  # long enough that masking a URL's path would show
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
     def remove(self) -> None:
-        with contextlib.suppress(subprocess.SubprocessError, OSError, RuntimeError):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 

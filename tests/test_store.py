@@ -17,7 +17,7 @@ from hookbus.bus.events.silences import Silence
 from hookbus.bus.store.base import DELIVERED, FAILED, DeliveredRun, Delivery, JournalError, LeaseHeld, OpenJob
 from hookbus.bus.store.journal import Journal
 from hookbus.bus.store.postgres import PostgresStore
-from tests.pg import PgServer, pg_server, pg_url  # noqa: F401  (fixtures)
+from tests.pg import PgServer
 
 Store = Journal | PostgresStore
 
@@ -369,7 +369,24 @@ async def test_two_nodes_appending_at_once_get_one_gap_free_seq_and_store_a_repe
                 return [a for answer in answers for a in answer]
             return asyncio.run(many())
 
-        a, b = await asyncio.gather(asyncio.to_thread(run, nodes[0], 0), asyncio.to_thread(run, nodes[1], 8))
+        writing = True
+        looks: list[int] = []
+
+        def reader() -> None:
+            """Seqs become visible in their order: whatever a reader sees is 1..n, never a later
+            seq before an earlier one (a subscriber reading up to the head would skip that one)."""
+            while writing:
+                seqs = [e.seq for e in nodes[1].read(0, 100_000)[0]]
+                assert seqs == list(range(1, len(seqs) + 1)), "a seq visible before a lower one"
+                looks.append(len(seqs))
+
+        reading = asyncio.create_task(asyncio.to_thread(reader))
+        try:
+            a, b = await asyncio.gather(asyncio.to_thread(run, nodes[0], 0), asyncio.to_thread(run, nodes[1], 8))
+        finally:
+            writing = False
+            await reading
+        assert len(set(looks)) > 3  # it looked while the head moved
         answers = a + b
         seq_of: dict[str, set[int]] = {}
         for id_, seq, _ in answers:

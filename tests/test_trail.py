@@ -22,7 +22,6 @@ from hookbus.bus.transport import commands, protocol
 from hookbus.bus.transport.commands import BadRequest
 
 from .conftest import Site, cloudevent, http_ready, http_request, local_site, wait_for
-from .pg import pg_server, pg_url  # noqa: F401  (fixtures)
 from .test_process import run_cli
 
 TOKEN = "secret-token-123abc"

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - the extra is installed wherever the st
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.silences import Silence
-from hookbus.bus.secrets import mark_secret, scrub
+from hookbus.bus.secrets import mark_database_url, scrub
 from hookbus.bus.store import pgnodes, pgtables
 from hookbus.bus.store.base import (
     Accepted,
@@ -142,15 +142,6 @@ def redacted(url: str) -> str:
     return f"postgresql://{user}{params.get('host', '')}{port}/{params.get('dbname', '')}"
 
 
-def remember_password(url: str) -> None:
-    """Hide the URL's password (and the URL) from everything printed (§3)."""
-    mark_secret(url)
-    with contextlib.suppress(Exception):
-        password = _conninfo.conninfo_to_dict(url).get("password")
-        if password:
-            mark_secret(str(password))
-
-
 # The server ends a transaction of ours left open this long: a node cut off from the database
 # (its host gone, no RST) would otherwise hold the counter row, and every node's ingest, until
 # the server's own TCP keepalive notices, two hours by default. Ours never pause that long.
@@ -247,7 +238,7 @@ class PostgresStore(GroupCommit[Conn]):
         require_driver()
         super().__init__("pg-writer")
         self.url = url
-        remember_password(url)
+        mark_database_url(url)  # the password is never printed (§3)
         self._location = redacted(url)
         self._local = threading.local()
         self._readers: list[Conn] = []
