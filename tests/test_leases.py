@@ -5,6 +5,7 @@ hands over at once, a node restarted on the same host takes its claims back."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -97,5 +98,12 @@ async def test_a_clean_stop_hands_over_at_once_and_a_restart_takes_back_its_dead
         await wait_for(lambda: restarted.held, 3, "the restarted b to take its claim back")
         tr.cancel()
         await asyncio.gather(tr, return_exceptions=True)
+        # In a container the restarted process has the dead one's pid (1): still its own claim to take back.
+        assert await journal.claim("checks", f"{host_name()} pid {os.getpid()} (before the restart)", "b", 10.0)
+        again = Lease(journal, "checks", "b", 10.0)
+        ta2 = asyncio.create_task(again.hold(work_log(log, "b in a container")))
+        await wait_for(lambda: again.held, 3, "b, same pid, to take its claim back")
+        ta2.cancel()
+        await asyncio.gather(ta2, return_exceptions=True)
     finally:
         journal.close()

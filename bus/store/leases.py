@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -115,7 +116,8 @@ class Lease:
         for claim in claims:
             if claim.name == self.name and claim.node == self.node and claim.holder != self.holder:
                 host, pid = holder_host_pid(claim.holder)
-                if host == host_name() and not pid_alive(pid):
+                # (its pid may be ours now: in a container, hookbus is pid 1 after every restart)
+                if host == host_name() and (pid == os.getpid() or not pid_alive(pid)):
                     with contextlib.suppress(Exception):
                         await self.store.release(self.name, claim.holder)
 
