@@ -299,15 +299,12 @@ class PostgresStore(GroupCommit[Conn]):
                 with connect(self.url) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._notify_wake()
-                    while not self._closed:
-                        news = False
+                    while not self._closed:  # the timeout only lets a close be seen
                         for note in conn.notifies(timeout=1.0):
                             if note.pid != self._writer_pid:
                                 with contextlib.suppress(ValueError):
                                     self._learn_head(int(note.payload))
-                                news = True
-                        if news:
-                            self._notify_wake()
+                                self._notify_wake()
             except psycopg.Error as exc:
                 if not self._closed:
                     log.warning("store: listening for other nodes' commits failed (%s); again in 1 s", say(exc))
