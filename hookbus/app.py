@@ -56,7 +56,7 @@ def checks_for(broker: Broker, config: Config) -> CheckEngine:
     return engine
 
 
-FOLLOW_CHECKS_S = 5.0  # a node that does not evaluate the checks reloads their states this often, for its API
+FOLLOW_CHECKS_S = 2.0  # a node that does not evaluate the checks reloads their states this often, for its API
 
 
 def follow_checks(engine: CheckEngine) -> Callable[[], Awaitable[None]]:
@@ -76,28 +76,31 @@ def follow_checks(engine: CheckEngine) -> Callable[[], Awaitable[None]]:
     return follow
 
 
-async def share_silences(engine: CheckEngine, store: Store) -> None:
-    """With several nodes, a silence may be added or ended on any of them: each reads them
-    from the store now and then, for its runners and its evaluation."""
+async def share_operations(engine: CheckEngine, store: Store, checks: Lease) -> None:
+    """With several nodes, a silence may be added or ended, and a check paused or resumed, through
+    any of them: each node reads the silences now and then, for its runners and its evaluation,
+    and the one evaluating the checks takes in pauses and resumes (the others reload it all)."""
     while True:
         await asyncio.sleep(FOLLOW_CHECKS_S)
         try:
             # Those ended in the last hour too: an end made on another node is taken in, and announced.
             engine.silences.merge(await asyncio.to_thread(store.silences, time.time() - 3600))
+            if checks.held:
+                await engine.adopt_pauses()
             engine.wake()
         except Exception as exc:
-            log.warning("checks: cannot read the silences: %s", scrub(str(exc)))
+            log.warning("checks: cannot read what other nodes changed: %s", scrub(str(exc)))
 
 
 def singletons(config: Config, store: Store, broker: Broker, engine: CheckEngine) -> list[asyncio.Task[None]]:
     """What one node of the bus does at a time (DESIGN §12), each under its claim, and this node's
     heartbeat: the checks' evaluation and retention."""
     node, lease = config.bus.node_name, config.bus.lease
-    shared = [asyncio.create_task(share_silences(engine, store), name="silences")] if config.bus.on_postgres else []
+    checks = Lease(store, "checks", node, lease)
+    shared = [asyncio.create_task(share_operations(engine, store, checks), name="shared")] if config.bus.on_postgres else []
     return [*shared,
         asyncio.create_task(beat(store, node, runner_name(), lease), name="node-beat"),
-        asyncio.create_task(Lease(store, "checks", node, lease).hold(lambda: evaluate(engine), idle=follow_checks(engine)),
-                            name="checks"),
+        asyncio.create_task(checks.hold(lambda: evaluate(engine), idle=follow_checks(engine)), name="checks"),
         asyncio.create_task(Lease(store, "retention", node, lease).hold(broker.prune_loop), name="retention"),
     ]
 

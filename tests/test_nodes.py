@@ -324,3 +324,42 @@ async def test_an_event_committed_on_one_node_wakes_the_node_delivering_it_at_on
         assert took[-1] < 1.0, took  # never a heartbeat's wait
     finally:
         cluster.stop_all()
+
+
+async def test_a_check_paused_through_another_node_is_paused_where_it_is_evaluated(
+        tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    cluster = Cluster(tmp_path, pg_url, 2, [], checks=[{"name": "nightly", "job": "nightly", "period": "8s", "grace": "1s"}])
+    try:
+        await cluster.start_all()
+        evaluator = cluster.node(await wait_for(lambda: asyncio.to_thread(holder, pg_url, "checks"), 20, "an evaluator"))
+        other = next(n for n in cluster.nodes if n is not evaluator)
+        run = {"specversion": "1.0", "id": "run-1-finished", "source": "test://nodes", "type": "backup.job.finished",
+               "data": {"job_id": "run-1", "job": "nightly", "outcome": "success"}}
+
+        async def status_on(node: Node) -> str:
+            async with session.get(node.url + "/api/checks") as resp:
+                return str((await resp.json())["checks"][0]["status"])
+
+        async with aiohttp.ClientSession() as session:
+            async with session.post(other.url + "/events", json=run) as resp:
+                assert resp.status == 202
+            ran_at = time.monotonic()
+            for node in (evaluator, other):  # the other node reloads what the evaluator saved
+                await wait_for(lambda n=node: _is(status_on(n), "up"), 10, f"the run seen on {node.name}", interval=0.2)
+            async with session.post(other.url + "/api/checks/nightly/pause") as resp:
+                assert resp.status == 200 and (await resp.json())["changed"] is True
+            paused_at = time.monotonic()
+            await wait_for(lambda: _is(status_on(evaluator), "paused"), 10, "the pause taken in by the evaluator",
+                           interval=0.2)
+            print(f"a pause made on {other.name} holds on {evaluator.name} after {time.monotonic() - paused_at:.1f} s")
+            await asyncio.sleep(max(0.0, ran_at + 11.0 - time.monotonic()))  # past the run's due time (8 s + 1 s)
+            assert await status_on(evaluator) == "paused"
+        with psycopg.connect(pg_url) as conn:
+            downs = conn.execute("SELECT count(*) FROM events WHERE type=%s", (b"backup.check.down",)).fetchone()
+        assert downs == (0,)
+    finally:
+        cluster.stop_all()
+
+
+async def _is(status: Any, wanted: str) -> bool:
+    return await status == wanted

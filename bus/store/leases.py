@@ -79,7 +79,8 @@ class Lease:
                     self.held = task is not None and loop.time() < valid_until
                     if task is None and idle is not None:
                         await idle()
-                await asyncio.sleep(max(0.0, min(began + self.lease * TICK, valid_until) - loop.time()))
+                wake_at = began + self.lease * TICK  # the next renewal or request, or the claim's last moment
+                await asyncio.sleep(max(0.0, (min(wake_at, valid_until) if task is not None else wake_at) - loop.time()))
                 if task is not None and loop.time() >= valid_until:
                     log.warning("node %s stops %s: its claim could not be renewed in time", self.node, self.name)
                     if lose is not None:

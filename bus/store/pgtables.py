@@ -155,8 +155,10 @@ def save_checks(conn: Conn, seq: int, states: dict[str, bytes], runs: dict[str, 
         if runs:
             cur.executemany("INSERT INTO job_runs(job, body) VALUES (%s,%s) ON CONFLICT (job) DO UPDATE SET body=excluded.body",
                             [(text(job), body) for job, body in runs.items()])
-    conn.execute("INSERT INTO meta(key, value) VALUES (%s,%s) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                 (CHECKS_CURSOR, seq))
+    # GREATEST: a node that only follows the checks saves a pause with the seq it last loaded,
+    # which must not take the evaluator's back (several nodes, DESIGN §12)
+    conn.execute("INSERT INTO meta(key, value) VALUES (%s,%s) ON CONFLICT (key) DO UPDATE "
+                 "SET value=GREATEST(meta.value, excluded.value)", (CHECKS_CURSOR, seq))
 
 
 def add_silence(conn: Conn, s: Silence) -> Silence:
