@@ -538,3 +538,11 @@ def test_a_postgres_store_that_cannot_connect_says_where_without_the_password(pg
         PostgresStore(wrong)
     text = str(info.value)
     assert "not-the-password-xyz" not in text and "127.0.0.1" in text and "password authentication failed" in text
+
+
+async def test_a_database_of_a_newer_hookbus_is_refused(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.write(lambda conn: conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'"))
+    store.close()
+    with pytest.raises(JournalError, match="schema 99"):
+        PostgresStore(pg_url)

@@ -165,6 +165,10 @@ def create_schema(conn: Conn) -> None:
                      (SCHEMA_VERSION,))
         conn.execute("INSERT INTO meta(key, value) VALUES ('identity', (random() * 4e18)::bigint + 1) "
                      "ON CONFLICT (key) DO NOTHING")
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row and row[0] > SCHEMA_VERSION:  # a newer hookbus's tables: writing them could break that one's rules
+            raise JournalError(f"the database's tables are of a newer hookbus (schema {row[0]}; this one knows "
+                               f"{SCHEMA_VERSION}): upgrade hookbus on this node")
 
 
 def say(exc: BaseException) -> str:
