@@ -261,11 +261,16 @@ class PostgresStore(GroupCommit[Conn]):
         self._locked = False  # this transaction holds the counter row
         self._head_at_lock = 0
         self._outage: _Outage | None = None
+        conn = None
         try:
             conn = connect(url)
             create_schema(conn)
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('last_seq', 'identity')").fetchall())
-        except psycopg.Error as exc:
+        except (psycopg.Error, JournalError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, JournalError):
+                raise
             raise JournalError(f"store {self._location} cannot be opened: {say(exc)}") from None
         self._conn: Conn | None = conn
         self.identity: int = int(rows["identity"])
