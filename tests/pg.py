@@ -26,8 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-
 
 def pg_bin() -> Path | None:
     """The newest installed server's bin folder, if any."""
@@ -57,6 +55,8 @@ class PgServer:
         bindir = pg_bin()
         if bindir is None:
             raise PgUnavailable(UNAVAILABLE)
+        from tests.conftest import free_port  # here: conftest registers this module's fixtures, importing it
+
         self.bin = bindir
         self.port = free_port()
         self.password = secrets.token_urlsafe(16)

@@ -5,6 +5,7 @@ objects on one database stand for two nodes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -403,6 +404,41 @@ async def test_two_nodes_appending_at_once_get_one_gap_free_seq_and_store_a_repe
             node.close()
 
 
+async def test_two_nodes_writing_the_same_rows_in_opposite_orders_neither_deadlock_nor_fail(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Batches that append and move two cursors, on two nodes, the cursors in opposite orders:
+    both take the counter row first, so they never wait for each other the other way round
+    (no deadlock, and so no ingest refused for one). Batches that only move the cursors can
+    deadlock; PostgreSQL breaks it and the store runs the loser again. Every write succeeds."""
+    nodes = [PostgresStore(pg_url), PostgresStore(pg_url)]
+    try:
+        def run(node: Store, names: tuple[str, str], tag: str, rounds: range, appends: bool) -> None:
+            async def go() -> None:
+                for r in rounds:
+                    async def append(r: int = r) -> list[Any]:  # a task like the others: one batch for all three
+                        return await node.append([item(f"{tag}-{r}")])
+
+                    writes = [node.set_cursor(names[0], r, 0), node.set_cursor(names[1], r, 0)]
+                    if appends:  # in the same batch, between the two cursor moves
+                        writes.insert(1, append())
+                    assert all(await asyncio.gather(*writes))
+            asyncio.run(go())
+
+        async def both(rounds: range, appends: bool) -> None:
+            await asyncio.gather(asyncio.to_thread(run, nodes[0], ("a", "b"), "x", rounds, appends),
+                                 asyncio.to_thread(run, nodes[1], ("b", "a"), "y", rounds, appends))
+
+        with caplog.at_level(logging.WARNING, "hookbus.journal"):
+            await both(range(1, 61), True)
+        assert "conflicted" not in caplog.text
+        assert [e.seq for e in nodes[0].read(0, 1000)[0]] == list(range(1, 121))
+        await both(range(61, 66), False)
+        assert nodes[0].cursors() == {"a": (65, 0), "b": (65, 0)}
+    finally:
+        for node in nodes:
+            node.close()
+
+
 # -- leases, checks, silences, the trail --------------------------------------------
 
 
@@ -502,3 +538,11 @@ def test_a_postgres_store_that_cannot_connect_says_where_without_the_password(pg
         PostgresStore(wrong)
     text = str(info.value)
     assert "not-the-password-xyz" not in text and "127.0.0.1" in text and "password authentication failed" in text
+
+
+async def test_a_database_of_a_newer_hookbus_is_refused(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.write(lambda conn: conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'"))
+    store.close()
+    with pytest.raises(JournalError, match="schema 99"):
+        PostgresStore(pg_url)

@@ -51,7 +51,9 @@ def copy_journal(journal_path: Path, url: str) -> dict[str, int]:
     try:
         source.execute("BEGIN")  # one snapshot of everything
         with connect(url) as target:
-            target.execute("SET statement_timeout = 0")  # a big journal's COPY may take long; it is not stuck
+            # A big journal's copy may take long, and pause between tables: it is not stuck.
+            target.execute("SET statement_timeout = 0")
+            target.execute("SET idle_in_transaction_session_timeout = 0")
             create_schema(target)
             with target.transaction():
                 _refuse_non_empty(target, url)

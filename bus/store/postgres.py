@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -169,6 +170,10 @@ def create_schema(conn: Conn) -> None:
                      (SCHEMA_VERSION,))
         conn.execute("INSERT INTO meta(key, value) VALUES ('identity', (random() * 4e18)::bigint + 1) "
                      "ON CONFLICT (key) DO NOTHING")
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row and row[0] > SCHEMA_VERSION:  # a newer hookbus's tables: writing them could break that one's rules
+            raise JournalError(f"the database's tables are of a newer hookbus (schema {row[0]}; this one knows "
+                               f"{SCHEMA_VERSION}): upgrade hookbus on this node")
 
 
 def say(exc: BaseException) -> str:
@@ -231,6 +236,21 @@ class _Append:
         return self.store._append_run(conn, [self])[0]
 
 
+class _Appends:
+    """An op that appends events beside other writes (add_dead_letter, append_with_job)."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Conn], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, conn: Conn) -> Any:
+        return self.fn(conn)
+
+
+RETRIES_ON_CONFLICT = 5  # a batch another node's transaction deadlocked with runs again, up to this often
+
+
 class PostgresStore(GroupCommit[Conn]):
     """The PostgreSQL `Store` (base.py)."""
 
@@ -246,11 +266,16 @@ class PostgresStore(GroupCommit[Conn]):
         self._locked = False  # this transaction holds the counter row
         self._head_at_lock = 0
         self._outage: _Outage | None = None
+        conn = None
         try:
             conn = connect(url)
             create_schema(conn)
             rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('last_seq', 'identity')").fetchall())
-        except psycopg.Error as exc:
+        except (psycopg.Error, JournalError) as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, JournalError):
+                raise
             raise JournalError(f"store {self._location} cannot be opened: {say(exc)}") from None
         self._conn: Conn | None = conn
         self._writer_pid = conn.info.backend_pid  # its own NOTIFYs are not news
@@ -337,7 +362,7 @@ class PostgresStore(GroupCommit[Conn]):
         try:
             conn = self._writer_conn()
             try:
-                results = self._run_ops(conn, batch, careful=False)
+                results = self._run_ops_again(conn, batch, saved_seq)
             except _OpRefused:
                 # One op failed by its own fault: run the batch again, each op in a
                 # savepoint, so that only that op is refused and the others commit.
@@ -359,12 +384,33 @@ class PostgresStore(GroupCommit[Conn]):
             self._outage = None
         finish([(done, result, refusal) for (_, done), (result, refusal) in zip(batch, results, strict=True)])
 
+    def _run_ops_again(self, conn: Conn, batch: list[_Op], saved_seq: int) -> list[tuple[Any, BaseException | None]]:
+        """_run_ops; a deadlock with another node's transaction (or a serialization failure)
+        rolled this one back whole: run it again, as a client would retry."""
+        for attempt in range(RETRIES_ON_CONFLICT):
+            try:
+                return self._run_ops(conn, batch, careful=False)
+            except psycopg.Error as exc:
+                if not (exc.sqlstate or "").startswith("40") or conn.broken:  # class 40: transaction rollback
+                    raise
+                conn.execute("ROLLBACK")
+                self.last_seq = saved_seq
+                log.warning("store: a write batch conflicted with another node's (%s); running it again", say(exc))
+                time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # not in step with the other node's retry
+                if attempt + 1 == RETRIES_ON_CONFLICT:
+                    raise
+        raise AssertionError("unreachable")
+
     def _run_ops(self, conn: Conn, batch: list[_Op], careful: bool) -> list[tuple[Any, BaseException | None]]:
-        """Run the ops in one transaction and commit (see Journal._run_ops)."""
+        """Run the ops in one transaction and commit (see Journal._run_ops).
+
+        A batch that appends takes the counter row first, before any other row: every
+        transaction that appends, on every node, locks in that order, so two of them never
+        wait for each other the other way round (a deadlock)."""
         self._locked = False
         conn.execute("BEGIN")
-        if careful:
-            self._lock_head(conn)  # outside the savepoints: a rolled-back savepoint would release the row
+        if careful or any(isinstance(op, _Append | _Appends) for op, _ in batch):
+            self._lock_head(conn)  # also outside any savepoint: a rolled-back savepoint would release the row
         results = self._run_careful(conn, batch) if careful else self._run_fast(conn, batch)
         if self._locked and self.last_seq != self._head_at_lock:
             conn.execute("UPDATE meta SET value=%s WHERE key='last_seq'", (self.last_seq,))
@@ -508,7 +554,7 @@ class PostgresStore(GroupCommit[Conn]):
             conn.execute("DELETE FROM retries WHERE subscriber=%s AND seq=%s", (subscriber, seq))
             return int(row[0]), (append(conn) if append else [])
 
-        return await self.write(op)
+        return await self.write(_Appends(op) if append else op)
 
     async def mark_replay(self, ids: Iterable[int] | None, subscriber: str | None) -> int:
         base = "UPDATE dead_letters SET state='replaying' WHERE state='dead'" + (" AND subscriber=%s" if subscriber else "")
@@ -642,12 +688,11 @@ class PostgresStore(GroupCommit[Conn]):
                         start: OpenJob | None = None, finish: tuple[str, str] | None = None,
                         then: Callable[[JobAppend], None] | None = None) -> asyncio.Future[JobAppend]:
         """As Journal.append_with_job: the look-up, the events and the job's update in one op.
-        The counter row is taken first: a node appending for the same job waits for this one."""
+        The counter row is taken first (_run_ops): a node appending for the same job waits for this one."""
         if start is not None and finish is not None:
             raise ValueError("append_with_job: a write either starts a job or finishes one, not both")
 
         def op(conn: Conn) -> JobAppend:
-            self._lock_head(conn)
             job = start if start is not None else self._find_open_job(conn, key, finish)
             events = make(job)
             if start is not None:
@@ -656,7 +701,7 @@ class PostgresStore(GroupCommit[Conn]):
                 pgtables.forget_job(conn, key, job.job_id)
             return JobAppend(job, events, _Append(self, events)(conn))
 
-        return self.write(op, then)
+        return self.write(_Appends(op), then)
 
     # -- reading: a connection per thread, its errors said as JournalError -----
 
