@@ -16,7 +16,9 @@ This plugin turns them into CloudEvents (`backup.device.succeeded`,
 `job_id` per netcfgbu run, and posts them to hookbus's `POST /events`.
 
 Set up by the environment:
-    HOOKBUS_URL            hookbus's HTTP address (default http://127.0.0.1:8765)
+    HOOKBUS_URL            hookbus's HTTP address (default http://127.0.0.1:8765); several
+                           nodes of one bus separated by commas
+                           (http://hb1:8765,http://hb2:8765): tried in turn
     HOOKBUS_TOKEN          its bearer token, if http.tokens is set
     HOOKBUS_SPOOL          spool file (default ~/.local/state/hookbus/netcfgbu-spool.jsonl)
     HOOKBUS_TIMEOUT        seconds per HTTP request (default 5)
@@ -259,12 +261,22 @@ class Spool:
             os.replace(tmp, self.path)
 
 
+def event_urls(setting: str) -> list:
+    """HOOKBUS_URL's addresses (comma-separated: the nodes of one bus), each ending in /events."""
+    urls = []
+    for base in setting.split(","):
+        base = base.strip().rstrip("/")
+        if base:
+            urls.append(base if base.endswith("/events") else base + "/events")
+    return urls or ["http://127.0.0.1:8765/events"]
+
+
 class Forwarder:
     """Queue → spool → hookbus, on a background thread."""
 
     def __init__(self) -> None:
-        base = os.environ.get("HOOKBUS_URL", "http://127.0.0.1:8765").rstrip("/")
-        self.url = base if base.endswith("/events") else base + "/events"
+        self.urls = event_urls(os.environ.get("HOOKBUS_URL", ""))
+        self.url = self.urls[0]  # the one that answered last: tried first
         self.token = os.environ.get("HOOKBUS_TOKEN") or None
         self.timeout = float(os.environ.get("HOOKBUS_TIMEOUT", "5"))
         self.flush_timeout = float(os.environ.get("HOOKBUS_FLUSH_TIMEOUT", "10"))
@@ -365,6 +377,18 @@ class Forwarder:
         return set()
 
     def _post(self, events: list):  # type: ignore[no-untyped-def]
+        """POST to the node that answered last; when it is down or answers 5xx, to the next one in
+        turn (another node of the same bus stores the batch as well)."""
+        start = self.urls.index(self.url)
+        status = None
+        for i in range(len(self.urls)):
+            self.url = self.urls[(start + i) % len(self.urls)]
+            status = self._post_to(events)
+            if status is not None and status < 500:
+                return status
+        return status
+
+    def _post_to(self, events: list):  # type: ignore[no-untyped-def]
         body = json.dumps(events, separators=(",", ":")).encode()
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/cloudevents-batch+json",

@@ -180,6 +180,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its children, live and reaped (a PostgreSQL server's backends)."""
+    def stat(p: int) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
+    try:
+        fields = stat(pid)
+    except OSError:
+        return float("nan")
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = stat(int(entry.name))
+            except OSError:
+                continue
+            if int(child[1]) == pid:
+                ticks += sum(int(v) for v in child[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _machine_jiffies() -> tuple[int, int]:
     """(busy, steal) clock ticks of all CPUs since boot, from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -192,11 +213,14 @@ class CpuWindow:
     processes, of this process and of its reaped children (wrk). What is left
     over is other load on the machine, which makes a run less trustworthy."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], trees: dict[str, int] | None = None) -> None:
+        """`trees`: processes counted with their children (a PostgreSQL server)."""
         self.pids = pids
+        self.trees = trees or {}
         self.t0 = time.monotonic()
         self.m0 = _machine_jiffies()
         self.p0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.p0 |= {name: tree_cpu_seconds(pid) for name, pid in self.trees.items()}
         self.r0 = self._own()
 
     @staticmethod
@@ -214,11 +238,13 @@ class CpuWindow:
         # a process already reaped is counted in RUSAGE_CHILDREN, i.e. under "bench"
         out = {f"{name}_cores": (now - self.p0[name]) / wall for name, pid in self.pids.items()
                if (now := cpu_seconds(pid)) == now}
+        out |= {f"{name}_cores": (now - self.p0[name]) / wall for name, pid in self.trees.items()
+                if (now := tree_cpu_seconds(pid)) == now}
         out["bench_cores"] = (self._own() - self.r0) / wall
         out["machine_cores"] = (busy1 - self.m0[0]) / tick / wall
         out["steal_cores"] = (steal1 - self.m0[1]) / tick / wall
         out["other_cores"] = max(0.0, out["machine_cores"] - out["bench_cores"]
-                                 - sum(out.get(f"{n}_cores", 0.0) for n in self.pids))
+                                 - sum(out.get(f"{n}_cores", 0.0) for n in (*self.pids, *self.trees)))
         return out
 
 
@@ -269,7 +295,8 @@ def add_round_options(parser: Any, default: int = 5) -> None:
                              f"the rounds' ratios (default {default})")
 
 
-def print_rounds(pairs: list[tuple[float, float]], unit: str, what: str, digits: int = 2, goal: bool = True) -> float:
+def print_rounds(pairs: list[tuple[float, float]], unit: str, what: str, digits: int = 2, goal: bool = True,
+                 names: tuple[str, str] = ("baseline", "hookbus")) -> float:
     """The result of a throughput benchmark: each round's baseline and hookbus
     rates (measured one after the other), their ratios, and the median ratio
     against the goal. Rounds, not one long run each, because this kind of
@@ -279,11 +306,25 @@ def print_rounds(pairs: list[tuple[float, float]], unit: str, what: str, digits:
     median = statistics.median(ratios)
     banner(f"result: {what}")
     for i, ((base, hook), ratio) in enumerate(zip(pairs, ratios, strict=True), 1):
-        print(f"round {i}: baseline {base:.0f} {unit}   hookbus {hook:.0f} {unit}   ratio {ratio:.{digits}f}")
+        print(f"round {i}: {names[0]} {base:.0f} {unit}   {names[1]} {hook:.0f} {unit}   ratio {ratio:.{digits}f}")
     verdict = f"   goal >= 0.5: {'met' if median >= 0.5 else 'MISSED'}" if goal else ""
-    print(f"median ratio hookbus/baseline {median:.{digits}f} over {len(pairs)} round(s) "
+    print(f"median ratio {names[1]}/{names[0]} {median:.{digits}f} over {len(pairs)} round(s) "
           f"(range {min(ratios):.{digits}f}-{max(ratios):.{digits}f}){verdict}", flush=True)
     return median
+
+
+@contextlib.contextmanager
+def postgres_server(wanted: bool) -> Iterator[Any]:
+    """With --postgres: a PostgreSQL server of the benchmark's own, as the tests start one
+    (tests/pg.py: Debian's binaries, a cluster in a temp dir, an unprivileged user), removed
+    at the end; else None."""
+    if not wanted:
+        yield None
+        return
+    from tests.pg import running_server
+
+    with running_server() as server:
+        yield server
 
 
 def handle_sigterm() -> None:

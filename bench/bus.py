@@ -21,7 +21,11 @@ of this process, as the hookbus publisher and subscriber share this process).
 The two are measured one after the other in each of --rounds rounds; the
 result is the median of the rounds' ratios.
 
-    python -m bench.bus [--rounds 5] [--events 100000] [--size 512] [--batch 100] [--inflight 64]
+--postgres adds, in each round, the same hookbus run on the PostgreSQL store
+(a fresh database on a server this benchmark starts as the tests do,
+tests/pg.py), and prints each round's ratio PostgreSQL/SQLite and their median.
+
+    python -m bench.bus [--rounds 5] [--events 100000] [--size 512] [--batch 100] [--inflight 64] [--postgres]
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from ._common import (
     event_body,
     free_ports,
     hookbus_command,
+    postgres_server,
     print_rounds,
     quietest,
     run_main,
@@ -107,11 +112,13 @@ async def publish_all(client: ControlClient, bodies: list[bytes], batch: int, in
 
 
 async def hookbus_side(args: argparse.Namespace, procs: Processes, tmp: Path, warm: list[bytes],
-                       bodies: list[bytes]) -> dict[str, Any]:
+                       bodies: list[bytes], pg: Any = None) -> dict[str, Any]:
+    """One run; with `pg` (tests/pg.py's server), on a fresh database of it."""
     tmp.mkdir()
     control_port, publish_port = free_ports(2)
+    store = pg.new_database() if pg is not None else "sqlite"
     config = write_config(tmp / "hookbus.toml", data_dir=tmp / "var", control_port=control_port,
-                          publish_port=publish_port, http_port=None, bus={"synchronous": args.synchronous})
+                          publish_port=publish_port, http_port=None, bus={"synchronous": args.synchronous, "store": store})
     broker = procs.start("hookbus-broker", [*hookbus_command(), "broker", "--no-http", "--config", str(config),
                                             "--log-level", "WARNING"])
     wait_port(control_port, broker, procs, "hookbus broker")
@@ -130,7 +137,7 @@ async def hookbus_side(args: argparse.Namespace, procs: Processes, tmp: Path, wa
         await publish_all(client, warm, args.batch, args.inflight)
         await counter.wait_for(len(warm), 60)
 
-        window = CpuWindow({"broker": broker.pid})
+        window = CpuWindow({"broker": broker.pid}, {"postgres": pg.pid} if pg is not None else None)
         t0 = time.perf_counter()
         publishing = asyncio.create_task(publish_all(client, bodies, args.batch, args.inflight))
         acked: list[float] = []
@@ -229,6 +236,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds per side")
     add_round_options(parser)
     add_quiet_options(parser)
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run hookbus on the PostgreSQL store in each round (a server of the benchmark's own: "
+                             "Debian's postgresql binaries)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, logs, journal)")
     args = parser.parse_args()
     if not 1 <= args.events <= 5_000_000 or not 1 <= args.batch <= 5000 or not 1 <= args.inflight <= 1000 \
@@ -242,7 +252,8 @@ def main() -> None:
           f"subscriber {'ordered' if args.ordered else f'per-job lanes ({args.jobs} jobs)'}, "
           f"synchronous={args.synchronous}, {os.cpu_count()} CPUs", flush=True)
     pairs: list[tuple[float, float]] = []
-    with bench_dir("hookbus-bench-bus-", args.keep) as tmp, Processes(tmp) as procs:
+    on_pg: list[float] = []
+    with bench_dir("hookbus-bench-bus-", args.keep) as tmp, Processes(tmp) as procs, postgres_server(args.postgres) as pg:
         for round_ in range(1, args.rounds + 1):
             banner(f"round {round_} of {args.rounds}, baseline: PUB → zmq.proxy XSUB/XPUB (HWM off) → SUB, counting")
             runs = []
@@ -253,19 +264,28 @@ def main() -> None:
                 print(f"          {describe_cpu(r['cpu'])}", flush=True)
                 runs.append(r)
             base = quietest(runs)
-
-            banner(f"round {round_} of {args.rounds}, hookbus: ControlClient.publish (durable ack) → broker → "
-                   "SubscriberRunner → handler")
-            runs = []
-            for attempt in until_quiet(args, runs):
-                r = asyncio.run(hookbus_side(args, procs, tmp / f"run{round_}-{attempt}", warm, bodies))
-                print(f" hookbus: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
-                      f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
-                print(f"          {describe_cpu(r['cpu'])}", flush=True)
-                runs.append(r)
-            pairs.append((base["rate"], quietest(runs)["rate"]))
+            stores = [("hookbus", None), ("hookbus-pg", pg)] if pg is not None else [("hookbus", None)]
+            for name, server in stores:
+                banner(f"round {round_} of {args.rounds}, {name}: ControlClient.publish (durable ack) → broker → "
+                       f"SubscriberRunner → handler; store {'PostgreSQL' if server else 'SQLite'}")
+                runs = []
+                for attempt in until_quiet(args, runs):
+                    r = asyncio.run(hookbus_side(args, procs, tmp / f"run{round_}-{name}-{attempt}", warm, bodies, server))
+                    print(f"{name:>10}: {r['rate']:10.0f} events/s handled  ({r['events']} in {r['seconds']:.2f} s; "
+                          f"all acked at {r['ack_rate']:.0f}/s)", flush=True)
+                    print(f"          {describe_cpu(r['cpu'])}", flush=True)
+                    runs.append(r)
+                if server is None:
+                    pairs.append((base["rate"], quietest(runs)["rate"]))
+                else:
+                    on_pg.append(quietest(runs)["rate"])
 
     print_rounds(pairs, "events/s", "publish → durable ack → subscriber handler", digits=3)
+    if on_pg:
+        print_rounds([(base, pg_rate) for (base, _), pg_rate in zip(pairs, on_pg, strict=True)], "events/s",
+                     "the same on the PostgreSQL store", digits=3, names=("baseline", "hookbus-pg"))
+        print_rounds([(sqlite, pg_rate) for (_, sqlite), pg_rate in zip(pairs, on_pg, strict=True)], "events/s",
+                     "PostgreSQL store against SQLite store", digits=3, goal=False, names=("sqlite", "postgres"))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,12 @@ issue's goal (pages cost ingest less than 10 %: ratio >= 0.9), and how many
 events each page received per measured run (a page that received nothing, or
 was dropped for falling behind and opened again, is reported).
 
-    python -m bench.ingest [--rounds 5] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none] [--live-pages N]
+--postgres adds, for each hookbus variant, the same `hookbus serve` on the
+PostgreSQL store ([bus] store = a database on a server this benchmark starts
+as the tests do, tests/pg.py), measured in the same rounds; prints each
+round's ratio PostgreSQL/SQLite and their median.
+
+    python -m bench.ingest [--rounds 5] [--duration 5] [--connections 64] [--threads 2] [--size 512] [--subscriber both|jsonl|none] [--live-pages N] [--postgres]
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from ._common import (
     event_dict,
     free_ports,
     hookbus_command,
+    postgres_server,
     print_rounds,
     quietest,
     require,
@@ -147,12 +153,13 @@ def page_counts(pages: subprocess.Popen[bytes]) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, name: str, script: Path, url: str, pid: int, run: str,
-            pages: subprocess.Popen[bytes] | None = None) -> dict[str, Any]:
+            pages: subprocess.Popen[bytes] | None = None, database: int | None = None) -> dict[str, Any]:
     """One measured run (with CPU accounting), repeated while other processes
     load the machine; return the quietest. With live pages, also what they received."""
     runs = []
     for attempt in until_quiet(args, runs):
-        window = CpuWindow({"server": pid} | ({"sse": pages.pid} if pages is not None else {}))
+        window = CpuWindow({"server": pid} | ({"sse": pages.pid} if pages is not None else {}),
+                           {"postgres": database} if database is not None else None)
         before = page_counts(pages) if pages is not None else None
         result = run_wrk(args, script, url, f"{name}-{run}-{attempt}", args.duration)
         if pages is not None and before is not None:
@@ -199,14 +206,16 @@ def count_lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-def start_serve(procs: Processes, tmp: Path, name: str, jsonl: bool, synchronous: str) -> tuple[Any, str, Path]:
+def start_serve(procs: Processes, tmp: Path, name: str, jsonl: bool, synchronous: str,
+                store: str = "sqlite") -> tuple[Any, str, Path]:
     """Start `hookbus serve` with its own temp config; return the process, its /events URL and data dir."""
     http_port, control_port, publish_port = free_ports(3)
     (tmp / name).mkdir()
     data_dir = tmp / name / "var"
     subs = [{"name": "audit", "kind": "jsonl", "path": str(data_dir / "events.jsonl")}] if jsonl else []
     config = write_config(tmp / name / "hookbus.toml", data_dir=data_dir, control_port=control_port,
-                          publish_port=publish_port, http_port=http_port, subscribers=subs, bus={"synchronous": synchronous})
+                          publish_port=publish_port, http_port=http_port, subscribers=subs,
+                          bus={"synchronous": synchronous, "store": store})
     serve = procs.start(f"hookbus-{name}", [*hookbus_command(), "serve", "--config", str(config), "--log-level", "WARNING"])
     wait_port(http_port, serve, procs, f"hookbus serve ({name})")
     return serve, f"http://{HOST}:{http_port}", data_dir
@@ -249,6 +258,9 @@ def main() -> None:
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL", help="[bus] synchronous (default FULL)")
     add_round_options(parser)
     add_quiet_options(parser)
+    parser.add_argument("--postgres", action="store_true",
+                        help="also run each hookbus variant on the PostgreSQL store, in the same rounds (a server of the "
+                             "benchmark's own: Debian's postgresql binaries)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, journal)")
     args = parser.parse_args()
     if not 0 < args.duration <= 600 or not 0 <= args.warmup <= 60 or not 1 <= args.rounds <= 50:
@@ -267,7 +279,7 @@ def main() -> None:
               f"event ~{args.size} B, hookbus subscribers: {' and '.join(variants)}, synchronous={args.synchronous}, "
               f"{os.cpu_count()} CPUs"
               + (f", and each with {args.live_pages} live pages open" if args.live_pages else ""), flush=True)
-        with Processes(tmp) as procs:
+        with Processes(tmp) as procs, postgres_server(args.postgres) as pg:
             # Every server runs throughout; only the one under load does any work.
             base_port, = free_ports(1)
             base = procs.start("baseline", [sys.executable, "-m", "bench._baseline", "ingest", "--port", str(base_port)])
@@ -278,6 +290,10 @@ def main() -> None:
             for variant in variants:
                 serve, url, data_dirs[variant] = start_serve(procs, tmp, variant, variant == "jsonl", args.synchronous)
                 servers[f"hookbus-{variant}"] = (serve, url)
+                if pg is not None:
+                    serve, url, data_dirs[f"{variant}-pg"] = start_serve(procs, tmp, f"{variant}-pg", variant == "jsonl",
+                                                                         args.synchronous, pg.new_database())
+                    servers[f"hookbus-{variant}-pg"] = (serve, url)
                 if args.live_pages:
                     name = f"{variant}+pages"
                     serve, url, data_dirs[name] = start_serve(procs, tmp, name, variant == "jsonl", args.synchronous)
@@ -297,9 +313,9 @@ def main() -> None:
                        "hookbus serve (POST /events → journal commit, fsync → 202)")
                 for name, (proc, url) in servers.items():
                     results[name].append(measure(args, name, script, f"{url}/events", proc.pid, f"r{round_}",
-                                                 live.get(name)))
+                                                 live.get(name), pg.pid if pg is not None and name.endswith("-pg") else None))
             banner("checks")
-            for variant in [v for s in variants for v in (s, f"{s}+pages") if f"hookbus-{v}" in servers]:
+            for variant in [v for s in variants for v in (s, f"{s}-pg", f"{s}+pages") if f"hookbus-{v}" in servers]:
                 proc, url = servers[f"hookbus-{variant}"]
                 accepted = sum(r["accepted_total"] for r in results[f"hookbus-{variant}"])
                 check_journal(f"hookbus-{variant}", url, accepted,
@@ -313,6 +329,12 @@ def main() -> None:
                   "jsonl": "the same with the default config's jsonl subscriber in the same process"}
         for variant in variants:
             print_rounds(list(zip(base_rps, (r["rps"] for r in results[f"hookbus-{variant}"]), strict=True)), "req/s", titles[variant])
+            if args.postgres:
+                pg_rps = [r["rps"] for r in results[f"hookbus-{variant}-pg"]]
+                print_rounds(list(zip(base_rps, pg_rps, strict=True)), "req/s", titles[variant] + ", on PostgreSQL",
+                             names=("baseline", "hookbus-pg"))
+                print_rounds(list(zip((r["rps"] for r in results[f"hookbus-{variant}"]), pg_rps, strict=True)), "req/s",
+                             f"PostgreSQL store against SQLite store ({variant})", goal=False, names=("sqlite", "postgres"))
             if args.live_pages:
                 print_pages(args.live_pages, variant, results[f"hookbus-{variant}"], results[f"hookbus-{variant}+pages"])
 

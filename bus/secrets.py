@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,11 @@ class _Known:
     def add(self, secret: str) -> None:
         if secret not in self.secrets:
             self.secrets.add(secret)
+            self._built = -1
+
+    def discard(self, secret: str) -> None:
+        if secret in self.secrets:
+            self.secrets.discard(secret)
             self._built = -1
 
     def _ensure(self) -> None:
@@ -233,6 +239,21 @@ def _resolve_tree(node: Any, key: str) -> Any:
     if isinstance(node, dict):
         return {k: _resolve_tree(v, f"{key}.{k}" if key else k) for k, v in node.items()}
     return node
+
+
+def mark_database_url(url: str) -> None:
+    """A database URL's secret is its password: remember that alone. (Read from env:/file:,
+    the whole URL was remembered, and with it its host and database names, which would then be
+    masked in every message that names where the store is.)"""
+    _known.discard(url)
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:  # not a URL that can be split: keep hiding all of it
+        remember(url)
+        return
+    if password:
+        mark_secret(password)
+        mark_secret(urllib.parse.unquote(password))
 
 
 def mark_secret(value: str | None) -> None:

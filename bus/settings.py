@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -156,9 +157,19 @@ class RetrySettings(Strict):
     initial_delay: Duration = Field(1.0, gt=0, le=3600)
 
 
+def _endpoint(value: str) -> str:
+    if not value.startswith(("tcp://", "ipc://", "inproc://")):
+        raise ValueError("must be a ZeroMQ endpoint such as tcp://127.0.0.1:7600")
+    return value
+
+
 class BusSettings(Strict):
     data_dir: Path = Path("var")
-    control: str = "tcp://127.0.0.1:7600"
+    # Where the journal is (DESIGN §12): "sqlite" (data_dir/journal.db) or a postgresql:// URL.
+    store: str = "sqlite"
+    # One endpoint, or the endpoints of every node of one bus (DESIGN §12): a node binds the
+    # first, its own; clients try each in turn.
+    control: str | list[str] = "tcp://127.0.0.1:7600"
     publish: str = "tcp://127.0.0.1:7601"
     max_event_bytes: int = Field(256 * 1024, ge=4096, le=64 * 1024 * 1024)
     synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
@@ -169,17 +180,60 @@ class BusSettings(Strict):
     curve_authorized_keys: Path | None = None  # folder of clients' public certificates
     curve_client_key: str | None = None  # a client's own certificate (secret) file text
     credential: Path | None = None  # a client's credential file (`hookbus grant`); else $HOOKBUS_CREDENTIAL, else data_dir's own
+    node: str = Field("", max_length=200)  # this node's name among several on one store; "" = the host name
+    lease: Duration = Field(10.0, ge=1, le=600)  # a dead node's subscribers and singleton work move on within this
 
     @property
     def curve_configured(self) -> bool:
         """Keys were given, not only the ones data_dir sets up for its own user."""
         return bool(self.curve_secret_key or self.curve_client_key or self.credential)
 
-    @field_validator("control", "publish")
+    @property
+    def controls(self) -> list[str]:
+        """Every node's control endpoint, this node's (the one it binds) first."""
+        return [self.control] if isinstance(self.control, str) else list(self.control)
+
+    @property
+    def own_control(self) -> str:
+        return self.controls[0]
+
+    @property
+    def node_name(self) -> str:
+        return self.node or socket.gethostname()
+
+    @field_validator("store")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        if not value.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ValueError("must be a ZeroMQ endpoint such as tcp://127.0.0.1:7600")
+    def _store(cls, value: str) -> str:
+        # The message never repeats the value: a URL may hold a password.
+        if value != "sqlite" and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError('must be "sqlite" or a PostgreSQL URL such as postgresql://hookbus@db1/hookbus')
+        return value
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.store != "sqlite"
+
+    @field_validator("control")
+    @classmethod
+    def _endpoints(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must name at least one endpoint")
+            for endpoint in value:
+                _endpoint(endpoint)
+            return value
+        return _endpoint(value)
+
+    @field_validator("publish")
+    @classmethod
+    def _publish(cls, value: str) -> str:
+        return _endpoint(value)
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, value: str) -> str:
+        if value != value.strip() or any(ord(c) < 32 for c in value):
+            raise ValueError("must not contain control characters, nor begin or end with a space")
         return value
 
 

@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, cast
 
 from aiohttp import web
@@ -28,7 +28,10 @@ from hookbus.bus.http.app import start_http
 from hookbus.bus.http.fdlimit import raise_open_file_limit
 from hookbus.bus.jobs import runner as jobs
 from hookbus.bus.secrets import scrub
-from hookbus.bus.store.journal import Journal
+from hookbus.bus.store.base import JournalError, Store
+from hookbus.bus.store.journal import runner_name
+from hookbus.bus.store.leases import Lease, beat
+from hookbus.bus.store.opener import open_store
 from hookbus.bus.transport import spool
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config
@@ -53,6 +56,55 @@ def checks_for(broker: Broker, config: Config) -> CheckEngine:
     return engine
 
 
+FOLLOW_CHECKS_S = 2.0  # a node that does not evaluate the checks reloads their states this often, for its API
+
+
+def follow_checks(engine: CheckEngine) -> Callable[[], Awaitable[None]]:
+    """While another node evaluates the checks: load their saved states now and then, so this
+    node's API and page show them too."""
+    loop = asyncio.get_running_loop()
+    last = [-FOLLOW_CHECKS_S]
+
+    async def follow() -> None:
+        if loop.time() - last[0] >= FOLLOW_CHECKS_S:
+            last[0] = loop.time()
+            try:
+                await engine.load()
+            except Exception as exc:
+                log.warning("checks: cannot load their states: %s", scrub(str(exc)))
+
+    return follow
+
+
+async def share_operations(engine: CheckEngine, store: Store, checks: Lease) -> None:
+    """With several nodes, a silence may be added or ended, and a check paused or resumed, through
+    any of them: each node reads the silences now and then, for its runners and its evaluation,
+    and the one evaluating the checks takes in pauses and resumes (the others reload it all)."""
+    while True:
+        await asyncio.sleep(FOLLOW_CHECKS_S)
+        try:
+            # Those ended in the last hour too: an end made on another node is taken in, and announced.
+            engine.silences.merge(await asyncio.to_thread(store.silences, time.time() - 3600))
+            if checks.held:
+                await engine.adopt_pauses()
+            engine.wake()
+        except Exception as exc:
+            log.warning("checks: cannot read what other nodes changed: %s", scrub(str(exc)))
+
+
+def singletons(config: Config, store: Store, broker: Broker, engine: CheckEngine) -> list[asyncio.Task[None]]:
+    """What one node of the bus does at a time (DESIGN §12), each under its claim, and this node's
+    heartbeat: the checks' evaluation and retention."""
+    node, lease = config.bus.node_name, config.bus.lease
+    checks = Lease(store, "checks", node, lease)
+    shared = [asyncio.create_task(share_operations(engine, store, checks), name="shared")] if config.bus.on_postgres else []
+    return [*shared,
+        asyncio.create_task(beat(store, node, runner_name(), lease), name="node-beat"),
+        asyncio.create_task(checks.hold(lambda: evaluate(engine), idle=follow_checks(engine)), name="checks"),
+        asyncio.create_task(Lease(store, "retention", node, lease).hold(broker.prune_loop), name="retention"),
+    ]
+
+
 async def evaluate(engine: CheckEngine) -> None:
     """Run the checks; an unexpected error is logged and evaluation starts over from the saved seq."""
     while True:
@@ -60,6 +112,9 @@ async def evaluate(engine: CheckEngine) -> None:
             await engine.run()
         except asyncio.CancelledError:
             raise
+        except JournalError as exc:  # the store unavailable (PostgreSQL down): said in a line, no traceback
+            log.warning("checks: %s; starting over in 5 s", exc)
+            await asyncio.sleep(5)
         except Exception:
             log.exception("checks: evaluation failed; starting over in 5 s")
             await asyncio.sleep(5)
@@ -80,23 +135,23 @@ def data_dir_lock(config: Config) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
-    # Opening checks and migrates the file: not on the event loop.
-    journal = await asyncio.to_thread(Journal, config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
+    # Opening checks and migrates the file (or the database's schema): not on the event loop.
+    journal = await asyncio.to_thread(open_store, config.bus)
     broker = Broker(config, journal)
+    broker.retention_here = False  # under its claim (singletons)
     try:
         await broker.start()
         # What `hookbus run` could not deliver while the broker was down waits in the spool.
         spooled = asyncio.create_task(spool.ingest_loop(broker, spool.spool_dir(config.bus)), name="spool-ingest")
         engine = checks_for(broker, config)
-        checking = asyncio.create_task(evaluate(engine), name="checks")
+        background = [spooled, *singletons(config, journal, broker, engine), *follow_sources(config, broker)]
         runner = await start_http(create_app(config, broker, engine)) if with_http and config.http.enabled else None
-        following = follow_sources(config, broker)
         try:
             yield broker
         finally:
-            for task in (spooled, checking, *following):
+            for task in background:
                 task.cancel()
-            await asyncio.gather(spooled, checking, *following, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
             await broker.stop()
@@ -105,16 +160,52 @@ async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broke
 
 
 def follow_sources(config: Config, broker: Broker) -> list[asyncio.Task[None]]:
-    """The `[[sources]]` followers (DESIGN §14), each committing what it sees as an ingest does."""
+    """The `[[sources]]` followers (DESIGN §14), each committing what it sees as an ingest does;
+    one node of the bus at a time follows each (its claim), so several nodes do not all read it."""
     kinds = registry.followers() if config.sources else {}
-    return [asyncio.create_task(kinds[source.kind](source, broker.ingest), name=f"source-{source.name}")
+    node, lease = config.bus.node_name, config.bus.lease
+    return [asyncio.create_task(Lease(broker.journal, f"source:{source.name}", node, lease).hold(
+                functools.partial(kinds[source.kind], source, broker.ingest)), name=f"source-{source.name}")
             for source in config.sources]
 
 
-async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event, feed: Broker | None = None) -> list[str]:
-    """Run the named subscribers until `stop`; `feed`: the broker, when in this process.
+
+def leased(config: Config, name: str, broker: Broker) -> Coroutine[Any, Any, None]:
+    """Run one subscriber in the broker's process while this node holds its claim (DESIGN §12):
+    one node of the bus at a time delivers it; another takes it over from the saved cursor."""
+    cfg = config.subscriber(name)
+    current: list[SubscriberRunner] = []
+
+    async def deliver() -> None:
+        runner = SubscriberRunner(cfg, create(cfg), config.bus, feed=broker)
+        current[:] = [runner]
+        await runner.run()
+
+    def lose() -> None:  # the claim is running out: stop at once, nothing may be delivered past it
+        for runner in current:
+            runner.drain_grace = 0.0
+
+    lease = Lease(broker.journal, f"subscriber:{name}", config.bus.node_name, config.bus.lease)
+    return lease.hold(deliver, lose=lose)
+
+
+async def run_leased(config: Config, names: list[str], stop: asyncio.Event, broker: Broker) -> None:
+    """The subscribers of `hookbus serve`, each under its claim, until `stop`."""
+    for name in names:
+        config.subscriber(name)  # an unknown name fails here, before anything runs
+    tasks = [asyncio.create_task(leased(config, name, broker), name=f"subscriber-{name}") for name in names]
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_subscribers(config: Config, names: list[str], stop: asyncio.Event) -> list[str]:
+    """Run the named subscribers, in a process of their own (`hookbus subscriber`), until `stop`.
     Return why each one that stopped on its own stopped."""
-    runners = [SubscriberRunner(cfg, create(cfg), config.bus, feed=feed) for cfg in (config.subscriber(n) for n in names)]
+    runners = [SubscriberRunner(cfg, create(cfg), config.bus) for cfg in (config.subscriber(n) for n in names)]
     tasks: dict[asyncio.Task[object], SubscriberRunner] = {
         asyncio.create_task(r.run(), name=f"subscriber-{r.name}"): r for r in runners}
     stopper: asyncio.Task[object] = asyncio.create_task(stop.wait())
@@ -168,7 +259,7 @@ async def serve(config: Config, *, broker: bool, http: bool, subscribers: list[s
     if broker:
         async with running_broker(config, http) as in_process:
             if subscribers:
-                failures = await run_subscribers(config, subscribers, stop, in_process)
+                await run_leased(config, subscribers, stop, in_process)
             else:
                 await stop.wait()
     else:

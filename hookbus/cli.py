@@ -34,9 +34,10 @@ from hookbus.bus.events.times import format_duration_short, now_rfc3339, rfc3339
 from hookbus.bus.filemodes import private_umask
 from hookbus.bus.logs import setup_logging
 from hookbus.bus.notify.templates import SAMPLES
-from hookbus.bus.secrets import scrub
+from hookbus.bus.secrets import mark_database_url, resolve_value, scrub
 from hookbus.bus.settings import Check, ConfigError
 from hookbus.bus.store.base import JournalError
+from hookbus.bus.store.opener import store_location
 from hookbus.bus.transport import protocol
 from hookbus.bus.transport.client import BrokerRefused, BrokerUnavailable, ControlClient
 from hookbus.bus.transport.credentials import ENV, grant
@@ -146,16 +147,27 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         print(scrub(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode()))
         return 0
     print(f"journal head: seq {status['head']}  ({status['events_retained']} events retained)")
-    print(f"{'subscriber':<20} {'up':<4} {'cursor':>10} {'lag':>8} {'retrying':>9} {'dead':>6}  delivered")
+    print_nodes(status)
+    print(f"{'subscriber':<20} {'up':<4} {'cursor':>10} {'lag':>8} {'retrying':>9} {'dead':>6}  {'node':<16} delivered")
     for s in status["subscribers"]:
         print(f"{s['name']:<20} {'yes' if s['connected'] else 'no':<4} {s['cursor']:>10} {s['lag']:>8} "
-              f"{s['retries_in_flight']:>9} {s['dead_letters']:>6}  {s['stats'].get('delivered', '-')}")
+              f"{s['retries_in_flight']:>9} {s['dead_letters']:>6}  {s.get('node') or '-':<16} "
+              f"{s['stats'].get('delivered', '-')}")
     if status["dead_letters"]:
         print("\ndead letters (replay with `hookbus replay --dead-letters`):")
         for d in status["dead_letters"]:
             print(f"  #{d['id']:<5} {d['subscriber']:<16} seq {d['seq']:<8} after {d['attempts']} attempt(s): "
                   f"{scrub(d['error'])}")
     return 0
+
+
+def print_nodes(status: dict[str, Any]) -> None:
+    """The nodes of the bus, and who runs the singleton work (checks, retention)."""
+    work = status.get("work", {})
+    for n in status.get("nodes", []):
+        runs = sorted(name for name, node in work.items() if node == n["name"] and not name.startswith("subscriber:"))
+        print(f"node {n['name']:<16} {'alive' if n['alive'] else 'DOWN':<6} last heartbeat {n['last_heartbeat_s']} s ago"
+              + ("  (answering)" if n["name"] == status.get("node") else "") + (f"  runs {', '.join(runs)}" if runs else ""))
 
 
 def cmd_replay(args: argparse.Namespace, config: Config) -> int:
@@ -371,11 +383,31 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         print(f"{len(config.checks)} check(s):")
         for c in config.checks:
             print(f"  {c.name}: {describe(c)}" + _check_details(c))
-    print(f"journal {config.bus.data_dir / 'journal.db'}; control {config.bus.control}; publish {config.bus.publish}; "
+    print(f"journal {store_location(config.bus)}; control {' or '.join(config.bus.controls)}; "
+          f"publish {config.bus.publish}; "
           f"http {'http://' + config.http.listen if config.http.enabled else 'off'}")
     print(f"CURVE keys {config.bus.data_dir / 'keys'} (set up at the first start; `hookbus grant publish --to FILE` "
           "for another user)" + (f"; clients authorized in {config.bus.curve_authorized_keys}"
                                  if config.bus.curve_authorized_keys else ""))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    """Copy the SQLite journal of data_dir into a fresh PostgreSQL database (the broker stopped)."""
+    url = resolve_value(args.to, "--to")
+    if not url.startswith(("postgresql://", "postgres://")):
+        fail("--to: must be a PostgreSQL URL such as postgresql://hookbus@db1/hookbus (or env:NAME, file:PATH)", EXIT_USAGE)
+    mark_database_url(url)
+    source = config.bus.data_dir / "journal.db"
+    # Lazily: the PostgreSQL driver is no part of the other commands' start.
+    from hookbus.app import data_dir_lock
+    from hookbus.bus.store.migrate import copy_journal
+    from hookbus.bus.store.postgres import redacted
+
+    with data_dir_lock(config):  # no broker may write the journal while it is copied
+        counts = copy_journal(source, url)
+    print(f"copied {source} to {redacted(url)}: " + ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in counts.items()))
+    print("now set [bus] store to that URL (env:NAME or file:PATH keep the password out of the file) and start hookbus")
     return 0
 
 
@@ -483,6 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--for", dest="duration", metavar="DURATION", help='how long, e.g. 2h, 30m, 1d, "1h30m"')
     p.add_argument("--comment", help="why (shown in hookbus silence list)")
     p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("migrate", parents=[common], help="copy the SQLite journal into a fresh PostgreSQL database")
+    p.add_argument("--to", required=True, metavar="URL", help="postgresql://user@host/db (or env:NAME, file:PATH)")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("check-config", parents=[common], help="validate the configuration")
     p.set_defaults(func=cmd_check_config)

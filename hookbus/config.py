@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from hookbus.adapters import registry
 from hookbus.bus.filemodes import refuse_readable_secret
 from hookbus.bus.jobs.config import JobConfig, load_jobs
-from hookbus.bus.secrets import _resolve_tree, mark_secret
+from hookbus.bus.secrets import _resolve_tree, mark_database_url, mark_secret
 from hookbus.bus.settings import (
     EXPECTATION_KEYS,
     BusSettings,
@@ -141,6 +141,8 @@ def build_config(raw: dict[str, Any], source: str, *, subscribers: Callable[[dic
     _check_checks(base, len(checks), jobs)
     for key in (base.bus.curve_secret_key, base.bus.curve_client_key):
         mark_secret(key)
+    if base.bus.on_postgres:  # the URL's password is never printed (§3); where the store is, is
+        mark_database_url(base.bus.store)
     _check_endpoints(base.bus)
     if not base.http.is_loopback and base.http.enabled and not (base.http.tokens or base.http.hmac_secrets):
         raise ConfigError(
@@ -178,8 +180,7 @@ def _check_key_files(raw: dict[str, Any]) -> None:
 
 def _check_endpoints(bus: BusSettings) -> None:
     """Beyond loopback, CURVE keys must be configured, as HTTP needs tokens there."""
-    for key in ("control", "publish"):
-        endpoint = getattr(bus, key)
+    for key, endpoint in [*(("control", c) for c in bus.controls), ("publish", bus.publish)]:
         if not is_local_endpoint(endpoint) and not (bus.curve_configured or os.environ.get("HOOKBUS_CREDENTIAL")):
             raise ConfigError(
                 f"bus.{key}: {endpoint} is not a loopback address and no CURVE keys are configured; set "

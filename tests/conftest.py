@@ -251,3 +251,8 @@ def _forget_secrets() -> Iterator[None]:
 def _no_inherited_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOOKBUS_CONFIG", raising=False)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+# The PostgreSQL server (tests/pg.py), registered here so that a run has one server however many
+# modules use it (a fixture imported into each module would be one fixture per module).
+from tests.pg import pg_server, pg_url  # noqa: E402, F401

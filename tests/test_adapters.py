@@ -29,7 +29,9 @@ from aiohttp.test_utils import TestClient
 from hookbus.app import create_app
 from hookbus.bus import secrets
 from hookbus.bus.settings import ConfigError
+from hookbus.bus.store.base import Store
 from hookbus.bus.store.journal import Journal
+from hookbus.bus.store.postgres import PostgresStore
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config, build_config
 
@@ -61,7 +63,7 @@ def subset(actual: Any, expected: Any, path: str = "") -> None:
 @dataclass
 class Bus:
     client: TestClient  # type: ignore[type-arg]
-    journal: Journal
+    journal: Store
     config: Config
 
     async def ingest(self, adapter: str, body: bytes, query: str = "") -> tuple[int, Any]:
@@ -93,10 +95,12 @@ def _forget_secrets() -> Any:
     secrets.known_secrets().update(saved)
 
 
-@pytest.fixture
-async def bus(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Bus]:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def bus(tmp_path: Path, aiohttp_client: Any, request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
+    """The adapters in front of a broker on each store (their open jobs: append_with_job)."""
     config = make_config(tmp_path / "var")
-    journal = Journal(config.bus.data_dir / "journal.db", synchronous="NORMAL")
+    journal: Store = (PostgresStore(request.getfixturevalue("pg_url")) if request.param == "postgres"
+                      else Journal(config.bus.data_dir / "journal.db", synchronous="NORMAL"))
     ctx = zmq.asyncio.Context()
     broker = Broker(config, journal, ctx)
     await broker.start()

@@ -24,7 +24,9 @@ from aiohttp.test_utils import TestClient
 from hookbus.app import create_app
 from hookbus.bus import signing
 from hookbus.bus.events.text import CUT_MARK
+from hookbus.bus.store.base import Store
 from hookbus.bus.store.journal import Journal
+from hookbus.bus.store.postgres import PostgresStore
 from hookbus.bus.transport.broker import Broker
 from hookbus.config import Config, build_config
 
@@ -41,7 +43,7 @@ BATCH = "application/cloudevents-batch+json"
 class Bus:
     client: TestClient  # type: ignore[type-arg]
     broker: Broker
-    journal: Journal
+    journal: Store
     config: Config
 
     async def post(self, body: Any, content_type: str = CE, **headers: str) -> tuple[int, Any]:
@@ -68,13 +70,16 @@ def make_config(data_dir: Path, **http: Any) -> Config:
     }, "test")
 
 
-@pytest.fixture
-async def make_bus(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Callable[..., Awaitable[Bus]]]:
-    started: list[tuple[Broker, Journal, zmq.asyncio.Context]] = []
+@pytest.fixture(params=["sqlite", "postgres"])
+async def make_bus(tmp_path: Path, aiohttp_client: Any,
+                   request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Awaitable[Bus]]]:
+    """Brokers with the HTTP API, on each store."""
+    started: list[tuple[Broker, Store, zmq.asyncio.Context]] = []
 
     async def make(**http: Any) -> Bus:
         config = make_config(tmp_path / f"bus{len(started)}", **http)
-        journal = Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous)
+        journal: Store = (PostgresStore(request.getfixturevalue("pg_server").new_database()) if request.param == "postgres"
+                          else Journal(config.bus.data_dir / "journal.db", synchronous=config.bus.synchronous))
         ctx = zmq.asyncio.Context()
         broker = Broker(config, journal, ctx)
         await broker.start()

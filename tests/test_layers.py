@@ -33,7 +33,9 @@ RANKS: list[tuple[str, ...]] = [
 FOLDERS = {"bus": "hookbus.bus", "subscribers": "hookbus.subscribers", "adapters": "hookbus.adapters", "hookbus": "hookbus"}
 # The command line imports the application and the adapters inside the commands that use
 # them, for start-up time: `hookbus emit` from a hook starts in 0.3 s instead of 0.5.
-LAZY = {"hookbus/cli.py": {"hookbus.app", "hookbus.adapters"}}
+# The PostgreSQL store loads psycopg (~100 ms): only a PostgreSQL store, check-config and migrate need it.
+LAZY = {"hookbus/cli.py": {"hookbus.app", "hookbus.adapters", "hookbus.bus.store.migrate", "hookbus.bus.store.postgres"},
+        "bus/store/opener.py": {"hookbus.bus.store.postgres"}}
 # Files hookbus never imports: loaded by another program (ansible-playbook, netcfgbu) under its own rules.
 DROP_INS = {"adapters/netcfgbu_plugin.py", "adapters/ansible_callbacks/hookbus_stats.py"}
 

@@ -478,6 +478,8 @@ async def test_real_netcfgbu_with_the_plugin_spools_while_hookbus_is_down_then_d
         assert len(spool.read_text().splitlines()) == 8 and audit(site) == []
 
         # 3. The right token: the next run sends the spool first, then its own events; vcs save reports too.
+        # HOOKBUS_URL lists a node that is down first (DESIGN §12): the plugin passes over it.
+        env["HOOKBUS_URL"] = f"http://127.0.0.1:{free_port()},{site.url}"
         status, out = await run(netcfgbu, "backup", "-C", "netcfgbu.toml", env=env, cwd=work)
         assert status == 0, out
         for args in (["git", "init", "-q"], ["git", "add", "-A"],

@@ -67,14 +67,17 @@ async def serve(site: Site, procs: Any) -> Any:
     return proc
 
 
-async def test_retries_dead_letter_silence_and_restart(site: Site, procs: Any) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_retries_dead_letter_silence_and_restart(site: Site, procs: Any, store: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("pg_url") if store == "postgres" else "sqlite"
     scripted = Scripted()
     app = web.Application()
     app.router.add_post("/{tail:.*}", scripted.handle)
     async with local_site(app) as base:
         hook = {"name": "ops", "kind": "webhook", "url": f"{base}/hook/{TOKEN}", "events": ["backup.*"],
                 "retry": {"attempts": 5, "initial_delay": 0.2, "max_delay": 0.3}}
-        site.configure([hook])
+        site.configure([hook], store=url)
         proc = await serve(site, procs)
         retried = await post(site, cloudevent(1, "j-1", "backup.job.started"))
         refused = await post(site, cloudevent(2, "j-1", "backup.job.finished", outcome="success"))

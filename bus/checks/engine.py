@@ -278,6 +278,21 @@ class CheckEngine:
         self.wake()
         return changed
 
+    async def adopt_pauses(self) -> None:
+        """Several nodes (DESIGN §12): a check paused or resumed through another node's API was
+        saved there; the evaluating node takes that state in. Read under the lock, so a pause or
+        resume made here meanwhile is never undone by an older snapshot."""
+        async with self._lock:
+            snap = await asyncio.to_thread(self.store.load_checks)
+            for name, body in snap.states.items():
+                if name not in self.states:
+                    continue
+                stored = State.from_json(orjson.loads(body))
+                if (stored.status is Status.PAUSED) != (self.states[name].status is Status.PAUSED):
+                    self.states[name] = stored
+                    self._schedule(name)
+        self.wake()
+
     async def add_silence(self, silence: Silence) -> Silence:
         await self.ready.wait()
         kept = await self.store.add_silence(silence)

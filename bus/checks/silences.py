@@ -19,6 +19,11 @@ class Silences:
     def replace(self, silences: list[Silence]) -> None:
         self.by_id = {s.id: s for s in silences}
 
+    def merge(self, silences: list[Silence]) -> None:
+        """Take in silences another node added or ended (several nodes, DESIGN §12): each as stored."""
+        for silence in silences:
+            self.by_id[silence.id] = silence
+
     def add(self, silence: Silence) -> None:
         self.by_id[silence.id] = silence
 

@@ -43,7 +43,7 @@ class Heartbeat:
             try:
                 info, _ = await self.client.request(protocol.PING, payload, timeout=self.bus.heartbeat * 3)
             except BrokerUnavailable:
-                log.warning("subscriber %s: broker at %s not answering heartbeats", self.name, self.bus.control)
+                log.warning("subscriber %s: broker at %s not answering heartbeats", self.name, self.client.where)
                 continue
             self.position.target = max(self.position.target, int(info["head"]))
             if int(info["epoch"]) != self.cursor.epoch:

@@ -53,13 +53,15 @@ class SubscriberRunner:
         self.bus = bus
         self.name = config.name
         self.ctx = ctx or zmq.asyncio.Context.instance()
-        self.client = ControlClient(bus, self.ctx)
+        # In a node's own process, its own broker (the first endpoint); alone, whichever node answers.
+        self.client = ControlClient(bus, self.ctx, [bus.own_control] if feed is not None else None)
         self.feed = feed
         self.runner = runner_name()  # the broker's lease on this name (journal.take_lease)
         self.stats: dict[str, int] = {"delivered": 0, "failed_attempts": 0, "dead_lettered": 0, "skipped": 0,
                                       "silenced": 0}
         self.silences: list[Silence] = []  # the broker's, as of its last answer
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.drain_grace = 5.0  # on a stop, deliveries in progress may finish this long (0: a lease lost)
         self.deadlines = Deadlines(subscriber.handler_timeout)
         self.trail = Trail(self.name, self.runner, self.client, self.stats)
         self.attempts = Attempts(config, subscriber, self.client, self.deadlines, self.stats, self.trail)
@@ -102,7 +104,7 @@ class SubscriberRunner:
                 info, _ = await self.client.request(protocol.HELLO, {"name": self.name, "runner": self.runner}, timeout=5.0)
                 break
             except BrokerUnavailable:
-                log.warning("subscriber %s: broker at %s not reachable yet; retrying", self.name, self.bus.control)
+                log.warning("subscriber %s: broker at %s not reachable yet; retrying", self.name, self.client.where)
         self.position.greet(int(info["cursor"]), int(info["head"]))
         self.cursor.committed = self.position.high
         self.cursor.epoch = int(info["epoch"])
@@ -118,11 +120,12 @@ class SubscriberRunner:
         else:
             await SocketFollower(self.position, self.bus, self.ctx, self.stats).follow()
 
-    async def _drain(self, grace: float = 5.0) -> None:
+    async def _drain(self) -> None:
         """On shutdown, let deliveries in progress finish briefly, then save the cursor."""
         pending = [t for t in self._tasks if not t.done()]
+        if pending and self.drain_grace > 0:
+            await asyncio.wait(pending, timeout=self.drain_grace)
         if pending:
-            await asyncio.wait(pending, timeout=grace)
             for task in pending:
                 task.cancel()
         try:

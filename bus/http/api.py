@@ -28,7 +28,8 @@ async def get_events(request: web.Request) -> web.Response:
 
 async def get_subscribers(request: web.Request) -> web.Response:
     status = await asyncio.to_thread(request.app[BROKER].status)
-    return ok({"head": status["head"], "subscribers": status["subscribers"]})
+    return ok({"head": status["head"], "subscribers": status["subscribers"], "nodes": status["nodes"],
+               "work": status["work"]})
 
 
 async def get_dead_letters(request: web.Request) -> web.Response:

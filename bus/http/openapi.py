@@ -162,7 +162,7 @@ OPENAPI: dict[str, Any] = {
                     "properties": {"seq": {"type": "integer"}, "type": {"type": "string"},
                                    "deliveries": {"$ref": "#/components/schemas/Deliveries"}}}}}}}}},
                           "401": _ERROR, "404": _ERROR}}},
-        "/api/subscribers": {"get": {"summary": "Subscribers, cursors, lag", "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}}},
+        "/api/subscribers": {"get": {"summary": "Subscribers, cursors, lag; the nodes and which runs what", "responses": {"200": {"description": "ok", "content": _JSON}, "401": _ERROR}}},
         "/api/dead-letters": {"get": {
             "summary": "Dead letters",
             "parameters": [{"name": "subscriber", "in": "query", "schema": {"type": "string"}},

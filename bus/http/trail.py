@@ -26,7 +26,7 @@ async def trail_for(journal: Store, seqs: Iterable[int], subscriber: str | None 
     """The trail of each of those events (of one subscriber, if given), from a thread.
 
     Returns {seq: [{"subscriber": name, "outcome": the last attempt's outcome,
-    "attempts": [{"attempt", "at", "outcome", "status", "reason"}, …]}, …]}:
+    "attempts": [{"attempt", "at", "outcome", "status", "reason", "node"}, …]}, …]}:
     every seq asked for is a key (an empty list: nobody was told, or not yet);
     subscribers by name, attempts oldest first. `outcome` is delivered, failed
     (the last attempt failed and a retry is due), dead (dead-lettered) or silenced;
@@ -48,7 +48,7 @@ def shape(seqs: list[int], records: list[Delivery]) -> dict[int, list[dict[str, 
             current = {"subscriber": r.subscriber, "outcome": r.outcome, "attempts": []}
             entries.append(current)
         current["attempts"].append({"attempt": r.attempt, "at": r.at, "outcome": r.outcome, "status": r.status,
-                                    "reason": r.reason})
+                                    "reason": r.reason, "node": r.node})
         current["outcome"] = r.outcome
     return out
 

@@ -428,7 +428,7 @@ def cmd_run(bus: BusSettings, job: JobConfig, *, job_type: str, job_id: str | No
     result, left, publisher = asyncio.run(run_job(bus, job, job_type=job_type, job_id=job_id,
                                                   publish_timeout=publish_timeout, out=out, gates=gates))
     if left:
-        print(f"hookbus: the broker at {bus.control} could not be reached; {left} event(s) of this job are "
+        print(f"hookbus: the broker at {' or '.join(bus.controls)} could not be reached; {left} event(s) of this job are "
               f"kept in {publisher.path} and will be delivered when the broker starts (it reads "
               f"{publisher.path.parent}) or by the next `hookbus run`", file=sys.stderr)
     return 0 if result["outcome"] in (Outcome.SUCCESS, Outcome.WARNING) else 1

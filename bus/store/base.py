@@ -74,6 +74,7 @@ class Delivery:
     outcome: str
     status: int | None = None
     reason: str = ""
+    node: str = ""  # the node whose runner made the attempt (DESIGN §12)
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,6 +87,7 @@ class DeliveredRun:
     last_seq: int
     at: float
     status: int | None = None
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,26 @@ class CheckSnapshot:
     seq: int
     states: dict[str, bytes]
     runs: dict[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBeat:
+    """A node of the bus (DESIGN §12) as its last heartbeat left it; `age_s` by the store's clock."""
+
+    node: str
+    holder: str
+    started_at: float
+    age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A named lease (a subscriber's delivery, singleton work): who holds it and for how much longer."""
+
+    name: str
+    holder: str
+    node: str
+    left_s: float  # negative once expired
 
 
 class JobAppend(NamedTuple):
@@ -160,6 +182,16 @@ class Store(Protocol):
         """Hold a subscriber name for ttl seconds; raise LeaseHeld when a live runner holds it."""
 
     async def renew_lease(self, subscriber: str, holder: str, ttl: float) -> None: ...
+
+    async def claim(self, name: str, holder: str, node: str, ttl: float) -> bool:
+        """Take or renew the lease `name` for `holder` (of `node`) for ttl seconds by the store's clock;
+        True when held, False while another holder's has not expired."""
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give up `name`, if holder holds it (a clean stop hands over at once)."""
+
+    async def beat(self, node: str, holder: str, started_at: float) -> None:
+        """Record that `node` (this process: `holder`) is alive now."""
 
     async def prune(self, older_than_s: float) -> int:
         """Delete events older than that which every subscriber has passed; return how many."""
@@ -225,6 +257,16 @@ class Store(Protocol):
 
     def lease_holder(self, subscriber: str) -> str | None:
         """Who holds the subscriber's name (take_lease), if anyone."""
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` (from any thread) whenever another node commits events: on PostgreSQL by
+        LISTEN/NOTIFY; SQLite has one node and never calls it."""
+
+    def nodes(self) -> list[NodeBeat]:
+        """Every node that ever beat, by name."""
+
+    def claims(self) -> list[Claim]:
+        """Every lease taken with `claim`, by name."""
 
     def cursors(self) -> dict[str, tuple[int, int]]:
         """Subscriber → (cursor, epoch)."""

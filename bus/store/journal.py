@@ -12,37 +12,38 @@ import asyncio
 import functools
 import logging
 import os
-import queue
 import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
 from hookbus.bus.events.event import Event
 from hookbus.bus.events.host import host_name
 from hookbus.bus.events.silences import Silence
-from hookbus.bus.store import checkstate, openjobs, trail
+from hookbus.bus.store import checkstate, nodes, openjobs, trail
 from hookbus.bus.store.base import (
     Accepted,
     CheckSnapshot,
+    Claim,
     DeadLetter,
     DeliveredRun,
     Delivery,
     JobAppend,
     LeaseHeld,
+    NodeBeat,
     OpenJob,
     StoredEvent,
 )
 from hookbus.bus.store.base import JournalError as JournalError  # imported from here by cli and http
+from hookbus.bus.store.groupcommit import Done, GroupCommit, finish
+from hookbus.bus.store.groupcommit import settle_future as settle_future  # imported from here by delivery
 
 log = logging.getLogger("hookbus.journal")
-
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -94,7 +95,7 @@ CREATE TABLE IF NOT EXISTS leases (
 REPLAY_CHUNK = 500  # dead-letter ids per statement and per commit: well under SQLite's variable limit
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -169,8 +170,8 @@ def _rowcount(sql: str, args: list[Any]) -> Callable[[sqlite3.Connection], int]:
     return lambda conn: conn.execute(sql, args).rowcount
 
 
-# An op and whom to tell: an async writer's _Waiter, or a blocking writer's callback.
-_Op = tuple[Callable[[sqlite3.Connection], Any], "_Waiter | Callable[[Any, BaseException | None], None]"]
+# An op and whom to tell.
+_Op = tuple[Callable[[sqlite3.Connection], Any], Done]
 
 
 def _within(cursor: sqlite3.Cursor, max_bytes: int | None) -> list[Any]:
@@ -186,37 +187,30 @@ def _within(cursor: sqlite3.Cursor, max_bytes: int | None) -> list[Any]:
     return rows
 
 
-class Journal:
+class Journal(GroupCommit[sqlite3.Connection]):
     """Durable, gap-free event log with subscriber cursors, retries and dead letters:
     the SQLite `Store` (base.py)."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        super().__init__("journal-writer")
         self.path = path
         self.synchronous = synchronous
         path.parent.mkdir(parents=True, exist_ok=True)
-        # The writer takes lists of ops; None stops it.
-        self._ops: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
-        # Ops written from an event loop wait here until the loop's next turn, then go
-        # to the writer together: one wake-up of its thread per turn, not per write.
-        self._pending: list[_Op] = []
-        self._pending_loop: asyncio.AbstractEventLoop | None = None
-        self._writer_idle = True
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         try:
             self._conn = self._connect()
-            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA + trail.SCHEMA)
+            self._conn.executescript(SCHEMA + openjobs.SCHEMA + checkstate.SCHEMA + trail.SCHEMA + nodes.SCHEMA)
             row = self._conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
             max_row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
             self.identity: int = self._identity()
             openjobs.hash_plain_keys(self._conn)
+            trail.migrate(self._conn)
         except sqlite3.DatabaseError as exc:  # a corrupted header: one line naming the file, no traceback
             raise JournalError(f"journal {path} cannot be opened ({exc}); move it aside to start an empty "
                                "journal, or restore it from a backup") from None
         self.last_seq: int = max(row[0] if row else 0, max_row[0])
-        self._closed = False
-        self._thread = threading.Thread(target=self._writer, name="journal-writer", daemon=True)
         self._thread.start()
 
     @property
@@ -242,36 +236,11 @@ class Journal:
 
     # -- writing ---------------------------------------------------------
 
-    def _writer(self) -> None:
-        conn = self._conn
-        while True:
-            self._writer_idle = True
-            first = self._ops.get()
-            self._writer_idle = False
-            if first is None:
-                break
-            batch = list(first)
-            stop = False
-            while len(batch) < 4096:
-                try:
-                    ops = self._ops.get_nowait()
-                except queue.Empty:
-                    break
-                if ops is None:
-                    stop = True
-                    break
-                batch.extend(ops)
-            try:
-                self._run_batch(conn, batch)
-            except Exception as exc:  # the one writer must outlive any batch, or every write hangs
-                log.exception("journal writer: batch failed")
-                error = JournalError(f"journal write failed: {exc}")
-                _finish([(done, None, error) for _, done in batch])
-            if stop:
-                break
-        conn.close()
+    def _writer_stopped(self) -> None:
+        self._conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+    def _run_batch(self, batch: list[_Op]) -> None:
+        conn = self._conn
         saved_seq = self.last_seq
         try:
             try:
@@ -290,9 +259,9 @@ class Journal:
                 pass
             self.last_seq = saved_seq
             error = JournalError(f"journal commit failed: {exc}")
-            _finish([(done, None, error) for _, done in batch])
+            finish([(done, None, error) for _, done in batch])
             return
-        _finish([(done, result, refusal) for (_, done), (result, refusal) in zip(batch, results, strict=True)])
+        finish([(done, result, refusal) for (_, done), (result, refusal) in zip(batch, results, strict=True)])
 
     def _run_ops(self, conn: sqlite3.Connection, batch: list[_Op], careful: bool) -> list[tuple[Any, BaseException | None]]:
         """Run the ops in one transaction and commit. Without `careful` (the usual
@@ -372,50 +341,6 @@ class Journal:
                 accepted.append(Accepted(event.id, seq, False))
             out.append(accepted)
         return out
-
-    def write(self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None] | None = None) -> asyncio.Future[T]:
-        """Run fn(conn) inside the next group commit; the future has its result once on disk.
-
-        `then(result)` runs on this event loop once the write is on disk, in commit
-        order, even when nobody awaits the future any more (a caller cancelled).
-        (A plain function returning the future, not a coroutine: one frame less
-        to pass through on every resumption of every ingest.)"""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        op = (fn, _Waiter(loop, future, then))
-        if self._closed:
-            future.set_exception(JournalError("journal is closed"))
-        elif (not self._pending and not self._writer_idle) or self._pending_loop not in (None, loop):
-            # The writer is busy and takes it with what else is queued; or it is
-            # another event loop's (tests, tools), whose turns are not ours to wait for.
-            self._ops.put([op])
-        else:
-            if not self._pending:
-                self._pending_loop = loop
-                loop.call_soon(self._hand_over)
-            self._pending.append(op)
-        return future
-
-    def _hand_over(self) -> None:
-        """Give the writer the ops written during the loop's last turn."""
-        pending, self._pending, self._pending_loop = self._pending, [], None
-        if pending:
-            self._ops.put(pending)
-
-    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Blocking form of `write`, for threads and tools."""
-        box: dict[str, Any] = {}
-        ready = threading.Event()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            box["result"], box["exc"] = result, exc
-            ready.set()
-
-        self._ops.put([(fn, done)])
-        ready.wait()
-        if box["exc"] is not None:
-            raise box["exc"]
-        return box["result"]  # type: ignore[no-any-return]
 
     def append(self, events: list[tuple[Event, bytes]],
                then: Callable[[list[Accepted]], None] | None = None) -> asyncio.Future[list[Accepted]]:
@@ -514,12 +439,12 @@ class Journal:
         """Hold `subscriber` for `holder` ("host pid N …") for ttl seconds. Raise LeaseHeld
         when another runner holds it and is alive: not expired, and on this host its
         process still exists (a runner killed a moment ago does not block its restart)."""
-        host, pid = _holder_host_pid(holder)
+        host, pid = holder_host_pid(holder)
 
         def op(conn: sqlite3.Connection) -> None:
             now = time.time()
             row = conn.execute("SELECT holder, host, pid, expires_at FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
-            if row and row[0] != holder and row[3] > now and not (row[1] == host_name() and not _pid_alive(row[2])):
+            if row and row[0] != holder and row[3] > now and not (row[1] == host_name() and not pid_alive(row[2])):
                 raise LeaseHeld(f"subscriber {subscriber} is already running ({row[0]}); "
                                 "two runners of one name would deliver every event twice")
             conn.execute("INSERT OR REPLACE INTO leases(subscriber, holder, host, pid, expires_at) VALUES (?,?,?,?,?)",
@@ -530,6 +455,17 @@ class Journal:
     async def renew_lease(self, subscriber: str, holder: str, ttl: float) -> None:
         await self.write(lambda conn: conn.execute("UPDATE leases SET expires_at=? WHERE subscriber=? AND holder=?",
                                                    (time.time() + ttl, subscriber, holder)))
+
+    # -- nodes and their claims (nodes.py) -------------------------------
+
+    async def claim(self, name: str, holder: str, node: str, ttl: float) -> bool:
+        return await self.write(lambda conn: nodes.claim(conn, name, holder, node, ttl))
+
+    async def release(self, name: str, holder: str) -> None:
+        await self.write(lambda conn: nodes.release(conn, name, holder))
+
+    async def beat(self, node: str, holder: str, started_at: float) -> None:
+        await self.write(lambda conn: nodes.beat(conn, node, holder, started_at))
 
     async def finish_replay(self, dead_id: int, ok: bool, error: str = "") -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -688,6 +624,15 @@ class Journal:
         row = self._reader().execute("SELECT holder FROM leases WHERE subscriber=?", (subscriber,)).fetchone()
         return str(row[0]) if row else None
 
+    def watch(self, wake: Callable[[], None]) -> None:
+        """One node per journal: no one else commits."""
+
+    def nodes(self) -> list[NodeBeat]:
+        return nodes.nodes(self._reader())
+
+    def claims(self) -> list[Claim]:
+        return nodes.claims(self._reader())
+
     def cursors(self) -> dict[str, tuple[int, int]]:
         rows = self._reader().execute("SELECT subscriber, seq, epoch FROM cursors").fetchall()
         return {name: (seq, epoch) for name, seq, epoch in rows}
@@ -722,10 +667,7 @@ class Journal:
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._hand_over()
-        self._ops.put(None)
-        self._thread.join(timeout=30)
+        self._stop_writer()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
@@ -737,57 +679,10 @@ def runner_name() -> str:
     return f"{host_name()} pid {os.getpid()} ({random.SystemRandom().getrandbits(32):08x})"
 
 
-def _holder_host_pid(holder: str) -> tuple[str, int]:
+def holder_host_pid(holder: str) -> tuple[str, int]:
     host, _, rest = holder.partition(" pid ")
     pid = rest.split(" ", 1)[0]
     return host, int(pid) if pid.isdigit() else 0
-
-
-class _Waiter:
-    """An async write's waiter: _finish settles its future on its event loop,
-    after running `then(result)` there when the write succeeded."""
-
-    __slots__ = ("future", "loop", "then")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
-                 then: Callable[[Any], None] | None = None) -> None:
-        self.loop, self.future, self.then = loop, future, then
-
-
-def _finish(outcomes: list[tuple[_Waiter | Callable[[Any, BaseException | None], None], Any, BaseException | None]]) -> None:
-    """Report a batch's outcomes: one wake-up per event loop for all its
-    waiters (not one per write), and blocking writers directly."""
-    per_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any, BaseException | None]]] = {}
-    for done, result, exc in outcomes:
-        if isinstance(done, _Waiter):
-            per_loop.setdefault(done.loop, []).append((done, result, exc))
-        else:
-            done(result, exc)
-    for loop, items in per_loop.items():
-        try:
-            loop.call_soon_threadsafe(_settle_all, items)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
-
-
-def _settle_all(items: list[tuple[_Waiter, Any, BaseException | None]]) -> None:
-    for waiter, result, exc in items:
-        if waiter.then is not None and exc is None:
-            try:
-                waiter.then(result)
-            except Exception:  # the write is on disk whatever its follow-up did
-                log.exception("journal: a follow-up of a committed write failed")
-        settle_future(waiter.future, result, exc)
-
-
-def settle_future(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    """Give a future its result or exception, unless it is already done (cancelled)."""
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 def decode_body(body: bytes) -> dict[str, Any]:

@@ -13,6 +13,7 @@ its first attempt and its last KEEP_LAST (`cap`), however often it is retried or
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from hookbus.bus.store.base import DELIVERED, DeliveredRun, Delivery
 
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     outcome    TEXT NOT NULL,      -- delivered | failed | dead | silenced
     status     INTEGER,            -- what the receiver answered (HTTP status, exit status), if known
     reason     TEXT NOT NULL DEFAULT '',
+    node       TEXT NOT NULL DEFAULT '',  -- the node that delivered (several on PostgreSQL)
     -- a TRAIL resent (its answer lost) stores nothing twice: the runner stamped each record once
     PRIMARY KEY (seq, subscriber, at, attempt)
 ) WITHOUT ROWID;
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS delivered_runs (
     last_seq   INTEGER NOT NULL,
     at         REAL NOT NULL,
     status     INTEGER,
+    node       TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (last_seq, subscriber, first_seq, at)
 ) WITHOUT ROWID;
 """
@@ -43,16 +46,23 @@ CREATE TABLE IF NOT EXISTS delivered_runs (
 KEEP_LAST = 10  # attempts kept per (seq, subscriber) besides the first
 CHUNK = 500  # seqs per statement: well under SQLite's variable limit
 
-_COLUMNS = "seq, subscriber, attempt, at, outcome, status, reason"
+_COLUMNS = "seq, subscriber, attempt, at, outcome, status, reason, node"
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """A journal from before the trail named its nodes: add the column (empty in old rows)."""
+    for table in ("deliveries", "delivered_runs"):
+        if "node" not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN node TEXT NOT NULL DEFAULT ''")
 
 
 def add(conn: sqlite3.Connection, records: list[Delivery], runs: list[DeliveredRun] | None = None) -> None:
     """Store records and runs; then cap each (seq, subscriber) that may have grown past its bound."""
     if runs:
-        conn.executemany("INSERT OR IGNORE INTO delivered_runs(subscriber, first_seq, last_seq, at, status) VALUES (?,?,?,?,?)",
-                         [(r.subscriber, r.first_seq, r.last_seq, r.at, r.status) for r in runs])
-    conn.executemany(f"INSERT OR IGNORE INTO deliveries({_COLUMNS}) VALUES (?,?,?,?,?,?,?)",
-                     [(r.seq, r.subscriber, r.attempt, r.at, r.outcome, r.status, r.reason) for r in records])
+        conn.executemany("INSERT OR IGNORE INTO delivered_runs(subscriber, first_seq, last_seq, at, status, node) "
+                         "VALUES (?,?,?,?,?,?)", [(r.subscriber, r.first_seq, r.last_seq, r.at, r.status, r.node) for r in runs])
+    conn.executemany(f"INSERT OR IGNORE INTO deliveries({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                     [(r.seq, r.subscriber, r.attempt, r.at, r.outcome, r.status, r.reason, r.node) for r in records])
     # Only a later attempt (or a replay) can be the (KEEP_LAST + 2)th row of its pair: a first
     # delivery, the bulk, costs nothing more. (A replay from a seq delivers attempt 1 again: a pair
     # replayed that way more than KEEP_LAST times keeps its rows until one of them fails on.)
@@ -102,17 +112,22 @@ def _from_runs(conn: sqlite3.Connection, seqs: list[int], subscriber: str | None
     """The seqs' first-attempt deliveries kept in runs (seqs sorted)."""
     if not seqs:
         return []
-    sql = ("SELECT subscriber, first_seq, last_seq, at, status FROM delivered_runs WHERE last_seq >= ? AND first_seq <= ?"
+    sql = ("SELECT subscriber, first_seq, last_seq, at, status, node FROM delivered_runs WHERE last_seq >= ? AND first_seq <= ?"
            + (" AND subscriber=?" if subscriber is not None else ""))
     args: list[object] = [seqs[0], seqs[-1], *([subscriber] if subscriber is not None else [])]
+    return runs_as_deliveries(conn.execute(sql, args), seqs)
+
+
+def runs_as_deliveries(runs: Iterable[tuple[str, int, int, float, int | None, str]], seqs: list[int]) -> list[Delivery]:
+    """The deliveries of the sorted `seqs` that the runs' rows (subscriber, first_seq, last_seq, at, status, node) hold."""
     wanted = set(seqs)
     out: list[Delivery] = []
-    for name, first, last, at, status in conn.execute(sql, args):
+    for name, first, last, at, status, node in runs:
         if last - first < len(wanted):
             hits = [seq for seq in range(first, last + 1) if seq in wanted]
         else:
             hits = [seq for seq in seqs if first <= seq <= last]
-        out += [Delivery(seq, name, 1, at, DELIVERED, status) for seq in hits]
+        out += [Delivery(seq, name, 1, at, DELIVERED, status, "", node) for seq in hits]
     return out
 
 

@@ -108,7 +108,17 @@ class Broker:
         # own last_seq runs ahead of it between a commit and its publication, and a
         # subscriber told of that would read from the journal what is about to come live.
         self.head = journal.last_seq
-        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0}
+        # Several nodes on one store (DESIGN §12): events other nodes commit are read from the store
+        # when they say so (Store.watch, LISTEN/NOTIFY), and on every heartbeat, and fanned out here
+        # like this node's own. Up to `_relayed` every seq went out; above it, `_local` holds the
+        # seqs this node published itself (not to be sent twice).
+        self.shared = config.bus.on_postgres
+        self._relayed = journal.last_seq
+        self._local: set[int] = set()
+        self._relay_wake = asyncio.Event()
+        self.retention_here = True  # prune from start(); with several nodes, one prunes under a lease (prune_loop)
+        self.counters: dict[str, int] = {"accepted": 0, "duplicates": 0, "rejected": 0, "published": 0,
+                                       "relayed": 0}
         self._handlers: dict[bytes, Callable[[Any, list[bytes]], Awaitable[tuple[Any, list[bytes]]]]] = {
             protocol.PUB: self._on_pub,
             protocol.FETCH: self._on_fetch,
@@ -127,9 +137,9 @@ class Broker:
     # -- life cycle --------------------------------------------------------
 
     async def start(self) -> None:
-        for key in ("control", "publish"):
-            if not is_local_endpoint(getattr(self.bus, key)) and not self.bus.curve_secret_key:
-                raise OSError(f"bus.{key}: {getattr(self.bus, key)} is not a loopback address; the broker serves "
+        for key, endpoint in (("control", self.bus.own_control), ("publish", self.bus.publish)):
+            if not is_local_endpoint(endpoint) and not self.bus.curve_secret_key:
+                raise OSError(f"bus.{key}: {endpoint} is not a loopback address; the broker serves "
                               "beyond loopback only with keys of its own: set bus.curve_secret_key and bus.curve_authorized_keys")
         if self.bus.curve_authorized_keys is not None and not self.bus.curve_authorized_keys.is_dir():
             raise OSError("bus.curve_authorized_keys: must name a folder of client public certificates")
@@ -142,22 +152,27 @@ class Broker:
         self._zap = ZapHandler(self.ctx, lambda: authorized(self.bus), [f for f, _ in key_folders(self.bus)])
         try:
             self._zap.start()
-            router.bind(self.bus.control)
+            router.bind(self.bus.own_control)
             xpub.bind(self.bus.publish)
         except zmq.ZMQError as exc:
             router.close()
             xpub.close()
             await self._zap.stop()
-            raise OSError(f"cannot bind bus.control {self.bus.control} / bus.publish {self.bus.publish}: {exc}") from None
+            raise OSError(f"cannot bind bus.control {self.bus.own_control} / bus.publish {self.bus.publish}: {exc}") from None
         self._router, self._xpub_async, self._xpub = router, xpub, zmq.Socket.shadow(xpub.underlying)
         self._tasks = [
             asyncio.create_task(self._serve_control(), name="broker-control"),
             asyncio.create_task(self._heartbeat(), name="broker-heartbeat"),
             asyncio.create_task(self._drain_subscriptions(), name="broker-xpub"),
-            asyncio.create_task(self._prune_loop(), name="broker-prune"),
         ]
+        if self.shared:
+            loop = asyncio.get_running_loop()
+            self.journal.watch(lambda: self._wake_relay(loop))
+            self._tasks.append(asyncio.create_task(self._relay(), name="broker-relay"))
+        if self.retention_here:
+            self._tasks.append(asyncio.create_task(self.prune_loop(), name="broker-prune"))
         log.info("broker: control %s, publish %s, journal %s (head %d)",
-                 self.bus.control, self.bus.publish, self.journal.location, self.journal.last_seq)
+                 self.bus.own_control, self.bus.publish, self.journal.location, self.journal.last_seq)
 
     def _configure(self, router: zmq.asyncio.Socket, xpub: zmq.asyncio.Socket) -> None:
         """Bounds on every queue and message (DESIGN §13); ZAP domains for the roles."""
@@ -232,8 +247,10 @@ class Broker:
     def detach(self, listener: Callable[[str | None, int, bytes], None]) -> None:
         self._listeners.remove(listener)
 
-    def _publish(self, type_: str, seq: int, body: bytes) -> None:
+    def _publish(self, type_: str, seq: int, body: bytes, relayed: bool = False) -> None:
         self.head = max(self.head, seq)
+        if self.shared and not relayed and seq > self._relayed:
+            self._local.add(seq)
         if self._topics and self._xpub is not None:
             # Three sends with plain int flags: send_multipart combines enum flags per frame, in Python.
             # (At the high-water mark XPUB drops without a word; subscribers read the gap from the journal.)
@@ -470,17 +487,30 @@ class Broker:
                 raise BadRequest(f"runner: {name} is not held by this runner", "runner")
             self.runners[name] = req.runner
         head = self.journal.last_seq
-        records = [Delivery(seq, name, attempt, float(at), outcome, status, reason)
+        node = self.bus.node_name  # the runner reports to its own node's broker
+        records = [Delivery(seq, name, attempt, float(at), outcome, status, reason, node)
                    for seq, attempt, at, outcome, status, reason in req.records if seq <= head]
-        runs = [DeliveredRun(name, first, last, float(at), status) for first, last, at, status in req.delivered if last <= head]
+        runs = [DeliveredRun(name, first, last, float(at), status, node)
+                for first, last, at, status in req.delivered if last <= head]
         await self.journal.record_deliveries(records, runs)
         return {"recorded": len(records) + sum(r.last_seq - r.first_seq + 1 for r in runs)}, []
 
     async def _on_status(self, _: commands.Empty, __: list[bytes]) -> tuple[Any, list[bytes]]:
         return await asyncio.to_thread(self.status), []
 
+    def nodes(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """The nodes of the bus (DESIGN §12): name, seconds since its last heartbeat, alive (within
+        [bus] lease); and what runs where: claim (`subscriber:NAME`, `checks`, `retention`) → node,
+        for the claims held now."""
+        lease = self.bus.lease
+        nodes = [{"name": n.node, "last_heartbeat_s": round(n.age_s, 1), "alive": n.age_s < lease,
+                  "started_at": n.started_at, "this": n.node == self.bus.node_name} for n in self.journal.nodes()]
+        work = {c.name: c.node for c in self.journal.claims() if c.left_s > 0}
+        return nodes, work
+
     def status(self) -> dict[str, Any]:
-        """Subscribers, cursors, lag, retries in flight, dead letters."""
+        """Subscribers, cursors, lag, retries in flight, dead letters; the nodes and what each runs."""
+        nodes, work = self.nodes()
         head = self.journal.last_seq
         cursors = self.journal.cursors()
         dead = self.journal.count_dead()
@@ -493,11 +523,15 @@ class Broker:
         for name in names:
             cursor = cursors.get(name, (0, 0))[0]
             last, stats = self.seen.get(name, (None, {}))
+            node = work.get(f"subscriber:{name}")
             subs.append({
                 "name": name,
                 "cursor": cursor,
                 "lag": head - cursor,
-                "connected": last is not None and now - last < self._lease_ttl(),
+                # pinged here, or running on another node of the bus (which the pings go to)
+                "connected": (last is not None and now - last < self._lease_ttl())
+                             or (node is not None and node != self.bus.node_name),
+                "node": node,
                 "last_seen_s": round(now - last, 1) if last else None,
                 "retries_in_flight": retries.get(name, 0),
                 "dead_letters": dead.get(name, 0),
@@ -509,7 +543,7 @@ class Broker:
             for d in self.journal.dead_letters(state="dead", limit=100)
         ]
         return {"head": head, "events_retained": self.journal.event_count(), "counters": dict(self.counters),
-                "subscribers": subs, "dead_letters": letters}
+                "node": self.bus.node_name, "nodes": nodes, "work": work, "subscribers": subs, "dead_letters": letters}
 
     # -- background ---------------------------------------------------------
 
@@ -523,7 +557,36 @@ class Broker:
                 pass
             self._tell_listeners(None, head, b"")
             self._read_subscriptions()
+            if self.shared:
+                self._relay_wake.set()  # a notice lost (the listener reconnecting) waits a heartbeat at most
             await asyncio.sleep(self.bus.heartbeat)
+
+    def _wake_relay(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon_threadsafe(self._relay_wake.set)  # from the store's listener thread
+
+    async def _relay(self) -> None:
+        """Fan out what other nodes committed, in seq order, as it is woken (and every heartbeat)."""
+        while True:
+            await self._relay_wake.wait()
+            self._relay_wake.clear()
+            try:
+                while await self._relay_some():
+                    pass
+            except JournalError as exc:  # the store down: the next wake-up or heartbeat tries again
+                log.debug("relay: %s", exc)
+
+    async def _relay_some(self) -> bool:
+        """Relay one batch past `_relayed`; False once there was nothing more."""
+        stored, scanned = await asyncio.to_thread(self.journal.read, self._relayed, 1000, None,
+                                                  max_bytes=FETCH_REPLY_BYTES)
+        for item in stored:
+            if item.seq not in self._local and item.seq > self._relayed:
+                self.counters["relayed"] += 1
+                self._publish(item.type, item.seq, item.body, relayed=True)
+        if scanned > self._relayed:
+            self._relayed = scanned
+            self._local = {seq for seq in self._local if seq > scanned}
+        return bool(stored)
 
     async def _drain_subscriptions(self) -> None:
         """Keep `_topics` as socket subscribers subscribe and unsubscribe."""
@@ -546,7 +609,7 @@ class Broker:
             self._topics.discard(frame[1:])
         log.debug("xpub %r; topics listened to: %d", frame, len(self._topics))
 
-    async def _prune_loop(self) -> None:
+    async def prune_loop(self) -> None:
         retention_s = self.bus.retention_days * 86400
         while True:
             # Often enough that the journal stays near its retention, never more than hourly.

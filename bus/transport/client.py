@@ -48,10 +48,18 @@ class ControlClient:
     Many requests may be in flight; replies are matched by request id. A
     request not answered within `attempt_timeout` is sent again (every command
     is idempotent) until `timeout` runs out.
+
+    With several endpoints (the nodes of one bus, `[bus] control` as a list) the
+    socket connects to all of them: ZeroMQ sends only on connections that are up
+    (IMMEDIATE) and in turn, so a dead node is passed over and a request resent
+    after a node died mid-way goes to one that lives.
     """
 
-    def __init__(self, bus: BusSettings, ctx: zmq.asyncio.Context | None = None) -> None:
+    def __init__(self, bus: BusSettings, ctx: zmq.asyncio.Context | None = None,
+                 endpoints: list[str] | None = None) -> None:
         self.bus = bus
+        self.endpoints = endpoints or bus.controls
+        self.where = " or ".join(self.endpoints)  # for messages
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4)
@@ -70,7 +78,8 @@ class ControlClient:
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections
             sock.setsockopt(zmq.SNDHWM, 100_000)
             sock.setsockopt(zmq.RCVHWM, 100_000)
-            sock.connect(self.bus.control)
+            for endpoint in self.endpoints:
+                sock.connect(endpoint)
             self._sock = sock
             self._reader = asyncio.create_task(self._read(sock))
         return self._sock
@@ -102,7 +111,7 @@ class ControlClient:
             try:
                 sock = self._socket()
             except NoCredential as exc:
-                raise BrokerUnavailable(f"broker at {self.bus.control}: {exc}") from None
+                raise BrokerUnavailable(f"broker at {self.where}: {exc}") from None
         req = self._prefix + next(self._ids).to_bytes(8, "big")
         frames = [command, req, orjson.dumps(payload if payload is not None else {}), *(bodies or [])]
         loop = asyncio.get_running_loop()
@@ -139,8 +148,8 @@ class ControlClient:
             # port, a key not yet authorized): the next request starts on a new socket.
             self._drop_socket()
         if busy:
-            raise BrokerUnavailable(f"broker at {self.bus.control} could not commit within {timeout:.0f}s: {busy}")
-        raise BrokerUnavailable(f"broker at {self.bus.control} did not answer within {timeout:.0f}s")
+            raise BrokerUnavailable(f"broker at {self.where} could not commit within {timeout:.0f}s: {busy}")
+        raise BrokerUnavailable(f"broker at {self.where} did not answer within {timeout:.0f}s")
 
     async def publish(self, bodies: list[bytes], *, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Publish CloudEvent JSON bodies; return [{"id", "seq", "duplicate"}] once durable.

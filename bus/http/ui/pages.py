@@ -116,6 +116,7 @@ async def events(request: web.Request) -> web.Response:
 async def subscribers(request: web.Request) -> web.Response:
     status = await asyncio.to_thread(request.app[BROKER].status)
     return page(request, "subscribers.html", subscribers=status["subscribers"], letters=status["dead_letters"],
+                nodes=status["nodes"], work=status["work"],
                 head=status["head"], retained=status["events_retained"], message=DONE.get(request.query.get("done", "")))
 
 
