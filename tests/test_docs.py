@@ -40,7 +40,8 @@ MARKS = {"fragment", "runnable"}
 ENV = {"SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/placeholder1",
        "NTFY_URL": "ntfys://ntfy.sh/my-backups", "TELEGRAM_URL": "tgram://123456789:abcdefghij/42",
        "ALERT_APPRISE_URL": "json://localhost/alerts", "HC_PING_URL": "https://hc-ping.com/5f0a1c2e-9a7b-4c3d-8e1f-123456789abc",
-       "OPS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+       "OPS_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+       "HOOKBUS_STORE": "postgresql://hookbus@db1/hookbus"}
 PLACEHOLDER = "https://example.com/hookbus-docs-placeholder"
 
 
