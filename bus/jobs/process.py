@@ -220,6 +220,9 @@ async def run(argv: list[str], *, env: Mapping[str, str] | None = None, cwd: Pat
                 await asyncio.shield(pump)
     except asyncio.CancelledError:
         kill_tree_now(proc)  # the caller wants to be done now: no grace
+        # Reap it (SIGKILL is quick), so its pipes and transport close now, not when collected.
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 2)
         raise
     finally:
         for task in (pump, feeder):
