@@ -8,7 +8,8 @@ headers) plus every other requirement its wheel lists. It insists on paths under
 folder) gives it without touching the host. It backs up with Debian's borg.
 
 The venv is made once and kept under $HOOKBUS_TEST_CACHE (default: the temp dir),
-keyed by version; on a fresh machine it installs itself.
+keyed by version; on a fresh machine it installs itself. Its base Python is
+$HOOKBUS_TEST_PYTHON312 when set (`.ci/run` sets it), else found on the machine.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ PASSPHRASE = "passphrase-123"
 # -- Borgitory's own virtualenv ----------------------------------------------------------
 
 def python312() -> str | None:
-    """A Python >= 3.12 (pyenv's or on PATH; pyenv's shims exist where the version is not selected)."""
-    candidates = [*sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python"))),
+    """A Python >= 3.12: $HOOKBUS_TEST_PYTHON312 (`.ci/run` sets it from `.ci/python312`, which builds one where
+    the machine has none), else pyenv's or on PATH (pyenv's shims exist where the version is not selected)."""
+    candidates = [os.environ.get("HOOKBUS_TEST_PYTHON312"),
+                  *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[2-9]*/bin/python"))),
                   shutil.which("python3.13"), shutil.which("python3.12"), shutil.which("python3")]
     for candidate in candidates:
         if not candidate or not os.access(candidate, os.X_OK):
