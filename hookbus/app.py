@@ -28,7 +28,7 @@ from hookbus.bus.http.app import start_http
 from hookbus.bus.http.fdlimit import raise_open_file_limit
 from hookbus.bus.jobs import runner as jobs
 from hookbus.bus.secrets import scrub
-from hookbus.bus.store.base import JournalError, Store
+from hookbus.bus.store.base import JournalError, Store, StoreUnavailable
 from hookbus.bus.store.journal import runner_name
 from hookbus.bus.store.leases import Lease, beat
 from hookbus.bus.store.opener import open_store
@@ -133,10 +133,23 @@ def data_dir_lock(config: Config) -> Iterator[None]:
         yield
 
 
+async def opened_store(config: Config, max_delay: float = 30.0) -> Store:
+    """Open the store; a database that cannot be reached yet (a node started while PostgreSQL is down
+    or failing over) is tried again with backoff, so every node resumes by itself (DESIGN §12).
+    Opening checks and migrates the file (or the database's schema): not on the event loop."""
+    delay = 1.0
+    while True:
+        try:
+            return await asyncio.to_thread(open_store, config.bus)
+        except StoreUnavailable as exc:
+            log.error("%s; trying again in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+
+
 @contextlib.asynccontextmanager
 async def running_broker(config: Config, with_http: bool) -> AsyncIterator[Broker]:
-    # Opening checks and migrates the file (or the database's schema): not on the event loop.
-    journal = await asyncio.to_thread(open_store, config.bus)
+    journal = await opened_store(config)
     broker = Broker(config, journal)
     broker.retention_here = False  # under its claim (singletons)
     try:

@@ -201,3 +201,22 @@ async def test_migrate_copies_a_sqlite_journal_into_a_fresh_database_and_refuses
     out, err = (b.decode() for b in await done.communicate())
     assert done.returncode == 1 and "is not empty (events 22" in err and "fresh database" in err
     assert pg_server.password not in out + err
+
+
+async def test_serve_started_while_postgres_is_down_waits_for_it_then_serves(
+        site: Site, procs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node (re)started during the database's outage does not exit: it says why it waits and
+    comes up by itself once the database is back (DESIGN §12: every node resumes by itself)."""
+    with server_or_skip() as server:
+        url = server.new_database()
+        configure_on(site, monkeypatch, url)
+        server.stop("fast")
+        serve = procs("serve", "--config", str(site.config))
+        await wait_for(lambda: "trying again in" in serve.output(), 20, "serve to say it waits for the database")
+        assert serve.popen is not None and serve.popen.poll() is None
+        assert "cannot be opened" in serve.output() and server.password not in serve.output()
+        server.start()
+        await wait_for(lambda: http_ready(site.url), 30, "hookbus serve to listen once the database is back")
+        async with aiohttp.ClientSession() as session, session.post(site.url + "/events", json=cloudevent(1)) as resp:
+            assert resp.status == 202, await resp.text()
+        await wait_for(lambda: count_lines(site.root / "audit.jsonl") >= 1, 20, "the event delivered")

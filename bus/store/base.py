@@ -27,6 +27,10 @@ class JournalError(RuntimeError):
     """The journal could not commit (disk full, I/O error, closed)."""
 
 
+class StoreUnavailable(JournalError):
+    """The store cannot be reached now (PostgreSQL down or failing over): worth trying again."""
+
+
 class LeaseHeld(ValueError):
     """Another live runner holds this subscriber name."""
 

@@ -51,6 +51,7 @@ from hookbus.bus.store.base import (
     NodeBeat,
     OpenJob,
     StoredEvent,
+    StoreUnavailable,
 )
 from hookbus.bus.store.groupcommit import Done, GroupCommit, finish
 from hookbus.bus.store.journal import REPLAY_CHUNK, holder_host_pid, pid_alive
@@ -276,7 +277,8 @@ class PostgresStore(GroupCommit[Conn]):
                 conn.close()
             if isinstance(exc, JournalError):
                 raise
-            raise JournalError(f"store {self._location} cannot be opened: {say(exc)}") from None
+            unreachable = StoreUnavailable if isinstance(exc, psycopg.OperationalError) else JournalError
+            raise unreachable(f"store {self._location} cannot be opened: {say(exc)}") from None
         self._conn: Conn | None = conn
         self._writer_pid = conn.info.backend_pid  # its own NOTIFYs are not news
         self.identity: int = int(rows["identity"])
