@@ -194,12 +194,12 @@ def leased(config: Config, name: str, broker: Broker) -> Coroutine[Any, Any, Non
         current[:] = [runner]
         await runner.run()
 
-    def lose() -> None:  # the claim is running out: stop at once, nothing may be delivered past it
+    def limit(seconds: float) -> None:  # deliveries in progress may finish only while the claim lasts
         for runner in current:
-            runner.drain_grace = 0.0
+            runner.drain_grace = min(runner.drain_grace, seconds)
 
     lease = Lease(broker.journal, f"subscriber:{name}", config.bus.node_name, config.bus.lease)
-    return lease.hold(deliver, lose=lose)
+    return lease.hold(deliver, limit=limit)
 
 
 async def run_leased(config: Config, names: list[str], stop: asyncio.Event, broker: Broker) -> None:

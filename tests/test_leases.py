@@ -53,7 +53,7 @@ async def test_a_holder_cut_off_from_the_store_stops_before_another_node_takes_o
         lost: list[float] = []
         a = Lease(a_store, "subscriber:audit", "a", LEASE)  # type: ignore[arg-type]
         b = Lease(journal, "subscriber:audit", "b", LEASE)
-        ta = asyncio.create_task(a.hold(work_log(log, "a"), lose=lambda: lost.append(time.monotonic())))
+        ta = asyncio.create_task(a.hold(work_log(log, "a"), limit=lambda s: lost.append(time.monotonic())))
         await wait_for(lambda: a.held, 5, "a to hold the claim")
         tb = asyncio.create_task(b.hold(work_log(log, "b")))
         await asyncio.sleep(3 * LEASE)
@@ -105,5 +105,32 @@ async def test_a_clean_stop_hands_over_at_once_and_a_restart_takes_back_its_dead
         await wait_for(lambda: again.held, 3, "b, same pid, to take its claim back")
         ta2.cancel()
         await asyncio.gather(ta2, return_exceptions=True)
+    finally:
+        journal.close()
+
+
+async def test_a_stop_drains_no_longer_than_the_claim_lasts(tmp_path: Path) -> None:
+    """Stopped (SIGTERM) just after a renewal, a holder's deliveries in progress may finish only
+    while its claim lasts: the next node can take over when it runs out."""
+    journal = Journal(tmp_path / "journal.db")
+    try:
+        grace = [5.0]  # as a subscriber runner's drain on a stop
+        ended: list[float] = []
+
+        async def work() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(grace[0])  # deliveries in progress, finishing
+                ended.append(time.monotonic())
+                raise
+
+        lease = Lease(journal, "subscriber:audit", "a", LEASE)
+        holding = asyncio.create_task(lease.hold(work, limit=lambda s: grace.__setitem__(0, min(grace[0], s))))
+        await wait_for(lambda: lease.held, 5, "the claim held")
+        stopped = time.monotonic()
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
+        assert ended and ended[0] - stopped <= LEASE * STOP + 0.05, ended[0] - stopped
     finally:
         journal.close()

@@ -47,10 +47,13 @@ class Lease:
         self.held = False
 
     async def hold(self, work: Callable[[], Coroutine[Any, Any, None]], *,
-                   lose: Callable[[], None] | None = None, idle: Callable[[], Awaitable[None]] | None = None) -> None:
+                   limit: Callable[[float], None] | None = None,
+                   idle: Callable[[], Awaitable[None]] | None = None) -> None:
         """Run `work` while the claim is held, until cancelled; start it again when it ends
-        while held. `lose` is called just before work is cancelled because the claim
-        could not be renewed (stop without grace); `idle` runs every tick while another holds it."""
+        while held. Before work is cancelled, `limit(s)` says how long it may still take to
+        stop: 0 when the claim could not be renewed, else what is left of the claim (a stop
+        must not outlive it: another node may take over then). `idle` runs every tick while
+        another holds it."""
         loop = asyncio.get_running_loop()
         task: asyncio.Task[None] | None = None
         valid_until = 0.0
@@ -73,7 +76,7 @@ class Lease:
                                       scrub(str(task.exception())), delay)
                         restart_at = loop.time() + delay
                         task = None
-                    if task is None and loop.time() >= restart_at:
+                    if task is None and restart_at <= loop.time() < valid_until:  # a late answer starts nothing
                         task, started = asyncio.create_task(work(), name=self.name), loop.time()
                 else:
                     self.held = task is not None and loop.time() < valid_until
@@ -83,12 +86,14 @@ class Lease:
                 await asyncio.sleep(max(0.0, (min(wake_at, valid_until) if task is not None else wake_at) - loop.time()))
                 if task is not None and loop.time() >= valid_until:
                     log.warning("node %s stops %s: its claim could not be renewed in time", self.node, self.name)
-                    if lose is not None:
-                        lose()
+                    if limit is not None:
+                        limit(0.0)
                     await _cancel(task)
                     task, self.held = None, False
         finally:
             if task is not None:
+                if limit is not None:
+                    limit(max(0.0, valid_until - loop.time()))
                 await _cancel(task)
             if self.held:
                 self.held = False
