@@ -454,6 +454,26 @@ async def test_leases_hold_a_name_until_they_expire(journal: Store) -> None:
     assert journal.lease_holder("ops") == theirs
 
 
+async def test_a_runner_lease_is_timed_by_the_database_not_by_a_nodes_clock(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node b's clock an hour ahead: a live runner's lease taken through node a still holds
+    for b (by its clock it would have expired), and one renewed into the past is free."""
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        await a.take_lease("ops", "elsewhere pid 1 (a)", 60)
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)  # only b runs meanwhile
+        with pytest.raises(LeaseHeld, match="already running"):
+            await b.take_lease("ops", "elsewhere pid 2 (b)", 60)
+        monkeypatch.setattr(time, "time", real)
+        await a.renew_lease("ops", "elsewhere pid 1 (a)", -1)
+        await b.take_lease("ops", "elsewhere pid 2 (b)", 60)
+        assert b.lease_holder("ops") == "elsewhere pid 2 (b)"
+    finally:
+        a.close()
+        b.close()
+
+
 async def test_checks_and_silences_are_kept(journal: Store) -> None:
     assert journal.load_checks().seq == 0
     await journal.save_checks(7, {"nightly": b'{"state":"up"}'}, {"nightly": b"[1,2]"})

@@ -590,7 +590,9 @@ class PostgresStore(GroupCommit[Conn]):
         holder = pgtables.text(holder)
 
         def op(conn: Conn) -> None:
-            now = time.time()
+            # The database's clock, as the claims: the nodes' clocks need not agree (a node behind would
+            # see a dead runner's lease alive longer than its ttl).
+            now = float(conn.execute(f"SELECT {pgnodes.NOW}").fetchone()[0])  # type: ignore[index]
             conn.execute("INSERT INTO leases(subscriber, holder, host, pid, expires_at) VALUES (%s,'','',0,0) "
                          "ON CONFLICT (subscriber) DO NOTHING", (subscriber,))
             row = conn.execute("SELECT holder, host, pid, expires_at FROM leases WHERE subscriber=%s FOR UPDATE",
@@ -605,8 +607,9 @@ class PostgresStore(GroupCommit[Conn]):
         await self.write(op)
 
     async def renew_lease(self, subscriber: str, holder: str, ttl: float) -> None:
-        await self.write(lambda conn: conn.execute("UPDATE leases SET expires_at=%s WHERE subscriber=%s AND holder=%s",
-                                                   (time.time() + ttl, subscriber, pgtables.text(holder))))
+        await self.write(lambda conn: conn.execute(
+            f"UPDATE leases SET expires_at={pgnodes.NOW} + %s WHERE subscriber=%s AND holder=%s",
+            (ttl, subscriber, pgtables.text(holder))))
 
     # -- nodes and their claims (pgnodes.py) --------------------------------
     # Each is one statement of its own (autocommit), never in the writer's batches: every node
